@@ -1,0 +1,473 @@
+"""Stack settings: one validated model for everything a stack file may say.
+
+Every rule lives here, and every failure names the stack-file key and the fix, so a
+bad value stops `pulumi preview` before any resource is touched.  Secrets are not
+part of the model: only whether they are set (the values stay Pulumi secrets).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT = "jira-mailhost"
+SECRET_KEYS = ("sshPrivateKey", "relayPassword")
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_MAILBOX = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_HOST_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) [A-Za-z0-9+/=]{40,}( .*)?$")
+
+
+class ConfigError(Exception):
+    """A stack-file problem: which key, what is wrong, and how to fix it."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = [f"{PROJECT}:{key}: {message}" for key, message in problems]
+        super().__init__("invalid stack configuration:\n  " + "\n  ".join(lines))
+
+
+def _fqdn(value: str, what: str) -> str:
+    name = value.strip().rstrip(".").lower()
+    labels = name.split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels) or len(name) > 253:
+        raise ValueError(f"{value!r} is not a fully qualified domain name; give {what} such as 'example.com'")
+    return name
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PtrSource(str, Enum):
+    """Who publishes the PTR record of a sending address."""
+
+    EIP = "eip"  # aws.ec2.EipDomainName on the Elastic IP (IPv4 of EC2 hosts)
+    ZONE = "zone"  # a record in the Route53 reverse zone named in reverseZones
+    EXTERNAL = "external"  # the address owner (hosting provider) publishes it; we only check it
+    NONE = "none"  # nobody: Postfix must not send from this address
+
+
+class Ec2Host(Model):
+    subnet_id: str = Field(alias="subnetId")
+    ssh_cidrs: list[str] = Field(alias="sshCidrs", min_length=1)
+    instance_type: str = Field("t3.small", alias="instanceType")
+    ami: str | None = None
+    root_volume_gb: int = Field(20, alias="rootVolumeGb", ge=8, le=2048)
+    ipv6: bool = True
+
+    @field_validator("subnet_id")
+    @classmethod
+    def _subnet(cls, value: str) -> str:
+        if not re.match(r"^subnet-[0-9a-f]{8,17}$", value):
+            raise ValueError(f"{value!r} is not a subnet id; copy it from the VPC console (subnet-0123abcd...)")
+        return value
+
+    @field_validator("ssh_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        out = []
+        for cidr in value:
+            try:
+                net = ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR; write e.g. '203.0.113.7/32' for your admin address") from None
+            if net.prefixlen == 0:
+                raise ValueError(f"{cidr!r} opens SSH to the whole Internet; list your admin networks instead")
+            out.append(str(net))
+        return out
+
+
+class ExistingHost(Model):
+    ipv4: str
+    ipv6: str | None = None
+    host_key: str = Field(alias="hostKey")
+    ipv4_ptr: Literal["zone", "external", "none"] | None = Field(None, alias="ipv4Ptr")
+    ipv6_ptr: Literal["zone", "external", "none"] | None = Field(None, alias="ipv6Ptr")
+
+    @field_validator("ipv4")
+    @classmethod
+    def _v4(cls, value: str) -> str:
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 address; give the host's public IPv4") from None
+
+    @field_validator("ipv6")
+    @classmethod
+    def _v6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.IPv6Address(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv6 address; give the host's public IPv6 or leave it out") from None
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key(cls, value: str) -> str:
+        value = value.strip()
+        if not _HOST_KEY.match(value):
+            raise ValueError(
+                "is not an OpenSSH public host key; pin it with the line from "
+                "`ssh-keyscan -t ed25519 HOST` without the host name (e.g. 'ssh-ed25519 AAAA...')"
+            )
+        return " ".join(value.split()[:2])
+
+
+class Host(Model):
+    name: str
+    fqdn: str | None = None
+    ssh_user: str | None = Field(None, alias="sshUser")
+    ssh_port: int = Field(22, alias="sshPort", ge=1, le=65535)
+    ec2: Ec2Host | None = None
+    existing: ExistingHost | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _LABEL.match(value):
+            raise ValueError(f"{value!r} must be one lowercase DNS label (letters, digits, '-'), e.g. 'jira'")
+        return value
+
+    @field_validator("fqdn")
+    @classmethod
+    def _fqdn(cls, value: str | None) -> str | None:
+        return None if value is None else _fqdn(value, "the host's FQDN")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Host:
+        if (self.ec2 is None) == (self.existing is None):
+            raise ValueError("give exactly one of 'ec2' (provision on AWS) or 'existing' (adopt a host by address)")
+        return self
+
+    @property
+    def user(self) -> str:
+        """Debian's cloud images log in as 'admin'; adopted hosts default to root."""
+        if self.ssh_user:
+            return self.ssh_user
+        return "admin" if self.ec2 else "root"
+
+
+class Relay(Model):
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    username: str
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return _fqdn(value, "the smarthost name")
+
+
+class Delivery(Model):
+    mode: Literal["direct", "relay"] = "direct"
+    relay: Relay | None = None
+
+    @model_validator(mode="after")
+    def _relay_given(self) -> Delivery:
+        if self.mode == "relay" and self.relay is None:
+            raise ValueError("mode 'relay' needs relay: {host, port, username} (and the secret relayPassword)")
+        if self.mode == "direct" and self.relay is not None:
+            raise ValueError("relay settings are given but mode is 'direct'; set mode: relay or remove relay")
+        return self
+
+
+class Dmarc(Model):
+    policy: Literal["none", "quarantine", "reject"] = "quarantine"
+    rua: str | None = None
+    pct: int = Field(100, ge=0, le=100)
+
+    @field_validator("rua")
+    @classmethod
+    def _rua(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        address = value.removeprefix("mailto:")
+        if not _MAILBOX.match(address):
+            raise ValueError(f"{value!r} is not a report address; write e.g. 'dmarc-reports@example.com'")
+        return address
+
+
+class ReverseZones(Model):
+    ipv4: str | None = None
+    ipv6: str | None = None
+
+
+class Verify(Model):
+    enabled: bool = True
+    nameserver: str | None = None
+    authoritative: bool = True
+    wait_seconds: int = Field(300, alias="waitSeconds", ge=0, le=3600)
+
+    @field_validator("nameserver")
+    @classmethod
+    def _ns(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address; give the resolver's address, e.g. '1.1.1.1'") from None
+
+
+_SPF_MECHANISM = re.compile(r"^[+~?-]?(ip4:|ip6:|include:|a|mx|exists:|ptr)", re.IGNORECASE)
+
+
+class Settings(Model):
+    """Everything a stack says, validated; secrets appear only as 'is it set'."""
+
+    environment: str = "staging"
+    domain: str
+    zone_id: str | None = Field(None, alias="zoneId")
+    reverse_zones: ReverseZones = Field(default_factory=ReverseZones, alias="reverseZones")
+    hosts: list[Host] = Field(min_length=1)
+    delivery: Delivery = Field(default_factory=Delivery)
+    dkim_selector: str = Field("jm1", alias="dkimSelector")
+    message_size_limit: int = Field(26_214_400, alias="messageSizeLimit", ge=1_048_576, le=1_073_741_824)
+    spf_extra: list[str] = Field(default_factory=list, alias="spfExtra")
+    spf_all: Literal["~all", "-all"] = Field("~all", alias="spfAll")
+    dmarc: Dmarc = Field(default_factory=Dmarc)
+    from_address: str | None = Field(None, alias="fromAddress")
+    reroute_to: str | None = Field(None, alias="rerouteTo")
+    reroute_opt_out: bool = Field(False, alias="rerouteOptOut")
+    drain_seconds: int = Field(120, alias="drainSeconds", ge=0, le=3600)
+    maillog_file: str | None = Field(None, alias="maillogFile")
+    verify: Verify = Field(default_factory=Verify)
+    secrets_set: frozenset[str] = Field(default_factory=frozenset, alias="secretsSet")
+
+    @field_validator("environment")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        if not _LABEL.match(value):
+            raise ValueError(f"{value!r} must be a short lowercase name such as 'production' or 'staging'")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        return _fqdn(value, "the sender domain")
+
+    @field_validator("dkim_selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        if not _LABEL.match(value):
+            raise ValueError(f"{value!r} must be one DNS label, e.g. 'jm1'; change it to rotate the DKIM keys")
+        return value
+
+    @field_validator("spf_extra")
+    @classmethod
+    def _spf_extra(cls, value: list[str]) -> list[str]:
+        for term in value:
+            if term.lower().startswith("v=spf1") or term.lower().endswith("all") or not _SPF_MECHANISM.match(term):
+                raise ValueError(
+                    f"{term!r} is not an SPF mechanism to merge; list only mechanisms such as "
+                    "'include:_spf.relay.example' or 'ip4:198.51.100.7' (v=spf1 and all are added for you)"
+                )
+        return value
+
+    @field_validator("from_address", "reroute_to")
+    @classmethod
+    def _mailbox(cls, value: str | None) -> str | None:
+        if value is not None and not _MAILBOX.match(value):
+            raise ValueError(f"{value!r} is not an e-mail address")
+        return value
+
+    @field_validator("maillog_file")
+    @classmethod
+    def _maillog(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/var/log/"):
+            raise ValueError(f"{value!r} must be a file under /var/log/, e.g. /var/log/postfix.log")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        problems: list[tuple[str, str]] = []
+        names = [host.name for host in self.hosts]
+        for index, name in enumerate(names):
+            if names.index(name) != index:
+                problems.append((f"hosts[{index}].name", f"'{name}' is used twice; give each host its own name"))
+        fqdns = [self.fqdn(host) for host in self.hosts]
+        for index, fqdn in enumerate(fqdns):
+            if fqdns.index(fqdn) != index:
+                problems.append((f"hosts[{index}].fqdn", f"'{fqdn}' is used twice; each host needs its own name"))
+        if self.production and self.reroute_to:
+            problems.append(("rerouteTo", "production must mail real users; remove rerouteTo from this stack"))
+        if not self.production and not self.reroute_to and not self.reroute_opt_out:
+            problems.append((
+                "rerouteTo",
+                f"stack environment '{self.environment}' is not production, so all its mail is rerouted to one "
+                "address: set rerouteTo: qa@example.com, or rerouteOptOut: true to mail real users from it",
+            ))
+        if "sshPrivateKey" not in self.secrets_set:
+            problems.append((
+                "sshPrivateKey",
+                "is not set; run `pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`",
+            ))
+        if self.delivery.mode == "relay" and "relayPassword" not in self.secrets_set:
+            problems.append((
+                "relayPassword",
+                "relay mode needs the SASL password; run `pulumi config set --secret relayPassword`",
+            ))
+        for index, host in enumerate(self.hosts):
+            problems.extend(self._ptr_problems(index, host))
+        if problems:
+            raise _Problems(problems)
+        return self
+
+    def _ptr_problems(self, index: int, host: Host) -> list[tuple[str, str]]:
+        key = f"hosts[{index}].existing"
+        problems = []
+        if host.existing:
+            if host.existing.ipv4_ptr == "zone" and not self.reverse_zones.ipv4:
+                problems.append((f"{key}.ipv4Ptr", "is 'zone' but reverseZones.ipv4 is not set; give the zone id"))
+            if host.existing.ipv6_ptr == "zone" and not self.reverse_zones.ipv6:
+                problems.append((f"{key}.ipv6Ptr", "is 'zone' but reverseZones.ipv6 is not set; give the zone id"))
+            if host.existing.ipv6_ptr and not host.existing.ipv6:
+                problems.append((f"{key}.ipv6Ptr", "is set but the host has no ipv6; add existing.ipv6 or remove it"))
+        if self.delivery.mode == "direct" and self.ptr_source(host, 4) is PtrSource.NONE:
+            problems.append((
+                f"{key}.ipv4Ptr",
+                f"direct delivery from {self.fqdn(host)} needs a PTR for its IPv4: set reverseZones.ipv4 to the "
+                "Route53 reverse zone, or ipv4Ptr: external once your provider publishes "
+                f"PTR → {self.fqdn(host)}, or use delivery.mode: relay",
+            ))
+        return problems
+
+    # Derived facts: one place each.
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def rerouted(self) -> bool:
+        return self.reroute_to is not None
+
+    @property
+    def sender(self) -> str:
+        return self.from_address or f"jira@{self.domain}"
+
+    def fqdn(self, host: Host) -> str:
+        return host.fqdn or f"{host.name}.{self.domain}"
+
+    def selector(self, host: Host) -> str:
+        """Each host signs with its own key, so one compromised host is revoked alone."""
+        return f"{self.dkim_selector}-{host.name}"
+
+    def has_ipv6(self, host: Host) -> bool:
+        return bool(host.ec2.ipv6) if host.ec2 else bool(host.existing and host.existing.ipv6)
+
+    def ptr_source(self, host: Host, family: Literal[4, 6]) -> PtrSource:
+        """Who publishes the PTR for the host's address of this family (NONE: do not send from it)."""
+        if family == 6 and not self.has_ipv6(host):
+            return PtrSource.NONE
+        if host.ec2:
+            if family == 4:
+                return PtrSource.EIP
+            return PtrSource.ZONE if self.reverse_zones.ipv6 else PtrSource.NONE
+        assert host.existing is not None
+        declared = host.existing.ipv4_ptr if family == 4 else host.existing.ipv6_ptr
+        zone = self.reverse_zones.ipv4 if family == 4 else self.reverse_zones.ipv6
+        if declared is None:
+            return PtrSource.ZONE if zone else PtrSource.NONE
+        return PtrSource(declared)
+
+    def sends_over(self, host: Host, family: Literal[4, 6]) -> bool:
+        """Postfix sends over a family only from an address with forward-confirmed PTR."""
+        return self.ptr_source(host, family) is not PtrSource.NONE
+
+
+class _Problems(ValueError):
+    """Carries several (key, message) problems out of a pydantic validator."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{k}: {m}" for k, m in problems))
+
+
+_REQUIRED_FIXES = {
+    "domain": "set the sender domain, e.g. `pulumi config set domain jira.example.com`",
+    "hosts": "list at least one host under hosts: (see Pulumi.staging.yaml)",
+    "subnetId": "give the subnet to launch in (subnet-...), one with an IPv6 CIDR if ipv6 is on",
+    "sshCidrs": "list the networks allowed to SSH in, e.g. ['203.0.113.7/32']",
+    "hostKey": "pin the host key: the 'ssh-ed25519 AAAA...' part of `ssh-keyscan -t ed25519 HOST`",
+    "ipv4": "give the host's public IPv4",
+    "name": "give the host a short name such as 'jira'",
+    "username": "give the SASL user name for the relay",
+    "host": "give the smarthost name, e.g. 'smtp.relay.example'",
+}
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _problems_from(error: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        ctx = item.get("ctx") or {}
+        inner = ctx.get("error")
+        if isinstance(inner, _Problems):
+            prefix = _key(loc)
+            problems.extend(((f"{prefix}.{k}" if prefix else k), m) for k, m in inner.problems)
+            continue
+        key = _key(loc)
+        kind = item["type"]
+        if kind == "missing":
+            fix = _REQUIRED_FIXES.get(str(loc[-1]), "add it")
+            problems.append((key, f"is required; {fix}"))
+        elif kind == "extra_forbidden":
+            problems.append((key, "is not a known setting; check the spelling against the README's config table"))
+        elif kind == "value_error":
+            problems.append((key, str(inner) if inner else item["msg"]))
+        else:
+            problems.append((key, f"{item['msg']} (got {item.get('input')!r})"))
+    return problems
+
+
+def parse_settings(values: Mapping[str, Any], secrets_set: set[str] | frozenset[str] = frozenset()) -> Settings:
+    """Validate raw stack values (keys without the project prefix); raise ConfigError listing every problem."""
+    data = {k: v for k, v in values.items() if k not in SECRET_KEYS}
+    data["secretsSet"] = frozenset(secrets_set) | {k for k in SECRET_KEYS if values.get(k) not in (None, "")}
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_problems_from(error)) from None
+
+
+def values_from_stack_file(path: Path) -> tuple[dict[str, Any], set[str]]:
+    """Read Pulumi.<stack>.yaml: our keys without the prefix, and which of them are secure."""
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError([("(stack file)", f"cannot read {path}: {error}")]) from None
+    values: dict[str, Any] = {}
+    secure: set[str] = set()
+    for full_key, value in (document.get("config") or {}).items():
+        namespace, _, key = str(full_key).partition(":")
+        if namespace != PROJECT:
+            continue
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            secure.add(key)
+            continue
+        values[key] = value
+    return values, secure
+
+
+def load_stack_file(path: Path) -> Settings:
+    values, secure = values_from_stack_file(path)
+    return parse_settings(values, secure)

@@ -1,0 +1,47 @@
+"""What the world should see in DNS after a deploy: the contract between plan and checks.
+
+The Pulumi program exports it (stack output `verification`), the post-deploy step passes
+it to `mailhost verify`, and an administrator can rebuild it from flags; all three meet here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ExpectedHost:
+    fqdn: str  # also the HELO name (Postfix myhostname) and the PTR target
+    ipv4: str | None = None
+    ipv6: str | None = None
+    sends_ipv4: bool = True  # Postfix sends over IPv4 from this host (inet_protocols)
+    sends_ipv6: bool = False
+    dkim_selector: str | None = None
+    dkim_public_key: str | None = None  # base64 DER SubjectPublicKeyInfo, the p= value
+
+
+@dataclass(frozen=True)
+class Expected:
+    domain: str
+    hosts: tuple[ExpectedHost, ...]
+    production: bool = True
+    spf_includes: tuple[str, ...] = field(default_factory=tuple)  # user mechanisms merged into SPF
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Expected:
+        hosts = tuple(ExpectedHost(**host) for host in data.get("hosts", ()))
+        return cls(
+            domain=data["domain"],
+            hosts=hosts,
+            production=bool(data.get("production", True)),
+            spf_includes=tuple(data.get("spf_includes", ())),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Expected:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs everything jira-mailhost and its tests need on a fresh Debian machine (as root):
+# the Debian packages the lab and the real-software tests drive, and a venv in .venv.
+set -euo pipefail
+cd "$(dirname "$0")"
+export DEBIAN_FRONTEND=noninteractive
+packages=(postfix opendkim opendkim-tools openssh-server openssh-client knot knot-dnsutils swaks
+          iproute2 iputils-ping procps libsasl2-modules sasl2-bin ca-certificates python3 python3-venv)
+missing=()
+for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+if ((${#missing[@]})); then
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# Packages start nothing here: the lab runs each daemon inside its own namespaces.
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -r requirements-dev.txt
+.venv/bin/pip install -q --no-deps -e .
+echo "setup done: $(.venv/bin/python --version), $(postconf -d mail_version), $(knotd --version)"
