@@ -22,6 +22,8 @@ from pathlib import Path
 LAB_V4 = ipaddress.IPv4Network("198.51.100.0/24")
 LAB_V6 = ipaddress.IPv6Network("2001:db8:5100::/64")
 ROOT_INDEX = 1  # the root namespace's own address in the lab: .1 and ::1
+# Other users of the module (parallel test suites) pass their own prefix and, e.g.,
+# 203.0.113.0/24 with 2001:db8:203::/64, so two topologies never share a range.
 
 
 class LabError(RuntimeError):
@@ -36,17 +38,10 @@ def sh(argv: Sequence[str], *, check: bool = True, input: str | None = None, tim
     return proc.stdout
 
 
-def v4(index: int) -> str:
-    return str(LAB_V4.network_address + index)
-
-
-def v6(index: int) -> str:
-    return str(LAB_V6.network_address + index)
-
-
-def assert_ranges_free() -> None:
+def assert_ranges_free(prefix: str, nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
     """Refuse to start if the machine already routes a lab range through something that is not ours."""
-    for family, net in (("-4", LAB_V4), ("-6", LAB_V6)):
+    for net in nets:
+        family = f"-{net.version}"
         for line in sh(["ip", family, "route", "show"]).splitlines():
             dest = line.split()[0]
             if dest == "default":
@@ -55,7 +50,7 @@ def assert_ranges_free() -> None:
                 routed = ipaddress.ip_network(dest, strict=False)
             except ValueError:
                 continue
-            if routed.version == net.version and routed.overlaps(net) and " dev jm" not in f" {line}":
+            if routed.version == net.version and routed.overlaps(net) and f" dev {prefix}-" not in f" {line}":
                 raise LabError(f"the machine already routes {dest} ({line.strip()}); the lab will not use {net}")
 
 
@@ -63,15 +58,8 @@ def assert_ranges_free() -> None:
 class Host:
     name: str
     netns: str
-    index: int
-
-    @property
-    def ipv4(self) -> str:
-        return v4(self.index)
-
-    @property
-    def ipv6(self) -> str:
-        return v6(self.index)
+    ipv4: str
+    ipv6: str
 
     def argv(self, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.netns, *argv]
@@ -89,7 +77,15 @@ class Topology:
     """A set of namespaces sharing one prefix; create hosts with add(), remove all with destroy()."""
 
     prefix: str = "jm"
+    net4: ipaddress.IPv4Network = LAB_V4
+    net6: ipaddress.IPv6Network = LAB_V6
     hosts: dict[str, Host] = field(default_factory=dict)
+
+    def v4(self, index: int) -> str:
+        return str(self.net4.network_address + index)
+
+    def v6(self, index: int) -> str:
+        return str(self.net6.network_address + index)
 
     @property
     def hub(self) -> str:
@@ -101,32 +97,32 @@ class Topology:
 
     def up(self) -> None:
         """Create the hub bridge and the root namespace's link into it."""
-        assert_ranges_free()
+        assert_ranges_free(self.prefix, (self.net4, self.net6))
         sh(["ip", "netns", "add", self.hub])
-        hub = Host("hub", self.hub, 0)
+        hub = self._hub()
         hub.run(["ip", "link", "set", "lo", "up"])
         hub.run(["ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])
         hub.run(["ip", "link", "set", "br0", "up"])
         sh(["ip", "link", "add", self.root_link, "type", "veth", "peer", "name", "r0", "netns", self.hub])
         hub.run(["ip", "link", "set", "r0", "master", "br0", "up"])
-        sh(["ip", "addr", "add", f"{v4(ROOT_INDEX)}/{LAB_V4.prefixlen}", "dev", self.root_link])
-        sh(["ip", "addr", "add", f"{v6(ROOT_INDEX)}/{LAB_V6.prefixlen}", "dev", self.root_link, "nodad"])
+        sh(["ip", "addr", "add", f"{self.v4(ROOT_INDEX)}/{self.net4.prefixlen}", "dev", self.root_link])
+        sh(["ip", "addr", "add", f"{self.v6(ROOT_INDEX)}/{self.net6.prefixlen}", "dev", self.root_link, "nodad"])
         sh(["ip", "link", "set", self.root_link, "up"])
 
     def add(self, name: str, index: int, resolver: str | None = None) -> Host:
         """A host namespace with lab addresses .index and ::index; optional /etc/resolv.conf for it."""
         ns = f"{self.prefix}-{name}"
-        host = Host(name, ns, index)
+        host = Host(name, ns, self.v4(index), self.v6(index))
         sh(["ip", "netns", "add", ns])
         port = f"p{index}"
         sh(["ip", "link", "add", f"{self.prefix}-{index}", "type", "veth", "peer", "name", "eth0", "netns", ns])
         sh(["ip", "link", "set", f"{self.prefix}-{index}", "netns", self.hub])
-        hub = Host("hub", self.hub, 0)
+        hub = self._hub()
         hub.run(["ip", "link", "set", f"{self.prefix}-{index}", "name", port])
         hub.run(["ip", "link", "set", port, "master", "br0", "up"])
         host.run(["ip", "link", "set", "lo", "up"])
-        host.run(["ip", "addr", "add", f"{host.ipv4}/{LAB_V4.prefixlen}", "dev", "eth0"])
-        host.run(["ip", "addr", "add", f"{host.ipv6}/{LAB_V6.prefixlen}", "dev", "eth0", "nodad"])
+        host.run(["ip", "addr", "add", f"{host.ipv4}/{self.net4.prefixlen}", "dev", "eth0"])
+        host.run(["ip", "addr", "add", f"{host.ipv6}/{self.net6.prefixlen}", "dev", "eth0", "nodad"])
         host.run(["ip", "link", "set", "eth0", "up"])
         if resolver:
             etc = Path("/etc/netns") / ns
@@ -134,6 +130,17 @@ class Topology:
             (etc / "resolv.conf").write_text(f"nameserver {resolver}\noptions timeout:2 attempts:2\n")
         self.hosts[name] = host
         return host
+
+    def _hub(self) -> Host:
+        return Host("hub", self.hub, "", "")
+
+    @property
+    def root_ipv4(self) -> str:
+        return self.v4(ROOT_INDEX)
+
+    @property
+    def root_ipv6(self) -> str:
+        return self.v6(ROOT_INDEX)
 
     def destroy(self) -> None:
         destroy_prefix(self.prefix)

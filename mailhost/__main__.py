@@ -1,0 +1,3 @@
+from mailhost.cli import main
+
+main()

@@ -1,0 +1,35 @@
+"""The `mailhost` command: render, verify, lab.  Sub-commands live beside their code."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="jira-mailhost: outgoing mail for Jira that arrives.")
+
+
+def _register() -> None:
+    """Each part adds its own commands; a part that is missing must not break the others."""
+    from mailhost import cli_render
+
+    cli_render.register(app)
+    try:
+        from mailhost import cli_verify
+    except ImportError:
+        pass
+    else:
+        cli_verify.register(app)
+    try:
+        from mailhost.lab import cli as lab_cli
+    except ImportError:
+        pass
+    else:
+        app.add_typer(lab_cli.lab_app, name="lab")
+
+
+def main() -> None:
+    _register()
+    app()
+
+
+if __name__ == "__main__":
+    main()
