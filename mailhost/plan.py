@@ -1,0 +1,145 @@
+"""Planning: from settings and the addresses a deploy produced to DNS records and expectations.
+
+Pure data in, pure data out.  Which records exist depends only on the settings (so a
+`pulumi preview` shows them all); their values may depend on addresses known after
+deploy, which enter here as plain strings through one `apply` in a component.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Literal
+
+from mailhost import dkim, dnstext, spf
+from mailhost.config import Host, PtrSource, Settings
+from mailhost.expected import Expected, ExpectedHost
+
+Zone = Literal["forward", "reverse4", "reverse6"]
+DEFAULT_TTL = 300
+
+
+@dataclass(frozen=True)
+class Addresses:
+    ipv4: str
+    ipv6: str | None = None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One DNS record set: the zone it belongs to, its name, type and logical value."""
+
+    key: str  # stable resource name suffix, e.g. "jira-a", "spf"
+    zone: Zone
+    name: str
+    type: str
+    value: str
+    ttl: int = DEFAULT_TTL
+
+    @property
+    def route53_records(self) -> list[str]:
+        return [dnstext.route53_value(self.value)] if self.type == "TXT" else [self.value]
+
+    @property
+    def zone_line(self) -> str:
+        rdata = dnstext.zone_value(self.value) if self.type == "TXT" else self.value
+        return f"{self.name}. {self.ttl} IN {self.type} {rdata}"
+
+
+def inet_protocols(settings: Settings, host: Host) -> str:
+    """Postfix's inet_protocols: only the families whose address has forward-confirmed PTR."""
+    v4, v6 = settings.sends_over(host, 4), settings.sends_over(host, 6)
+    if v4 and v6:
+        return "all"
+    if v6:
+        return "ipv6"
+    return "ipv4"  # relay mode without any PTR still reaches the smarthost over IPv4
+
+
+def sending_addresses(settings: Settings, host: Host, addresses: Addresses) -> list[str]:
+    out = []
+    if settings.sends_over(host, 4):
+        out.append(addresses.ipv4)
+    if settings.sends_over(host, 6) and addresses.ipv6:
+        out.append(addresses.ipv6)
+    if not out:  # relay without PTR: the host still connects from its IPv4
+        out.append(addresses.ipv4)
+    return out
+
+
+def reverse_name(address: str) -> str:
+    return ipaddress.ip_address(address).reverse_pointer
+
+
+def spf_record(settings: Settings, addresses: dict[str, Addresses]) -> Record:
+    sending = [a for host in settings.hosts for a in sending_addresses(settings, host, addresses[host.name])]
+    value = spf.build_spf(sending, settings.spf_extra, settings.spf_all)
+    return Record("spf", "forward", settings.domain, "TXT", value)
+
+
+def dmarc_record(settings: Settings) -> Record:
+    terms = [f"v=DMARC1; p={settings.dmarc.policy}"]
+    if settings.dmarc.pct != 100:
+        terms.append(f"pct={settings.dmarc.pct}")
+    if settings.dmarc.rua:
+        terms.append(f"rua=mailto:{settings.dmarc.rua}")
+    terms.append("adkim=r; aspf=r")
+    return Record("dmarc", "forward", f"_dmarc.{settings.domain}", "TXT", "; ".join(terms))
+
+
+def host_records(settings: Settings, host: Host, addresses: Addresses, dkim_p: str) -> list[Record]:
+    """A, AAAA, PTRs published in Route53 reverse zones, and the host's DKIM key."""
+    fqdn = settings.fqdn(host)
+    records = [Record(f"{host.name}-a", "forward", fqdn, "A", addresses.ipv4)]
+    if settings.has_ipv6(host) and addresses.ipv6:
+        records.append(Record(f"{host.name}-aaaa", "forward", fqdn, "AAAA", addresses.ipv6))
+    for family, zone, address in ((4, "reverse4", addresses.ipv4), (6, "reverse6", addresses.ipv6)):
+        if address and settings.ptr_source(host, family) is PtrSource.ZONE:  # type: ignore[arg-type]
+            records.append(Record(f"{host.name}-ptr{family}", zone, reverse_name(address), "PTR", f"{fqdn}."))
+    records.append(
+        Record(
+            f"{host.name}-dkim",
+            "forward",
+            dkim.record_name(settings.selector(host), settings.domain),
+            "TXT",
+            dkim.txt_value(dkim_p),
+        )
+    )
+    return records
+
+
+def record_keys(settings: Settings, host: Host) -> list[tuple[str, Zone, str]]:
+    """(key, zone, type) of each record a host gets: known before any address is."""
+    placeholder = Addresses("192.0.2.1", "2001:db8::1" if settings.has_ipv6(host) else None)
+    return [(r.key, r.zone, r.type) for r in host_records(settings, host, placeholder, "")]
+
+
+def expected(settings: Settings, addresses: dict[str, Addresses], dkim_p: dict[str, str]) -> Expected:
+    hosts = []
+    for host in settings.hosts:
+        addr = addresses[host.name]
+        hosts.append(
+            ExpectedHost(
+                fqdn=settings.fqdn(host),
+                ipv4=addr.ipv4,
+                ipv6=addr.ipv6 if settings.has_ipv6(host) else None,
+                sends_ipv4=inet_protocols(settings, host) in ("ipv4", "all"),
+                sends_ipv6=inet_protocols(settings, host) in ("ipv6", "all"),
+                dkim_selector=settings.selector(host),
+                dkim_public_key=dkim_p.get(host.name),
+            )
+        )
+    return Expected(
+        domain=settings.domain,
+        hosts=tuple(hosts),
+        production=settings.production,
+        spf_includes=tuple(settings.spf_extra),
+    )
+
+
+def zone_text(settings: Settings, addresses: dict[str, Addresses], dkim_p: dict[str, str]) -> str:
+    """Every record the stack publishes, as zone-file lines (for `mailhost render`)."""
+    records = [r for host in settings.hosts for r in host_records(settings, host, addresses[host.name],
+                                                                   dkim_p.get(host.name, ""))]
+    records += [spf_record(settings, addresses), dmarc_record(settings)]
+    return "".join(f"; {r.zone}\n{r.zone_line}\n" for r in records)

@@ -1,0 +1,129 @@
+"""Rendering a host's files from files/templates: pure, deterministic, no Pulumi.
+
+The Pulumi component, `mailhost render` and the lab all call `render_host`, so what a
+user reads is exactly what is pushed.  Secret files are marked so that nothing shows
+them in a diff or an output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from mailhost.bundle import RenderedFile
+from mailhost.config import Host, Settings
+from mailhost.plan import inet_protocols
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "files" / "templates"
+SCRIPTS = Path(__file__).resolve().parent.parent / "files" / "scripts"
+
+MILTER_PORT = 8891
+MAIN_CF = "/etc/postfix/main.cf"
+MASTER_CF = "/etc/postfix/master.cf"
+SASL_PASSWD = "/etc/postfix/sasl_passwd"
+REROUTE_MAP = "/etc/postfix/jira-mailhost-reroute"
+OPENDKIM_CONF = "/etc/opendkim.conf"
+DKIM_KEY_DIR = "/etc/opendkim/keys"
+SETTINGS_ENV = "/var/lib/jira-mailhost/settings.env"
+PACKAGES = ("postfix", "opendkim", "opendkim-tools", "libsasl2-modules", "ca-certificates")
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,  # config files, not HTML
+)
+
+
+@dataclass(frozen=True)
+class HostSecrets:
+    """Secret inputs of a host's config; only ever handled inside a Pulumi secret Output."""
+
+    dkim_private_key_pem: str
+    relay_password: str | None = None
+
+
+PLACEHOLDERS = HostSecrets(dkim_private_key_pem="<secret: DKIM private key>", relay_password="<secret: relayPassword>")
+
+
+def _template(name: str, **values: object) -> str:
+    return _env.get_template(name).render(**values)
+
+
+def dkim_key_path(settings: Settings, host: Host) -> str:
+    return f"{DKIM_KEY_DIR}/{settings.selector(host)}.private"
+
+
+def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str = "") -> list[RenderedFile]:
+    """Every file the host gets, in MANIFEST order; secret files carry the given secrets."""
+    stack = stack or settings.environment
+    relay = settings.delivery.relay if settings.delivery.mode == "relay" else None
+    common = {"stack": stack, "domain": settings.domain, "fqdn": settings.fqdn(host)}
+    files = [
+        RenderedFile(
+            MAIN_CF,
+            _template(
+                "main.cf.j2",
+                **common,
+                inet_protocols=inet_protocols(settings, host),
+                message_size_limit=settings.message_size_limit,
+                relay=relay,
+                milter=f"inet:127.0.0.1:{MILTER_PORT}",
+                reroute_to=settings.reroute_to,
+                maillog_file=settings.maillog_file,
+            ),
+        ),
+        RenderedFile(MASTER_CF, _template("master.cf.j2", **common)),
+        RenderedFile(
+            OPENDKIM_CONF,
+            _template(
+                "opendkim.conf.j2",
+                **common,
+                selector=settings.selector(host),
+                key_file=dkim_key_path(settings, host),
+                socket=f"inet:{MILTER_PORT}@127.0.0.1",
+            ),
+        ),
+        RenderedFile(
+            dkim_key_path(settings, host),
+            secrets.dkim_private_key_pem.strip() + "\n",
+            mode=0o600,
+            owner="opendkim",
+            group="opendkim",
+            secret=True,
+        ),
+        RenderedFile(
+            SETTINGS_ENV,
+            _template(
+                "settings.env.j2",
+                **common,
+                production=settings.production,
+                packages=PACKAGES,
+                drain_seconds=settings.drain_seconds,
+            ),
+            mode=0o600,
+        ),
+    ]
+    if settings.reroute_to:
+        files.append(RenderedFile(REROUTE_MAP, _template("reroute.j2", **common, reroute_to=settings.reroute_to)))
+    if relay:
+        password = secrets.relay_password or ""
+        if not password or any(c in password for c in "\r\n"):
+            raise ValueError("jira-mailhost:relayPassword: must be one non-empty line; set it again with "
+                             "`pulumi config set --secret relayPassword`")
+        files.append(
+            RenderedFile(
+                SASL_PASSWD,
+                f"[{relay.host}]:{relay.port} {relay.username}:{password}\n",
+                mode=0o600,
+                secret=True,
+                postmap=True,
+            )
+        )
+    return sorted(files, key=lambda f: f.path)
+
+
+def script(name: str) -> str:
+    return (SCRIPTS / name).read_text()
