@@ -20,6 +20,11 @@ class ExpectedHost:
     sends_ipv6: bool = False
     dkim_selector: str | None = None
     dkim_public_key: str | None = None  # base64 DER SubjectPublicKeyInfo, the p= value
+    helo: str | None = None  # Postfix myhostname when it differs from fqdn (rare; None: fqdn)
+
+    @property
+    def helo_name(self) -> str:
+        return self.helo or self.fqdn
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class Expected:
     hosts: tuple[ExpectedHost, ...]
     production: bool = True
     spf_includes: tuple[str, ...] = field(default_factory=tuple)  # user mechanisms merged into SPF
+    dmarc_policy: str | None = None  # p= the stack asks for (None: not checked against anything)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -40,6 +46,7 @@ class Expected:
             hosts=hosts,
             production=bool(data.get("production", True)),
             spf_includes=tuple(data.get("spf_includes", ())),
+            dmarc_policy=data.get("dmarc_policy"),
         )
 
     @classmethod
