@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="jira-mailhost: outgoing mail for Jira that arrives.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="jira-mailhost: outgoing mail for Jira that arrives.")
+
+
+@app.callback()
+def _root() -> None:
+    """Keeps `mailhost` a group of commands even when only one is registered."""
 
 
 def _register() -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT = "jira-mailhost"
@@ -114,12 +116,20 @@ class ExistingHost(Model):
     @classmethod
     def _host_key(cls, value: str) -> str:
         value = value.strip()
-        if not _HOST_KEY.match(value):
+        parts = value.split()
+        if len(parts) >= 3 and not parts[0].startswith(("ssh-", "ecdsa-")):
+            parts = parts[1:]  # a known_hosts line: drop the host name
+        pinned = " ".join(parts[:2])
+        try:
+            if not _HOST_KEY.match(pinned):
+                raise ValueError
+            serialization.load_ssh_public_key(pinned.encode())
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             raise ValueError(
                 "is not an OpenSSH public host key; pin it with the line from "
                 "`ssh-keyscan -t ed25519 HOST` without the host name (e.g. 'ssh-ed25519 AAAA...')"
-            )
-        return " ".join(value.split()[:2])
+            ) from None
+        return pinned
 
 
 class Host(Model):
@@ -174,7 +184,8 @@ class Delivery(Model):
     @model_validator(mode="after")
     def _relay_given(self) -> Delivery:
         if self.mode == "relay" and self.relay is None:
-            raise ValueError("mode 'relay' needs relay: {host, port, username} (and the secret relayPassword)")
+            raise ValueError("mode 'relay' needs the smarthost: add relay: {host, port, username} and set the secret "
+                             "relayPassword")
         if self.mode == "direct" and self.relay is not None:
             raise ValueError("relay settings are given but mode is 'direct'; set mode: relay or remove relay")
         return self
@@ -305,6 +316,12 @@ class Settings(Model):
                 "rerouteTo",
                 f"stack environment '{self.environment}' is not production, so all its mail is rerouted to one "
                 "address: set rerouteTo: qa@example.com, or rerouteOptOut: true to mail real users from it",
+            ))
+        if self.from_address and not self.from_address.lower().endswith("@" + self.domain):
+            problems.append((
+                "fromAddress",
+                f"must be an address in {self.domain}: OpenDKIM signs only that domain and DMARC needs the "
+                f"From domain aligned; use e.g. jira@{self.domain}",
             ))
         if "sshPrivateKey" not in self.secrets_set:
             problems.append((
@@ -439,10 +456,15 @@ def _problems_from(error: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def parse_settings(values: Mapping[str, Any], secrets_set: set[str] | frozenset[str] = frozenset()) -> Settings:
-    """Validate raw stack values (keys without the project prefix); raise ConfigError listing every problem."""
+def parse_settings(values: Mapping[str, Any], secrets_set: set[str] | frozenset[str] = frozenset(),
+                   require_secrets: bool = True) -> Settings:
+    """Validate raw stack values (keys without the project prefix); raise ConfigError listing every problem.
+
+    `require_secrets=False` is for reading a stack without its secrets (`mailhost render`).
+    """
     data = {k: v for k, v in values.items() if k not in SECRET_KEYS}
-    data["secretsSet"] = frozenset(secrets_set) | {k for k in SECRET_KEYS if values.get(k) not in (None, "")}
+    present = set(SECRET_KEYS) if not require_secrets else {k for k in SECRET_KEYS if values.get(k) not in (None, "")}
+    data["secretsSet"] = frozenset(secrets_set) | present
     try:
         return Settings.model_validate(data)
     except ValidationError as error:
@@ -468,6 +490,13 @@ def values_from_stack_file(path: Path) -> tuple[dict[str, Any], set[str]]:
     return values, secure
 
 
-def load_stack_file(path: Path) -> Settings:
+def load_stack_file(path: Path, require_secrets: bool = True) -> Settings:
     values, secure = values_from_stack_file(path)
-    return parse_settings(values, secure)
+    return parse_settings(values, secure, require_secrets)
+
+
+def stack_file(stack: str, directory: Path | None = None) -> Path:
+    """Pulumi.<stack>.yaml next to Pulumi.yaml (a path is taken as is)."""
+    if stack.endswith((".yaml", ".yml")):
+        return Path(stack)
+    return (directory or Path.cwd()) / f"Pulumi.{stack}.yaml"

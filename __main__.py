@@ -1,0 +1,79 @@
+"""jira-mailhost: a Jira/Confluence host whose outgoing mail arrives.
+
+Load and validate the stack's settings (nothing is created if they are wrong), then per
+host: the machine, its DKIM key and its pushed Postfix config; then the domain's mail
+DNS; then, on `pulumi up`, a DNS verification of what the world now sees.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from components.dkim import DkimKey
+from components.host import JiraHost
+from components.mail_dns import MailDns
+from components.postfix import PostfixConfig
+from components.settings import load_settings, secret
+from components.verify import DnsVerification
+from mailhost import plan, sshkeys
+
+settings = load_settings()
+ssh_private_key = secret("sshPrivateKey")
+relay_password = secret("relayPassword") if settings.delivery.mode == "relay" else None
+assert ssh_private_key is not None  # load_settings has checked it is set
+admin_public = pulumi.Output.unsecret(ssh_private_key.apply(sshkeys.public_openssh))
+
+zone_id = settings.zone_id or aws.route53.get_zone_output(name=settings.domain, private_zone=False).zone_id
+zone_ids: dict[plan.Zone, pulumi.Input[str]] = {"forward": zone_id}
+if settings.reverse_zones.ipv4:
+    zone_ids["reverse4"] = settings.reverse_zones.ipv4
+if settings.reverse_zones.ipv6:
+    zone_ids["reverse6"] = settings.reverse_zones.ipv6
+
+hosts: dict[str, JiraHost] = {}
+keys: dict[str, DkimKey] = {}
+pushes: dict[str, PostfixConfig] = {}
+for host in settings.hosts:
+    hosts[host.name] = JiraHost(settings, host, admin_public)
+    keys[host.name] = DkimKey(settings, host)
+    pushes[host.name] = PostfixConfig(settings, host, hosts[host.name], ssh_private_key,
+                                      keys[host.name].private_key_pem, relay_password)
+
+dns = MailDns(settings, zone_ids, hosts, {name: key.public_p for name, key in keys.items()})
+
+if settings.verify.enabled:
+    DnsVerification(
+        settings,
+        dns.expected,
+        after=[*dns.records.values(), *(p.push for p in pushes.values())],
+        pushed=[p.push.stdout for p in pushes.values()],
+    )
+
+pulumi.export("environment", settings.environment)
+pulumi.export("deliveryMode", settings.delivery.mode)
+pulumi.export("hosts", {
+    host.name: {
+        "fqdn": settings.fqdn(host),
+        "ipv4": hosts[host.name].ipv4,
+        "ipv6": hosts[host.name].ipv6,
+        "ptrName": settings.fqdn(host),
+        "sendingProtocols": plan.inet_protocols(settings, host),
+        "dkimSelector": settings.selector(host),
+        "configDigest": pushes[host.name].digest,
+    }
+    for host in settings.hosts
+})
+pulumi.export("spf", dns.spf_value)
+pulumi.export("dkim", {name: key.public_p.apply(lambda p: plan.dkim.txt_value(p)) for name, key in keys.items()})
+pulumi.export("dmarc", plan.dmarc_record(settings).value)
+pulumi.export("rerouteTo", settings.reroute_to)
+pulumi.export("jiraOutgoingMail", {
+    "protocol": "SMTP",
+    "host": "localhost",
+    "port": 25,
+    "tls": False,
+    "from": settings.sender,
+    "usernamePassword": "leave empty: Postfix accepts mail from this host only",
+})
+pulumi.export("verification", dns.expected.apply(lambda e: e.to_json()))

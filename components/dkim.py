@@ -1,0 +1,26 @@
+"""One DKIM key per host and selector; the private half only ever exists as a Pulumi secret."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_tls as tls
+
+from mailhost import dkim
+from mailhost.config import Host, Settings
+
+
+class DkimKey(pulumi.ComponentResource):
+    """Changing dkimSelector makes a new key (new resource name): that is how keys are rotated."""
+
+    private_key_pem: pulumi.Output[str]
+    public_p: pulumi.Output[str]
+
+    def __init__(self, settings: Settings, host: Host, opts: pulumi.ResourceOptions | None = None):
+        selector = settings.selector(host)
+        super().__init__("jira-mailhost:index:DkimKey", f"{host.name}-{selector}", None, opts)
+        key = tls.PrivateKey(f"{host.name}-dkim-{selector}", algorithm="RSA", rsa_bits=2048,
+                             opts=pulumi.ResourceOptions(parent=self))
+        self.private_key_pem = pulumi.Output.secret(key.private_key_pem)
+        # The public half is not secret: it is published in DNS.
+        self.public_p = pulumi.Output.unsecret(key.public_key_pem.apply(dkim.public_key_b64))
+        self.register_outputs({"selector": selector, "publicKey": self.public_p})

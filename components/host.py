@@ -1,0 +1,91 @@
+"""The Jira host: provisioned on EC2 (instance, Elastic IP, IPv6, security group) or adopted."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_tls as tls
+
+from mailhost import sshkeys
+from mailhost.config import Host, Settings
+
+DEBIAN_OWNER = "136693071363"  # Debian's AWS account, publisher of the official AMIs
+DEBIAN_AMI_NAME = "debian-12-amd64-*"
+
+
+class JiraHost(pulumi.ComponentResource):
+    """Addresses, SSH user and pinned host key of one host, however it came to exist."""
+
+    ipv4: pulumi.Output[str]
+    ipv6: pulumi.Output[str | None]
+    host_key: pulumi.Output[str]
+    allocation_id: pulumi.Output[str] | None
+
+    def __init__(self, settings: Settings, host: Host, admin_public: pulumi.Input[str],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("jira-mailhost:index:Host", host.name, None, opts)
+        self.user = host.user
+        self.port = host.ssh_port
+        if host.ec2:
+            self._provision(settings, host, admin_public)
+        else:
+            assert host.existing is not None
+            self.ipv4 = pulumi.Output.from_input(host.existing.ipv4)
+            self.ipv6 = pulumi.Output.from_input(host.existing.ipv6)
+            self.host_key = pulumi.Output.from_input(host.existing.host_key)
+            self.allocation_id = None
+        self.register_outputs({"ipv4": self.ipv4, "ipv6": self.ipv6, "hostKey": self.host_key})
+
+    def _provision(self, settings: Settings, host: Host, admin_public: pulumi.Input[str]) -> None:
+        ec2 = host.ec2
+        assert ec2 is not None
+        child = pulumi.ResourceOptions(parent=self)
+        kept = pulumi.ResourceOptions(parent=self, protect=settings.production)
+        subnet = aws.ec2.get_subnet_output(id=ec2.subnet_id, opts=pulumi.InvokeOptions(parent=self))
+        ami = ec2.ami or aws.ec2.get_ami_output(
+            owners=[DEBIAN_OWNER],
+            most_recent=True,
+            filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[DEBIAN_AMI_NAME])],
+            opts=pulumi.InvokeOptions(parent=self),
+        ).id
+        v4_cidrs = [c for c in ec2.ssh_cidrs if ":" not in c]
+        v6_cidrs = [c for c in ec2.ssh_cidrs if ":" in c]
+        group = aws.ec2.SecurityGroup(
+            f"{host.name}-ssh",
+            description=f"jira-mailhost {host.name}: SSH from admin networks only; no inbound SMTP",
+            vpc_id=subnet.vpc_id,
+            ingress=[aws.ec2.SecurityGroupIngressArgs(
+                protocol="tcp", from_port=host.ssh_port, to_port=host.ssh_port,
+                cidr_blocks=v4_cidrs, ipv6_cidr_blocks=v6_cidrs, description="admin SSH",
+            )],
+            egress=[aws.ec2.SecurityGroupEgressArgs(
+                protocol="-1", from_port=0, to_port=0,
+                cidr_blocks=["0.0.0.0/0"], ipv6_cidr_blocks=["::/0"], description="outbound mail, packages",
+            )],
+            opts=kept,
+        )
+        host_key = tls.PrivateKey(f"{host.name}-ssh-host-key", algorithm="ED25519", opts=child)
+        user_data = pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh, admin_public).apply(
+            lambda keys: sshkeys.cloud_init(keys[0], keys[1], keys[2])
+        )
+        instance = aws.ec2.Instance(
+            host.name,
+            ami=ami,
+            instance_type=ec2.instance_type,
+            subnet_id=ec2.subnet_id,
+            vpc_security_group_ids=[group.id],
+            ipv6_address_count=1 if ec2.ipv6 else 0,
+            user_data=pulumi.Output.secret(user_data),
+            user_data_replace_on_change=False,
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(http_tokens="required"),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(volume_size=ec2.root_volume_gb, encrypted=True),
+            tags={"Name": settings.fqdn(host), "jira-mailhost:stack": pulumi.get_stack()},
+            opts=pulumi.ResourceOptions(parent=self, protect=settings.production,
+                                        additional_secret_outputs=["userData"]),
+        )
+        eip = aws.ec2.Eip(f"{host.name}-eip", domain="vpc", instance=instance.id,
+                          tags={"Name": settings.fqdn(host)}, opts=kept)
+        self.ipv4 = eip.public_ip
+        self.ipv6 = instance.ipv6_addresses.apply(lambda a: a[0] if a else None)
+        self.host_key = host_key.public_key_openssh.apply(lambda k: " ".join(k.split()[:2]))
+        self.allocation_id = eip.allocation_id

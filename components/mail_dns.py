@@ -1,0 +1,85 @@
+"""The mail DNS of a sender domain in Route53: A/AAAA, PTR, SPF, DKIM, DMARC.
+
+Which records exist follows from the settings alone, so `pulumi preview` lists them all;
+their values come from mailhost.plan through one apply over the addresses and keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pulumi
+import pulumi_aws as aws
+
+from mailhost import plan
+from mailhost.config import PtrSource, Settings
+from mailhost.expected import Expected
+
+from .host import JiraHost
+
+
+def _addresses(hosts: Mapping[str, JiraHost]) -> pulumi.Output[dict[str, plan.Addresses]]:
+    names = list(hosts)
+    parts = [pulumi.Output.all(hosts[n].ipv4, hosts[n].ipv6) for n in names]
+    return pulumi.Output.all(*parts).apply(
+        lambda pairs: {n: plan.Addresses(ipv4=p[0], ipv6=p[1]) for n, p in zip(names, pairs, strict=True)}
+    )
+
+
+class MailDns(pulumi.ComponentResource):
+    """All records of the stack; `expected` is what `mailhost verify` should then find."""
+
+    records: dict[str, aws.route53.Record]
+    expected: pulumi.Output[Expected]
+
+    def __init__(self, settings: Settings, zone_ids: Mapping[plan.Zone, pulumi.Input[str]],
+                 hosts: Mapping[str, JiraHost], dkim_p: Mapping[str, pulumi.Output[str]],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("jira-mailhost:index:MailDns", settings.domain, None, opts)
+        kept = pulumi.ResourceOptions(parent=self, protect=settings.production)
+        rotated = pulumi.ResourceOptions(parent=self)  # DKIM keys are replaced on selector change
+        addresses = _addresses(hosts)
+        keys = pulumi.Output.all(**dkim_p)
+        self.records = {}
+
+        def record(r: pulumi.Output[plan.Record], key: str, zone: plan.Zone, rtype: str,
+                   opts: pulumi.ResourceOptions) -> aws.route53.Record:
+            resource = aws.route53.Record(
+                key,
+                zone_id=zone_ids[zone],
+                name=r.apply(lambda x: x.name),
+                type=rtype,
+                ttl=r.apply(lambda x: x.ttl),
+                records=r.apply(lambda x: x.route53_records),
+                allow_overwrite=False,  # never silently take over a record someone else made
+                opts=opts,
+            )
+            self.records[key] = resource
+            return resource
+
+        for host in settings.hosts:
+            host_plan = pulumi.Output.all(addresses, keys).apply(
+                lambda v, h=host: {r.key: r for r in plan.host_records(settings, h, v[0][h.name], v[1][h.name])}
+            )
+            for key, zone, rtype in plan.record_keys(settings, host):
+                is_dkim = key.endswith("-dkim")
+                record(host_plan.apply(lambda p, k=key: p[k]), key, zone, rtype, rotated if is_dkim else kept)
+            if settings.ptr_source(host, 4) is PtrSource.EIP:
+                jira = hosts[host.name]
+                assert jira.allocation_id is not None
+                # AWS only sets reverse DNS for a name that already resolves to the EIP: A record first.
+                ptr = aws.ec2.EipDomainName(
+                    f"{host.name}-ptr4",
+                    allocation_id=jira.allocation_id,
+                    domain_name=settings.fqdn(host),
+                    opts=pulumi.ResourceOptions(parent=self, protect=settings.production,
+                                                depends_on=[self.records[f"{host.name}-a"]]),
+                )
+                self.records[f"{host.name}-ptr4"] = ptr  # type: ignore[assignment]
+
+        spf = addresses.apply(lambda a: plan.spf_record(settings, a))
+        record(spf, "spf", "forward", "TXT", kept)
+        record(pulumi.Output.from_input(plan.dmarc_record(settings)), "dmarc", "forward", "TXT", kept)
+        self.expected = pulumi.Output.all(addresses, keys).apply(lambda v: plan.expected(settings, v[0], v[1]))
+        self.spf_value = spf.apply(lambda r: r.value)
+        self.register_outputs({"spf": self.spf_value})

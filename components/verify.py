@@ -1,0 +1,45 @@
+"""Post-deploy DNS verification: `mailhost verify` run locally after the records and pushes.
+
+It is a resource (pulumi-command local.Command), so it runs on `pulumi up` and never on
+preview, appears in the plan with its dependencies, and a failure fails the update
+with the same report an administrator gets from the command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_command as command
+
+from mailhost.config import Settings
+from mailhost.expected import Expected
+
+EXPECTED_ENV = "MAILHOST_EXPECTED"
+
+
+def verify_command(settings: Settings) -> str:
+    parts = ["python3", "-m", "mailhost", "verify", "--expected-env", EXPECTED_ENV,
+             "--wait", str(settings.verify.wait_seconds)]
+    if settings.verify.nameserver:
+        parts += ["--nameserver", settings.verify.nameserver]
+    elif settings.verify.authoritative:
+        parts.append("--authoritative")
+    return " ".join(parts)
+
+
+class DnsVerification(pulumi.ComponentResource):
+    def __init__(self, settings: Settings, expected: pulumi.Output[Expected],
+                 after: Sequence[pulumi.Resource], pushed: Sequence[pulumi.Output[str]],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("jira-mailhost:index:Verify", settings.domain, None, opts)
+        expected_json = expected.apply(lambda e: e.to_json())
+        self.check = command.local.Command(
+            "verify-dns",
+            create=verify_command(settings),
+            environment={EXPECTED_ENV: expected_json},
+            # Re-verify whenever what should be published, or what was pushed, changes.
+            triggers=[expected_json, *pushed],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
+        )
+        self.register_outputs({"report": self.check.stdout})

@@ -1,0 +1,232 @@
+"""The Pulumi program under mocks: what it asks the engine to create, with which values and options."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pulumi
+import pytest
+
+from mailhost import bundle
+from mailhost.expected import Expected
+from tests.program import stacks
+from tests.program.harness import Run, has_unknown, admin_key_openssh, is_secret, configure, execute, run_program, unwrap
+
+SECRETS = {"sshPrivateKey": admin_key_openssh(), "relayPassword": stacks.RELAY_PASSWORD}
+TXT = "aws:route53/record:Record"
+
+
+def txt_values(run: Run) -> list[str]:
+    return [v for r in run.all(TXT) if r.inputs["type"] == "TXT" for v in r.inputs["records"]]
+
+
+def records_by_name(run: Run) -> dict[str, dict]:
+    return {r.name: unwrap(r.inputs) for r in run.all(TXT)}
+
+
+@pytest.fixture(scope="module")
+def staging() -> Run:
+    return run_program(stacks.existing_relay_staging(), SECRETS)
+
+
+@pytest.fixture(scope="module")
+def production() -> Run:
+    return run_program(stacks.ec2_direct_production(), {"sshPrivateKey": SECRETS["sshPrivateKey"]},
+                       stack="production")
+
+
+def test_existing_host_records_carry_the_configured_addresses(staging: Run) -> None:
+    recs = records_by_name(staging)
+    assert recs["jira-a"]["records"] == ["198.51.100.20"] and recs["jira-a"]["name"] == "jira.staging.example.com"
+    assert recs["jira-aaaa"]["records"] == ["2001:db8:5100::20"]
+    assert recs["jira-ptr4"]["zoneId"] == "ZREV4"
+    assert recs["jira-ptr4"]["name"] == "20.100.51.198.in-addr.arpa"
+    assert recs["jira-ptr4"]["records"] == ["jira.staging.example.com."]
+    assert recs["jira-ptr6"]["zoneId"] == "ZREV6" and recs["jira-ptr6"]["name"].endswith("ip6.arpa")
+
+
+def test_exactly_one_spf_record_covering_each_sending_address_and_the_relay(staging: Run) -> None:
+    spf = [v for v in txt_values(staging) if v.startswith("v=spf1")]
+    assert spf == ["v=spf1 ip4:198.51.100.20 ip6:2001:db8:5100::20 include:_spf.relay.example.net ~all"]
+    assert sum("v=spf1" in v for v in txt_values(staging)) == 1
+
+
+def test_dkim_record_is_one_value_split_in_strings_and_matches_the_signing_key(staging: Run) -> None:
+    dkim = records_by_name(staging)["jira-dkim"]
+    assert dkim["name"] == "jm1-jira._domainkey.staging.example.com"
+    assert len(dkim["records"]) == 1, "a list would make separate records; Route53 wants one value"
+    strings = dkim["records"][0].split('""')
+    assert len(strings) == 2 and all(len(s) <= 255 for s in strings)
+    published_p = "".join(strings).split("p=")[1]
+    key_file = [f for f in pushed_files(staging) if f.endswith(".private")][0]
+    from mailhost import dkim as dkim_core
+
+    assert dkim_core.public_key_b64(pushed_files(staging)[key_file]) == published_p
+
+
+def pushed_files(run: Run, host: str = "jira") -> dict[str, str]:
+    payload = unwrap(run.one(f"{host}-push").inputs["stdin"])
+    return {name.removeprefix("files"): data.decode() for name, data in bundle.unpack(payload).items()
+            if name.startswith("files/")}
+
+
+def test_relay_config_is_pushed_with_sasl_map_and_encrypted_relay(staging: Run) -> None:
+    files = pushed_files(staging)
+    assert files["/etc/postfix/sasl_passwd"] == f"[smtp.relay.example.net]:587 jira:{stacks.RELAY_PASSWORD}\n"
+    main = files["/etc/postfix/main.cf"]
+    assert "relayhost = [smtp.relay.example.net]:587" in main
+    assert "smtp_tls_security_level = encrypt" in main
+    assert "virtual_alias_maps = regexp:/etc/postfix/jira-mailhost-reroute" in main
+    assert "inet_protocols = all" in main  # both addresses have PTRs in Route53 reverse zones
+
+
+def test_secrets_stay_secret_everywhere(staging: Run) -> None:
+    push = staging.one("jira-push")
+    assert is_secret(push.inputs["stdin"]), "the payload must be a secret input"
+    assert is_secret(push.inputs["connection"]), "the SSH key makes the connection secret"
+    assert "stdin" in push.secret_outputs
+    dkim_pem = pushed_files(staging)["/etc/opendkim/keys/jm1-jira.private"]
+    for reg in staging.monitor.registrations:
+        visible = json.dumps({k: v for k, v in reg.inputs.items() if not is_secret(v)}, default=str)
+        assert stacks.RELAY_PASSWORD not in visible, reg.name
+        assert "PRIVATE KEY" not in visible, reg.name
+        assert dkim_pem.splitlines()[1] not in visible, reg.name
+    # The readable trigger names the secret files but never shows them.
+    readable = push.inputs["triggers"][1]
+    assert readable["/etc/postfix/sasl_passwd"] == "(secret)"
+    assert "relayhost = [smtp.relay.example.net]:587" in readable["/etc/postfix/main.cf"]
+
+
+def test_push_command_line_holds_only_the_script(staging: Run) -> None:
+    push = unwrap(staging.one("jira-push").inputs)
+    assert push["create"] == push["update"], "an update must re-run apply, never replace (replace = teardown)"
+    assert push["create"].startswith("bash -c ") and "jira-mailhost-apply" in push["create"]
+    assert "MAILHOST_DRAIN_SECONDS=120 " in push["delete"]
+    assert push["connection"]["hostKey"] == stacks.pinned_host_key().strip()
+    assert push["connection"]["host"] == "198.51.100.20" and push["connection"]["user"] == "admin"
+    assert push["connection"]["dialErrorLimit"] > 1, "wait for SSH with a bounded retry"
+
+
+def test_staging_push_is_not_protected_and_drains_before_replacing(staging: Run) -> None:
+    push = staging.one("jira-push")
+    assert push.protect is False and push.delete_before_replace is True
+    assert not any(r.protect for r in staging.monitor.registrations)
+
+
+def test_verify_step_runs_after_records_and_push_with_the_expected_state(staging: Run) -> None:
+    verify = staging.one("verify-dns")
+    needed = {staging.urn(n) for n in ("jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-dkim", "spf", "dmarc",
+                                       "jira-push")}
+    assert needed <= set(verify.dependencies)
+    inputs = unwrap(verify.inputs)
+    expected = Expected.from_json(inputs["environment"]["MAILHOST_EXPECTED"])
+    assert expected.domain == "staging.example.com" and not expected.production
+    (host,) = expected.hosts
+    assert (host.fqdn, host.ipv4, host.ipv6, host.sends_ipv6) == (
+        "jira.staging.example.com", "198.51.100.20", "2001:db8:5100::20", True)
+    assert host.dkim_public_key and host.dkim_public_key in records_by_name(staging)["jira-dkim"]["records"][0] \
+        .replace('""', "")
+    assert inputs["create"].startswith("python3 -m mailhost verify --expected-env MAILHOST_EXPECTED")
+
+
+def test_production_ec2_is_protected_and_firewalled(production: Run) -> None:
+    for name in ("jira", "jira-eip", "jira-ssh", "jira-push", "jira-a", "spf", "dmarc", "jira-ptr4"):
+        assert production.one(name).protect, name
+    group = unwrap(production.one("jira-ssh").inputs)
+    (rule,) = group["ingress"]
+    assert (rule["fromPort"], rule["toPort"]) == (22, 22)
+    assert rule["cidrBlocks"] == ["203.0.113.0/24"] and rule["ipv6CidrBlocks"] == ["2001:db8:ad::/48"]
+    instance = production.one("jira")
+    assert is_secret(instance.inputs["userData"]) and "userData" in instance.secret_outputs
+    user_data = unwrap(instance.inputs["userData"])
+    host_key_line = unwrap(production.one("jira-push").inputs["connection"])["hostKey"]
+    assert host_key_line.split()[1] in user_data, "the pinned key is the one cloud-init installs"
+    assert unwrap(instance.inputs)["ipv6AddressCount"] == 1
+    assert unwrap(production.one("confluence").inputs)["ipv6AddressCount"] == 0
+
+
+def test_eip_ptr_waits_for_the_a_record(production: Run) -> None:
+    ptr = production.one("jira-ptr4")
+    assert ptr.type == "aws:ec2/eipDomainName:EipDomainName"
+    assert production.urn("jira-a") in ptr.dependencies
+    assert unwrap(ptr.inputs)["domainName"] == "jira.example.com"
+    eip = production.mocks.created["jira-eip"]
+    assert unwrap(ptr.inputs)["allocationId"] == eip["allocationId"]
+    assert records_by_name(production)["jira-a"]["records"] == [eip["publicIp"]]
+
+
+def test_ipv6_without_ptr_is_not_used_for_sending(production: Run) -> None:
+    jira_main = pushed_files(production, "jira")["/etc/postfix/main.cf"]
+    confluence_main = pushed_files(production, "confluence")["/etc/postfix/main.cf"]
+    assert "inet_protocols = all" in jira_main  # IPv6 PTR in the Route53 reverse zone
+    assert "inet_protocols = ipv4" in confluence_main  # no IPv6 address
+    spf = [v for v in txt_values(production) if v.startswith("v=spf1")]
+    assert len(spf) == 1
+    assert spf[0].count("ip4:") == 2 and spf[0].count("ip6:") == 1 and spf[0].endswith(" ~all")
+    assert "smtp_tls_security_level = may" in jira_main and "relayhost =\n" in jira_main
+
+
+def test_production_without_reroute_mails_real_users(production: Run) -> None:
+    assert "/etc/postfix/jira-mailhost-reroute" not in pushed_files(production)
+    assert "virtual_alias_maps" not in pushed_files(production)["/etc/postfix/main.cf"]
+
+
+def test_preview_of_new_ec2_stack_shows_config_but_not_unknown_values() -> None:
+    run = run_program(stacks.ec2_direct_production(), {"sshPrivateKey": SECRETS["sshPrivateKey"]},
+                      preview=True, stack="production")
+    recs = {r.name: r.inputs for r in run.all(TXT)}
+    assert has_unknown(recs["jira-a"]["records"]), "the EIP is only known after up"
+    assert has_unknown(recs["spf"]["records"]), "SPF needs the EIPs: unknown until up"
+    assert recs["dmarc"]["records"] == ["v=DMARC1; p=reject; rua=mailto:dmarc@example.com; adkim=r; aspf=r"]
+    push = run.one("jira-push")
+    readable = push.inputs["triggers"][1]
+    assert "myhostname = jira.example.com" in readable["/etc/postfix/main.cf"], "preview diff shows the config"
+    assert has_unknown(push.inputs["stdin"]), "the payload waits for the generated DKIM key"
+    assert has_unknown(run.one("verify-dns").inputs["environment"])
+    assert not has_unknown(recs["dmarc"]), "what depends on settings alone is known in preview"
+
+
+def test_preview_and_up_of_an_unchanged_stack_give_the_same_push_inputs() -> None:
+    first = run_program(stacks.existing_relay_staging(), SECRETS)
+    second = run_program(stacks.existing_relay_staging(), SECRETS)
+    a, b = first.one("jira-push").inputs, second.one("jira-push").inputs
+    assert unwrap(a["stdin"]) == unwrap(b["stdin"]) and a["triggers"] == b["triggers"]
+    changed = stacks.existing_relay_staging() | {"messageSizeLimit": 40_000_000}
+    third = run_program(changed, SECRETS)
+    c = third.one("jira-push").inputs
+    assert c["triggers"][0] != a["triggers"][0]
+    diff = {p for p, text in c["triggers"][1].items() if text != a["triggers"][1][p]}
+    assert diff == {"/etc/postfix/main.cf"}
+
+
+def test_exports_give_jira_settings_and_no_secret() -> None:
+    run = configure(stacks.existing_relay_staging(), SECRETS, preview=False)
+
+    @pulumi.runtime.test
+    def check() -> pulumi.Output[None]:
+        dns = execute(run).program["dns"]
+
+        def verify(values: list) -> None:
+            expected, spf = values
+            assert expected.hosts[0].sends_ipv4 and expected.spf_includes == ("include:_spf.relay.example.net",)
+            assert spf.startswith("v=spf1 ip4:198.51.100.20")
+
+        return pulumi.Output.all(dns.expected, dns.spf_value).apply(verify)
+
+    check()
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"environment": "staging", "rerouteTo": None}, "jira-mailhost:rerouteTo"),
+    ({"hosts": [{"name": "jira", "existing": {"ipv4": "198.51.100.20"}}]}, "hosts[0].existing.hostKey"),
+    ({"delivery": {"mode": "relay"}}, "delivery"),
+    ({"spfExtra": ["v=spf1 include:x.example"]}, "spfExtra"),
+    ({"mesageSizeLimit": 5}, "mesageSizeLimit"),
+])
+def test_bad_config_stops_before_any_resource(change: dict, key: str) -> None:
+    values = {k: v for k, v in (stacks.existing_relay_staging() | change).items() if v is not None}
+    with pytest.raises(Exception) as caught:
+        run_program(values, SECRETS)
+    assert key in str(caught.value)
+    assert re.search(r"set|give|add|remove|check|list|pin|write", str(caught.value)), "the fix is named"
