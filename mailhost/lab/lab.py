@@ -1,0 +1,288 @@
+"""Build and tear down the whole lab: namespaces, lab DNS, the jira SSH host, MX and smarthost.
+
+Everything the lab makes is named by its prefix or lives in its state directory, and
+`lab.json` there records what was started, so `teardown` can always finish the job:
+after a crash, half-way through a build, or twice in a row.  Nothing here configures
+Postfix or OpenDKIM on the jira host: that is the program's job (see runner.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailhost.lab import netns, zones
+from mailhost.lab.knot import Knot
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_STATE = REPO / ".lab"
+PREFIX = "jm"
+INDEX = {"dns": 53, "jira": 10, "mx": 25, "smarthost": 87}
+RELAY_USER = "jira-lab"
+Progress = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass
+class LabInfo:
+    """What lab.json records: enough to reach, inspect and remove everything."""
+
+    prefix: str
+    net4: str
+    net6: str
+    hosts: dict[str, dict[str, str]] = field(default_factory=dict)  # name → netns, ipv4, ipv6
+    pids: dict[str, int] = field(default_factory=dict)
+    knot_dir: str | None = None
+    jira: dict[str, Any] = field(default_factory=dict)  # sshhost details: port, user, host_key, key paths
+    paths: list[str] = field(default_factory=list)  # extra files/dirs to remove on teardown
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, sort_keys=True)
+
+
+def private_file(path: Path, text: str) -> Path:
+    """Write a file only its owner can read (secrets: keys, passwords)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return path
+
+
+def wait_port(address: str, port: int, timeout: float = 20, what: str = "service") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((address, port), timeout=1):
+                return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise LabError(f"{what} did not listen on [{address}]:{port} within {timeout}s: {error}") from None
+            time.sleep(0.1)
+
+
+class Lab:
+    """One lab: state directory + namespace prefix.  `build()` makes it, `teardown()` removes it."""
+
+    def __init__(self, state_dir: Path = DEFAULT_STATE, prefix: str = PREFIX):
+        self.state_dir = Path(state_dir)
+        self.prefix = prefix
+        self.topology = netns.Topology(prefix)
+        self.world = zones.World(
+            self.topology.net4, self.topology.net6,
+            dns=self._addr("dns"), mx=self._addr("mx"), smarthost=self._addr("smarthost"),
+        )
+
+    def _addr(self, name: str) -> zones.Addr:
+        return zones.Addr(self.topology.v4(INDEX[name]), self.topology.v6(INDEX[name]))
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def info_path(self) -> Path:
+        return self.state_dir / "lab.json"
+
+    @property
+    def receiver_log(self) -> Path:
+        return self.state_dir / "receiver.jsonl"
+
+    @property
+    def smarthost_log(self) -> Path:
+        return self.state_dir / "smarthost.jsonl"
+
+    @property
+    def relay_password_file(self) -> Path:
+        return self.state_dir / "relay-password"
+
+    def exists(self) -> bool:
+        return self.info_path.exists() and bool(netns.namespaces(self.prefix))
+
+    def info(self) -> LabInfo:
+        if not self.info_path.exists():
+            raise LabError(f"no lab at {self.state_dir}; run `mailhost lab up`")
+        return LabInfo(**json.loads(self.info_path.read_text()))
+
+    def save(self, info: LabInfo) -> None:
+        self.info_path.write_text(info.to_json())
+
+    def host(self, name: str) -> netns.Host:
+        return netns.Host(name, f"{self.prefix}-{name}", *self._addr_pair(name))
+
+    def _addr_pair(self, name: str) -> tuple[str, str]:
+        return self.topology.v4(INDEX[name]), self.topology.v6(INDEX[name])
+
+    # -- build ---------------------------------------------------------------------------
+    def build(self, progress: Progress = _quiet, with_jira: bool = True) -> LabInfo:
+        """Make the lab from nothing (removing any leftovers of an earlier one first)."""
+        self.teardown(progress)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        info = LabInfo(self.prefix, str(self.topology.net4), str(self.topology.net6))
+        self.save(info)  # from here on, teardown knows what to remove
+        try:
+            progress("network namespaces")
+            self.topology.up()
+            resolver = self.world.dns.v4
+            for name, index in INDEX.items():
+                host = self.topology.add(name, index, resolver=None if name == "dns" else resolver)
+                info.hosts[name] = {"netns": host.netns, "ipv4": host.ipv4, "ipv6": host.ipv6}
+            self.save(info)
+            progress("lab DNS (knot)")
+            self._start_dns(info)
+            progress("MX receiver")
+            self.start_receiver(info)
+            progress("smarthost")
+            self.relay_password()  # made once per lab
+            self.start_smarthost(info)
+            if with_jira:
+                progress("jira host (sshd)")
+                self._start_jira(info)
+        except BaseException:
+            self.save(info)
+            raise
+        self.save(info)
+        return info
+
+    def _start_dns(self, info: LabInfo) -> None:
+        dns = self.host("dns")
+        knot = Knot(
+            listen=[self.world.dns.v4, self.world.dns.v6],
+            port=53,
+            zones=self.world.zones(),
+            update_from=[self.topology.root_ipv4, self.topology.root_ipv6],
+            wrap=dns.argv,
+        )
+        info.knot_dir = str(knot.dir)
+        self.save(info)
+        knot.start()
+        assert knot.process is not None
+        info.pids["knot"] = knot.process.pid
+
+    def _spawn(self, info: LabInfo, name: str, ns_host: str, argv: list[str]) -> int:
+        host = self.host(ns_host)
+        log = self.state_dir / f"{name}.log"
+        proc = host.spawn([sys.executable, "-m", *argv], log=log)
+        info.pids[name] = proc.pid
+        self.save(info)
+        return proc.pid
+
+    def start_receiver(self, info: LabInfo | None = None) -> None:
+        info = info or self.info()
+        mx = self.world.mx
+        self._spawn(info, "receiver", "mx", [
+            "mailhost.lab.receiver", "--listen", mx.v4, "--listen", mx.v6, "--port", "25",
+            "--hostname", f"mx.{zones.RECIPIENT_DOMAIN}", "--domain", zones.RECIPIENT_DOMAIN,
+            "--dns", self.world.dns.v4, "--log", str(self.receiver_log),
+        ])
+        wait_port(mx.v4, 25, what="receiver")
+        wait_port(mx.v6, 25, what="receiver")
+
+    def relay_password(self) -> str:
+        if not self.relay_password_file.exists():
+            private_file(self.relay_password_file, secrets.token_urlsafe(18))
+        return self.relay_password_file.read_text().strip()
+
+    def start_smarthost(self, info: LabInfo | None = None) -> None:
+        info = info or self.info()
+        sh = self.world.smarthost
+        self._spawn(info, "smarthost", "smarthost", [
+            "mailhost.lab.smarthost", "--listen", sh.v4, "--listen", sh.v6, "--port", "587",
+            "--hostname", f"smtp.{zones.RECIPIENT_DOMAIN}", "--source", sh.v4, "--dns", self.world.dns.v4,
+            "--username", RELAY_USER, "--password-file", str(self.relay_password_file),
+            "--log", str(self.smarthost_log),
+        ])
+        wait_port(sh.v4, 587, what="smarthost")
+
+    def stop_smarthost(self) -> None:
+        info = self.info()
+        pid = info.pids.pop("smarthost", None)
+        if pid:
+            _kill(pid)
+        self.save(info)
+
+    def _start_jira(self, info: LabInfo) -> None:
+        from mailhost.lab import jirahost
+
+        info.jira = jirahost.start(self, info)
+        self.save(info)
+
+    # -- teardown --------------------------------------------------------------------------
+    def teardown(self, progress: Progress = _quiet) -> None:
+        """Remove every process, namespace, link, mount and file of this lab; safe on any half-state."""
+        info: LabInfo | None = None
+        with contextlib.suppress(Exception):
+            info = self.info()
+        if info is not None:
+            progress("stopping lab processes")
+            for pid in info.pids.values():
+                _kill(pid)
+            with contextlib.suppress(Exception):
+                from mailhost.lab import jirahost
+
+                jirahost.stop(self, info)
+        progress("removing namespaces and links")
+        netns.destroy_prefix(self.prefix)
+        if info is not None:
+            for path in [info.knot_dir, *info.paths]:
+                if path:
+                    shutil.rmtree(path, ignore_errors=True) if Path(path).is_dir() else Path(path).unlink(
+                        missing_ok=True)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def leftovers(self) -> list[str]:
+        """Everything of this lab still on the machine (a clean teardown leaves this empty)."""
+        found = netns.leftovers(self.prefix)
+        if self.state_dir.exists():
+            found.append(f"dir {self.state_dir}")
+        mounts = Path("/proc/self/mountinfo").read_text()
+        found += [f"mount {line.split()[4]}" for line in mounts.splitlines()
+                  if f"/{self.prefix}-" in line.split()[4] or str(self.state_dir) in line]
+        for pid_dir in Path("/proc").glob("[0-9]*"):
+            if int(pid_dir.name) in (os.getpid(), os.getppid()):
+                continue
+            with contextlib.suppress(OSError):
+                cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if str(self.state_dir) in cmd or f"/{self.prefix}-" in cmd:
+                    found.append(f"process {pid_dir.name}: {cmd[:120]}")
+        return found
+
+
+def _kill(pid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)
+
+
+def run_in(
+    host: netns.Host, argv: list[str], timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(host.argv(argv), capture_output=True, text=True, timeout=timeout, input=input)

@@ -1,0 +1,126 @@
+"""The lab's MX for the recipient domain: accepts mail and records what a strict receiver sees.
+
+Runs inside the receiver namespace on port 25 over IPv4 and IPv6, offers STARTTLS with
+a certificate made at start, and writes one JSON line per accepted message: who
+connected (address, family, HELO), TLS, envelope, headers, size and the verdicts of
+`mailhost.lab.verdicts` against the lab DNS.  Recipients outside its domains are
+refused like any MX refuses to relay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email
+import email.policy
+import ipaddress
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import dns.resolver
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailhost.lab import verdicts
+from mailhost.lab.tlscert import server_context
+
+
+def peer_ip(session: Session) -> str:
+    peer = session.peer
+    ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+    return str(ipaddress.ip_address(ip.removeprefix("::ffff:")))
+
+
+class Handler:
+    """aiosmtpd handler: refuse foreign recipients, evaluate each message, append a record."""
+
+    def __init__(self, domains: list[str], log: Path, res: dns.resolver.Resolver):
+        self.domains = [d.lower() for d in domains]
+        self.log = log
+        self.res = res
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if verdicts.domain_of(address) not in self.domains:
+            return "550 5.7.1 relaying denied: not a domain of this MX"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        ip = peer_ip(session)
+        helo = session.host_name or ""
+        mail_from = envelope.mail_from or ""
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(None, verdicts.evaluate, ip, helo, mail_from, content, self.res)
+        self.write(self.record(session, envelope, content, ip, helo, result))
+        return "250 2.0.0 OK: evaluated and stored"
+
+    def record(
+        self, session: Session, envelope: Envelope, content: bytes, ip: str, helo: str, result: verdicts.Verdicts
+    ) -> dict[str, Any]:
+        headers = email.message_from_bytes(content, policy=email.policy.compat32)
+        tls = session.ssl
+        return {
+            "time": time.time(),
+            "ip": ip,
+            "family": ipaddress.ip_address(ip).version,
+            "helo": helo,
+            "tls": tls is not None,
+            "tls_version": (tls or {}).get("cipher", (None, None))[1] if tls else None,
+            "mail_from": envelope.mail_from,
+            "rcpt_to": list(envelope.rcpt_tos),
+            "header_from": str(headers.get("From", "")),
+            "header_to": str(headers.get("To", "")),
+            "subject": str(headers.get("Subject", "")),
+            "message_id": str(headers.get("Message-ID", "")).strip(),
+            "burst": str(headers.get("X-Lab-Burst", "")),
+            "size": len(content),
+            **result.as_dict(),
+        }
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.log.open("a") as out:
+            out.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+async def serve(addresses: list[str], port: int, hostname: str, handler: Handler) -> None:
+    context = server_context(hostname)
+    loop = asyncio.get_running_loop()
+    servers = []
+    for address in addresses:
+        servers.append(
+            await loop.create_server(
+                lambda: SMTP(handler, hostname=hostname, tls_context=context, data_size_limit=64 * 1024 * 1024),
+                host=address,
+                port=port,
+            )
+        )
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+def read_records(log: Path) -> list[dict[str, Any]]:
+    """All records so far (for the lab and tests)."""
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--listen", action="append", required=True, help="address to listen on (repeat)")
+    parser.add_argument("--port", type=int, default=25)
+    parser.add_argument("--hostname", required=True)
+    parser.add_argument("--domain", action="append", required=True, help="recipient domain accepted (repeat)")
+    parser.add_argument("--dns", required=True, help="the lab nameserver to evaluate against")
+    parser.add_argument("--dns-port", type=int, default=53)
+    parser.add_argument("--log", type=Path, required=True)
+    args = parser.parse_args(argv)
+    res = verdicts.resolver_for(args.dns, args.dns_port)
+    asyncio.run(serve(args.listen, args.port, args.hostname, Handler(args.domain, args.log, res)))
+
+
+if __name__ == "__main__":
+    main()

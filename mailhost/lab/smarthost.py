@@ -1,0 +1,127 @@
+"""The lab's smarthost for relay mode: submission on 587, STARTTLS then SASL AUTH, relays to the MX.
+
+Mail is accepted only after it has been handed to the recipient domain's MX (found in
+the lab DNS), so a refusal or outage shows up as a 4xx on the sender's side and the
+mail stays in its queue: count in = count out.  The password is read from a file the
+lab keeps private (never the command line).  Killing the process is how the lab
+"stops" it for the queued-mail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import smtplib
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.resolver
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mailhost.lab import verdicts
+from mailhost.lab.tlscert import server_context
+
+
+class Authenticator:
+    """Accepts exactly one user/password pair; compares in constant time."""
+
+    def __init__(self, username: str, password: str):
+        self.username = username.encode()
+        self.password = password.encode()
+
+    def __call__(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        ok = hmac.compare_digest(data.login, self.username) and hmac.compare_digest(data.password, self.password)
+        return AuthResult(success=ok, handled=False)
+
+
+class Relay:
+    """aiosmtpd handler: hand each message to the MX of its recipients' domain before saying 250."""
+
+    def __init__(self, hostname: str, source: str, res: dns.resolver.Resolver, log: Path):
+        self.hostname = hostname
+        self.source = source
+        self.res = res
+        self.log = log
+
+    def mx_address(self, domain: str) -> str:
+        answer = self.res.resolve(domain, "MX")
+        best = min(answer, key=lambda r: r.preference)
+        return str(next(iter(self.res.resolve(str(best.exchange), "A"))))
+
+    def deliver(self, mail_from: str, rcpts: list[str], content: bytes) -> None:
+        by_domain: dict[str, list[str]] = {}
+        for rcpt in rcpts:
+            by_domain.setdefault(verdicts.domain_of(rcpt), []).append(rcpt)
+        client_tls = ssl.create_default_context()
+        client_tls.check_hostname = False
+        client_tls.verify_mode = ssl.CERT_NONE  # lab MX certificates are self-signed
+        for domain, group in by_domain.items():
+            with smtplib.SMTP(self.mx_address(domain), 25, local_hostname=self.hostname,
+                              source_address=(self.source, 0), timeout=60) as smtp:
+                smtp.starttls(context=client_tls)
+                smtp.ehlo(self.hostname)
+                smtp.sendmail(mail_from, group, content)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        loop = asyncio.get_running_loop()
+        user = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
+        entry: dict[str, Any] = {"time": time.time(), "mail_from": envelope.mail_from,
+                                 "rcpt_to": list(envelope.rcpt_tos), "size": len(content), "user": user}
+        try:
+            await loop.run_in_executor(None, self.deliver, envelope.mail_from or "", list(envelope.rcpt_tos), content)
+        except (OSError, smtplib.SMTPException, dns.exception.DNSException) as error:
+            entry["relayed"] = False
+            entry["error"] = str(error)[:300]
+            self.write(entry)
+            return "451 4.4.1 relay to the MX failed, try again later"
+        entry["relayed"] = True
+        self.write(entry)
+        return "250 2.0.0 OK: relayed"
+
+    def write(self, entry: dict[str, Any]) -> None:
+        with self.log.open("a") as out:
+            out.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+async def serve(addresses: list[str], port: int, hostname: str, handler: Relay, auth: Authenticator) -> None:
+    context = server_context(hostname)
+    loop = asyncio.get_running_loop()
+    servers = [
+        await loop.create_server(
+            lambda: SMTP(handler, hostname=hostname, tls_context=context, require_starttls=True,
+                         auth_required=True, auth_require_tls=True, authenticator=auth,
+                         data_size_limit=64 * 1024 * 1024),
+            host=address, port=port)
+        for address in addresses
+    ]
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--listen", action="append", required=True)
+    parser.add_argument("--port", type=int, default=587)
+    parser.add_argument("--hostname", required=True)
+    parser.add_argument("--source", required=True, help="own IPv4 address to relay from")
+    parser.add_argument("--dns", required=True)
+    parser.add_argument("--dns-port", type=int, default=53)
+    parser.add_argument("--username", required=True)
+    parser.add_argument("--password-file", type=Path, required=True, help="file holding the SASL password (0600)")
+    parser.add_argument("--log", type=Path, required=True)
+    args = parser.parse_args(argv)
+    password = args.password_file.read_text().strip()
+    res = verdicts.resolver_for(args.dns, args.dns_port)
+    relay = Relay(args.hostname, args.source, res, args.log)
+    asyncio.run(serve(args.listen, args.port, args.hostname, relay, Authenticator(args.username, password)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The lab's DNS world before any deploy: who the names and addresses belong to.
+
+The sender zone starts empty apart from its nameserver (the program publishes the
+rest); the recipient zone has the MX and the smarthost; the reverse zones already
+name the lab's own servers, so the receiver and smarthost pass FCrDNS like real MXs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+SENDER_DOMAIN = "example.com"
+RECIPIENT_DOMAIN = "example.net"
+OTHER_DOMAIN = "example.org"  # a recipient domain the lab does not serve (reroute tests)
+FORWARD_ID, REVERSE4_ID, REVERSE6_ID = "LABFWD", "LABREV4", "LABREV6"
+
+
+@dataclass(frozen=True)
+class Addr:
+    v4: str
+    v6: str
+
+
+@dataclass(frozen=True)
+class World:
+    net4: ipaddress.IPv4Network
+    net6: ipaddress.IPv6Network
+    dns: Addr
+    mx: Addr
+    smarthost: Addr
+
+    @property
+    def reverse4(self) -> str:
+        """The in-addr.arpa zone of a /24."""
+        octets = str(self.net4.network_address).split(".")[:3]
+        return ".".join(reversed(octets)) + ".in-addr.arpa"
+
+    @property
+    def reverse6(self) -> str:
+        """The ip6.arpa zone of the /64 (16 nibbles)."""
+        nibbles = self.net6.network_address.exploded.replace(":", "")[:16]
+        return ".".join(reversed(nibbles)) + ".ip6.arpa"
+
+    @property
+    def zone_ids(self) -> dict[str, str]:
+        """Route53 zone ids of the lab stack → Knot zone names."""
+        return {FORWARD_ID: SENDER_DOMAIN, REVERSE4_ID: self.reverse4, REVERSE6_ID: self.reverse6}
+
+    def zones(self) -> dict[str, str]:
+        ns = f"ns.{SENDER_DOMAIN}."
+        mx, smtp = f"mx.{RECIPIENT_DOMAIN}.", f"smtp.{RECIPIENT_DOMAIN}."
+        return {
+            SENDER_DOMAIN: _zone(SENDER_DOMAIN, [f"ns A {self.dns.v4}", f"ns AAAA {self.dns.v6}"]),
+            RECIPIENT_DOMAIN: _zone(RECIPIENT_DOMAIN, [
+                f"@ MX 10 {mx}",
+                f"mx A {self.mx.v4}", f"mx AAAA {self.mx.v6}",
+                f"smtp A {self.smarthost.v4}", f"smtp AAAA {self.smarthost.v6}",
+                '@ TXT "v=spf1 -all"',
+            ]),
+            self.reverse4: _zone(self.reverse4, [
+                f"{_ptr(self.dns.v4)} PTR {ns}", f"{_ptr(self.mx.v4)} PTR {mx}",
+                f"{_ptr(self.smarthost.v4)} PTR {smtp}",
+            ]),
+            self.reverse6: _zone(self.reverse6, [
+                f"{_ptr(self.dns.v6)} PTR {ns}", f"{_ptr(self.mx.v6)} PTR {mx}",
+                f"{_ptr(self.smarthost.v6)} PTR {smtp}",
+            ]),
+        }
+
+
+def _ptr(address: str) -> str:
+    return ipaddress.ip_address(address).reverse_pointer + "."
+
+
+def _zone(origin: str, lines: list[str]) -> str:
+    head = [
+        f"$ORIGIN {origin}.",
+        "$TTL 60",
+        f"@ SOA ns.{SENDER_DOMAIN}. hostmaster.{SENDER_DOMAIN}. 1 60 30 3600 30",
+        f"@ NS ns.{SENDER_DOMAIN}.",
+    ]
+    return "\n".join(head + lines) + "\n"
+
+
+def route53_to_rdata(record_type: str, value: str) -> str:
+    """A Route53 `records` entry as zone-file RDATA: TXT chunks joined by "" become quoted strings."""
+    if record_type != "TXT":
+        return value
+    text = value[1:-1] if len(value) >= 2 and value.startswith('"') and value.endswith('"') else value
+    return " ".join('"' + chunk.replace("\\", "\\\\").replace('"', '\\"') + '"' for chunk in text.split('""'))
