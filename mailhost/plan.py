@@ -134,6 +134,7 @@ def expected(settings: Settings, addresses: dict[str, Addresses], dkim_p: dict[s
         hosts=tuple(hosts),
         production=settings.production,
         spf_includes=tuple(settings.spf_extra),
+        dmarc_policy=settings.dmarc.policy,
     )
 
 

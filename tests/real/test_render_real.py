@@ -1,0 +1,141 @@
+"""Rendered config parsed by the real tools: postconf, postfix check, postmap, opendkim -n."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mailhost import render
+from mailhost.bundle import RenderedFile
+from mailhost.config import parse_settings
+from tests.unit.test_config import SECRETS, base, existing
+
+pytestmark = pytest.mark.real
+PRISTINE = ("dynamicmaps.cf", "postfix-files", "dynamicmaps.cf.d", "postfix-files.d")
+RELAY = {"mode": "relay", "relay": {"host": "smtp.relay.example.net", "port": 587, "username": "jira@example.com"}}
+
+
+def tool(*argv: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which(argv[0]) is None:
+        pytest.fail(f"{argv[0]} is not installed: run setup.sh (Debian packages postfix, opendkim)")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def dkim_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption()).decode()
+
+
+def materialise(tmp: Path, files: list[RenderedFile]) -> Path:
+    """Lay the files out under tmp/<path>, with Debian's own postfix support files beside them."""
+    confdir = tmp / "etc/postfix"
+    confdir.mkdir(parents=True)
+    for name in PRISTINE:
+        source = Path("/etc/postfix") / name
+        if source.is_dir():
+            shutil.copytree(source, confdir / name)
+        elif source.exists():
+            shutil.copy(source, confdir / name)
+    for f in files:
+        target = tmp / f.path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        content = f.content.replace("/etc/postfix/", f"{confdir}/").replace("/etc/opendkim/", f"{tmp}/etc/opendkim/")
+        target.write_text(content)
+        target.chmod(f.mode)
+    return confdir
+
+
+def postconf_n(confdir: Path) -> dict[str, str]:
+    done = tool("postconf", "-c", str(confdir), "-n")
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+    return dict(line.split(" = ", 1) if " = " in line else (line.rstrip(" ="), "") for line in done.stdout.splitlines())
+
+
+def shapes() -> dict[str, dict[str, Any]]:
+    return {
+        "direct-production": base(),
+        "relay-staging": base(environment="staging", rerouteTo="qa@example.com", delivery=RELAY,
+                              maillogFile="/var/log/postfix.log"),
+        "direct-dualstack": base(hosts=[existing(ipv6="2001:db8::5", ipv6Ptr="external")], messageSizeLimit=52428800),
+    }
+
+
+@pytest.mark.parametrize("shape", list(shapes()))
+def test_postfix_accepts_the_rendered_config(shape: str, tmp_path: Path, dkim_pem: str) -> None:
+    settings = parse_settings(shapes()[shape], SECRETS)
+    files = render.render_host(settings, settings.hosts[0], render.HostSecrets(dkim_pem, "pa:ss word"))
+    confdir = materialise(tmp_path, files)
+    conf = postconf_n(confdir)
+    assert conf["myhostname"] == "jira.example.com"
+    assert conf["inet_interfaces"] == "loopback-only" and conf["mydestination"] == ""
+    assert conf["smtp_tls_connection_reuse"] == "yes"
+    assert conf["message_size_limit"] == str(settings.message_size_limit)
+    assert conf["smtpd_milters"] == "inet:127.0.0.1:8891" and conf["non_smtpd_milters"] == "$smtpd_milters"
+    relay = settings.delivery.mode == "relay"
+    assert conf["smtp_tls_security_level"] == ("encrypt" if relay else "may"), "TLS in both modes (Oefenweb trap)"
+    assert conf["relayhost"] == ("[smtp.relay.example.net]:587" if relay else "")
+    assert conf["inet_protocols"] == ("all" if shape == "direct-dualstack" else "ipv4")
+    assert ("virtual_alias_maps" in conf) == settings.rerouted
+    services = tool("postconf", "-c", str(confdir), "-M")
+    assert services.returncode == 0 and "warning" not in services.stderr, services.stderr
+    entries = {tuple(line.split()[:2]) for line in services.stdout.splitlines()}
+    assert ("tlsproxy", "unix") in entries and ("smtp", "inet") in entries and ("postlog", "unix-dgram") in entries
+    check = tool("postfix", "-c", str(confdir), "check")
+    assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
+
+
+def test_relay_password_map_is_built_and_looked_up_by_postmap(tmp_path: Path, dkim_pem: str) -> None:
+    settings = parse_settings(shapes()["relay-staging"], SECRETS)
+    files = render.render_host(settings, settings.hosts[0], render.HostSecrets(dkim_pem, "pa:ss word"))
+    confdir = materialise(tmp_path, files)
+    sasl = next(f for f in files if f.path == render.SASL_PASSWD)
+    assert sasl.secret and sasl.mode == 0o600 and sasl.postmap
+    built = tool("postmap", "-c", str(confdir), str(confdir / "sasl_passwd"))
+    assert built.returncode == 0, built.stderr
+    query = tool("postmap", "-c", str(confdir), "-q", "[smtp.relay.example.net]:587", f"hash:{confdir}/sasl_passwd")
+    assert query.stdout.strip() == "jira@example.com:pa:ss word"
+    expanded = tool("postconf", "-c", str(confdir), "-x", "smtp_sasl_password_maps").stdout.strip()
+    assert expanded == f"smtp_sasl_password_maps = hash:{confdir}/sasl_passwd"
+
+
+def test_reroute_map_sends_every_recipient_to_the_one_address(tmp_path: Path, dkim_pem: str) -> None:
+    settings = parse_settings(shapes()["relay-staging"], SECRETS)
+    confdir = materialise(tmp_path, render.render_host(settings, settings.hosts[0], render.HostSecrets(dkim_pem, "x")))
+    for recipient in ("ceo@customer.example", "qa@example.com", "x+tag@sub.example.org"):
+        query = tool("postmap", "-q", recipient, f"regexp:{confdir}/jira-mailhost-reroute")
+        assert query.stdout.strip() == "qa@example.com", recipient
+
+
+@pytest.fixture()
+def safe_dir() -> Iterator[Path]:
+    """opendkim refuses keys below a world-writable directory such as /tmp: use one under /run."""
+    path = Path(tempfile.mkdtemp(prefix="jm-render-", dir="/run"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_opendkim_accepts_the_rendered_config_and_key(safe_dir: Path, dkim_pem: str) -> None:
+    tmp_path = safe_dir
+    settings = parse_settings(base(), SECRETS)
+    files = render.render_host(settings, settings.hosts[0], render.HostSecrets(dkim_pem))
+    materialise(tmp_path, files)
+    conf = tmp_path / "etc/opendkim.conf"
+    checked = tool("opendkim", "-n", "-x", str(conf))
+    assert checked.returncode == 0, checked.stderr
+    key = next(f for f in files if f.path.endswith(".private"))
+    assert key.secret and key.mode == 0o600 and key.owner == "opendkim"
+    broken = conf.read_text().replace("Mode                    s", "Mode                    q")
+    conf.write_text(broken)
+    assert tool("opendkim", "-n", "-x", str(conf)).returncode != 0, "the check must be able to fail"
