@@ -1,0 +1,67 @@
+"""How verify scales: seconds for 1 host and for 100 hosts checked concurrently, and the ratio.
+
+Runs a real Knot on 127.0.0.1 (free port) serving 100 hosts' forward and reverse records,
+then times `mailhost.verify` (recursive mode, then authoritative mode) for the first host
+alone and for all 100.  Best of several runs each, so one scheduler hiccup does not decide.
+Usage: .venv/bin/python bench/verify_scale.py [--hosts 100] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+
+from mailhost.dnsquery import ResolverSpec  # noqa: E402
+from mailhost.lab.knot import Knot  # noqa: E402
+from mailhost.verify import VerifyOptions, verify_once  # noqa: E402
+from tests.fixtures.zones.verify_world import World, lab_host  # noqa: E402
+
+
+def _key() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+def _time(expected, options: VerifyOptions, runs: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        report = asyncio.run(verify_once(expected, options))
+        best = min(best, time.perf_counter() - started)
+        if not report.ok:
+            bad = [c.id for c in report.failures]
+            raise SystemExit(f"verification failed, the benchmark zone is wrong: {bad[:5]}")
+    return best, len(report.checks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hosts", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    world = World([lab_host(i) for i in range(1, args.hosts + 1)], _key())
+    with Knot(zones=world.zones()) as knot:
+        full = world.expected()
+        one = dataclasses.replace(full, hosts=full.hosts[:1])
+        for authoritative in (False, True):
+            options = VerifyOptions(ResolverSpec(("127.0.0.1",), knot.port, authoritative, 5.0))
+            t1, n1 = _time(one, options, args.runs)
+            tn, nn = _time(full, options, args.runs)
+            mode = "authoritative" if authoritative else "recursive"
+            print(f"{mode:13}: 1 host {t1:.3f}s ({n1} checks); {args.hosts} hosts {tn:.3f}s ({nn} checks); "
+                  f"ratio {tn / t1:.2f}")
+
+
+if __name__ == "__main__":
+    main()
