@@ -1,0 +1,152 @@
+"""`mailhost lab`: run the program against real mail software in network namespaces, no AWS needed.
+
+Exit status: 0 when everything the receiver saw is right, 1 when anything is wrong
+(a deploy error, a lost message, a failed verdict, a refused teardown).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mailhost.lab import ops
+from mailhost.lab.lab import DEFAULT_STATE, Lab, LabError
+
+lab_app = typer.Typer(no_args_is_help=True, help="A lab of real Postfix, OpenDKIM, Knot, sshd and a strict MX.")
+console = Console()
+StateOpt = Annotated[Path, typer.Option("--state", help="lab state directory")]
+
+
+def _progress() -> tuple[Any, Any]:
+    status = console.status("starting")
+
+    def update(message: str) -> None:
+        console.log(message)
+        status.update(message)
+
+    return status, update
+
+
+def _table(title: str, rows: list[ops.Row]) -> Table:
+    table = Table(title=title)
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("", justify="center")
+    for row in rows:
+        table.add_row(row.check, row.result, "[green]ok[/]" if row.ok else "[red]WRONG[/]")
+    return table
+
+
+def _burst(lab: Lab, count: int, size_kb: int, oversize: int, title: str) -> bool:
+    values = ops.current_values(lab)
+    recipients = [*ops.USERS, "someone@example.org"] if values.get("rerouteTo") else None
+    with console.status(f"sending {count} Jira notifications"):
+        burst = ops.send(lab, count, size_kb=size_kb, oversize=oversize, recipients=recipients)
+        recs, seconds = ops.wait_delivered(lab, burst)
+    rows = ops.assess(values, burst, recs, seconds, expect_refused=oversize)
+    console.print(_table(title, rows))
+    return all(row.ok for row in rows)
+
+
+@lab_app.command()
+def up(
+    mode: Annotated[str, typer.Option(help="direct (host → MX) or relay (via the smarthost)")] = "direct",
+    stack: Annotated[Path | None, typer.Option(help="Pulumi.<stack>.yaml whose settings override the lab's")] = None,
+    count: Annotated[int, typer.Option(help="messages in the test burst")] = 200,
+    state: StateOpt = DEFAULT_STATE,
+) -> None:
+    """Build the lab, deploy the program into it, send a Jira burst, show what the MX saw."""
+    lab = Lab(state)
+    overrides = ops.overrides_from_file(stack) if stack else None
+    status, progress = _progress()
+    try:
+        with status:
+            result = ops.up(lab, mode, overrides, progress)
+    except (ops.DeployError, LabError) as error:
+        console.print(f"[red]deploy failed:[/] {error}")
+        console.print("the lab is still up for inspection: `mailhost lab status`, `mailhost lab down`")
+        raise typer.Exit(1) from None
+    console.print(f"deployed in {result['seconds']}s; remote commands run: {len(result['remote_commands'])}")
+    if count and not _burst(lab, count, 0, 0, f"Jira burst, {mode} mode"):
+        raise typer.Exit(1)
+
+
+@lab_app.command()
+def send(
+    count: Annotated[int, typer.Option(help="messages to send")] = 20,
+    size_kb: Annotated[int, typer.Option("--size-kb", help="attachment of about K KB on each message")] = 0,
+    oversize: Annotated[int, typer.Option(help="also send N messages over messageSizeLimit (must be refused)")] = 0,
+    state: StateOpt = DEFAULT_STATE,
+) -> None:
+    """Send more Jira mail through the deployed host and show what the MX saw."""
+    lab = Lab(state)
+    if not lab.exists():
+        console.print("[red]no lab is running[/]; start it with `mailhost lab up`")
+        raise typer.Exit(1)
+    if not _burst(lab, count, size_kb, oversize, "Jira mail"):
+        raise typer.Exit(1)
+
+
+@lab_app.command()
+def status(state: StateOpt = DEFAULT_STATE) -> None:
+    """Hosts, addresses, processes, the jira host's mail queue and the records the program published."""
+    lab = Lab(state)
+    if not lab.exists():
+        console.print("no lab is running")
+        raise typer.Exit(1)
+    info = lab.info()
+    hosts = Table(title="lab hosts")
+    for column in ("host", "namespace", "IPv4", "IPv6", "process"):
+        hosts.add_column(column)
+    pids = {"dns": info.pids.get("knot"), "mx": info.pids.get("receiver"), "smarthost": info.pids.get("smarthost"),
+            "jira": info.jira.get("pid")}
+    for name, data in info.hosts.items():
+        pid = pids.get(name)
+        alive = pid is not None and Path(f"/proc/{pid}").exists()
+        hosts.add_row(name, data["netns"], data["ipv4"], data["ipv6"], f"{pid} {'up' if alive else 'DOWN'}")
+    console.print(hosts)
+    queue = ops.queue(lab)
+    console.print(f"jira host mail queue: {len(queue)} message(s)"
+                  + "".join(f"\n  {q.get('queue_id')} {q.get('queue_name')} {q.get('sender')}" for q in queue[:10]))
+    records = Table(title="records published by the program (as the lab DNS answers now)")
+    for column in ("name", "type", "answer"):
+        records.add_column(column)
+    state_file = state / "runner-state.json"
+    entries = json.loads(state_file.read_text()) if state_file.exists() else {}
+    for entry in entries.values():
+        if entry["type"] != "aws:route53/record:Record":
+            continue
+        name, rtype = entry["inputs"]["name"], entry["inputs"]["type"]
+        answer = subprocess.run(["kdig", f"@{lab.world.dns.v4}", "+short", rtype, name],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        records.add_row(name, rtype, answer if len(answer) < 90 else answer[:87] + "...")
+    console.print(records)
+
+
+@lab_app.command()
+def down(
+    force: Annotated[bool, typer.Option(help="remove the lab even if the program's delete path refuses")] = False,
+    state: StateOpt = DEFAULT_STATE,
+) -> None:
+    """Delete through the program (teardown drains the queue first), then remove the whole lab."""
+    lab = Lab(state)
+    status, progress = _progress()
+    try:
+        with status:
+            ops.down(lab, progress, force=force)
+    except ops.DeployError as error:
+        console.print(f"[red]teardown refused:[/] {error}")
+        console.print("the lab is kept; fix the cause (e.g. let the queue drain) and run `mailhost lab down` again,"
+                      " or `--force` to drop it anyway")
+        raise typer.Exit(1) from None
+    left = lab.leftovers()
+    if left:
+        console.print("[red]left behind:[/] " + ", ".join(left))
+        raise typer.Exit(1)
+    console.print("lab removed: no namespace, link, process, mount or file left")

@@ -1,0 +1,54 @@
+"""The lab's jira host: `mailhost.lab.sshhost` started in the jira namespace, remembered across processes.
+
+The lab is driven by several short-lived commands (up, send, status, down), so what
+SshHost holds in memory is kept in lab.json (paths, pid, pinned key; never key
+material) and rebuilt from there.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mailhost.lab import sshhost
+
+if TYPE_CHECKING:
+    from mailhost.lab.lab import Lab, LabInfo
+
+
+def start(lab: Lab, info: LabInfo) -> dict[str, Any]:
+    host = lab.host("jira")
+    started = sshhost.start_ssh_host(host, resolver=lab.world.dns.v4)
+    assert started.process is not None
+    return {
+        "workdir": str(started.workdir),
+        "host_key": started.host_key,
+        "client_key_path": str(started.client_key_path),
+        "port": started.port,
+        "user": started.user,
+        "pid": started.process.pid,
+        "mount_ns": started.mount_ns,
+        "address": started.address,
+    }
+
+
+def stop(lab: Lab, info: LabInfo) -> None:
+    """Kill everything in the host's namespaces and remove its temp dir (also leftovers of a crash)."""
+    jira = info.jira
+    if jira:
+        sshhost.SshHost(host=lab.host("jira"), workdir=Path(jira["workdir"]), host_key=jira["host_key"],
+                        client_key_path=Path(jira["client_key_path"]), mount_ns=jira.get("mount_ns", "")).stop()
+    for leftover in Path("/tmp").glob(f"{lab.prefix}-jira-sshhost-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def nsenter(info: LabInfo, argv: list[str]) -> list[str]:
+    """argv run inside the jira host (its network and private mount namespace), as the lab's own tooling."""
+    pid = info.jira["pid"]
+    return ["nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt", "--", *argv]
+
+
+def run(info: LabInfo, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(nsenter(info, argv), capture_output=True, text=True, timeout=timeout)

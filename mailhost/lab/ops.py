@@ -1,0 +1,292 @@
+"""What `mailhost lab` does, as functions the CLI and the tests share.
+
+up = build the lab if needed, write the lab stack, run the program through the runner;
+send = a Jira burst submitted inside the jira host, then wait for the MX to see it;
+down = the program's delete path first (so teardown.sh drains the queue), then the lab.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mailhost.lab import jirahost, receiver, runner, zones
+from mailhost.lab.lab import RELAY_USER, REPO, Lab, LabError
+
+Progress = Callable[[str], None]
+DEFAULT_LIMIT = 2 * 1024 * 1024  # small, so attachments near the limit stay quick
+REROUTE_TO = f"qa@{zones.RECIPIENT_DOMAIN}"
+USERS = [f"{n}@{zones.RECIPIENT_DOMAIN}" for n in ("alice", "bob", "carol", "dave", "erin", "frank")]
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def lab_values(lab: Lab, mode: str = "direct") -> tuple[dict[str, Any], dict[str, str]]:
+    """The lab stack: the jira namespace as an existing host, lab zone ids, lab DNS for verification."""
+    info = lab.info()
+    jira = info.jira
+    host = lab.host("jira")
+    values: dict[str, Any] = {
+        "environment": "production",
+        "domain": zones.SENDER_DOMAIN,
+        "zoneId": zones.FORWARD_ID,
+        "reverseZones": {"ipv4": zones.REVERSE4_ID, "ipv6": zones.REVERSE6_ID},
+        "hosts": [{
+            "name": "jira",
+            "sshUser": jira.get("user", "root"),
+            "sshPort": int(jira.get("port", 22)),
+            "existing": {"ipv4": host.ipv4, "ipv6": host.ipv6, "hostKey": jira["host_key"],
+                         "ipv4Ptr": "zone", "ipv6Ptr": "zone"},
+        }],
+        "messageSizeLimit": DEFAULT_LIMIT,
+        "dmarc": {"policy": "reject"},
+        "drainSeconds": 20,
+        "verify": {"nameserver": lab.world.dns.v4, "authoritative": True, "waitSeconds": 30},
+    }
+    secrets = {"sshPrivateKey": Path(jira["client_key_path"]).read_text()}
+    if mode == "relay":
+        values["delivery"] = {"mode": "relay", "relay": {"host": f"smtp.{zones.RECIPIENT_DOMAIN}", "port": 587,
+                                                         "username": RELAY_USER}}
+        sh = lab.world.smarthost
+        values["spfExtra"] = [f"ip4:{sh.v4}", f"ip6:{sh.v6}"]
+        secrets["relayPassword"] = lab.relay_password()
+    elif mode != "direct":
+        raise LabError(f"mode must be direct or relay, not {mode!r}")
+    return values, secrets
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge stack overrides (dicts merge, everything else replaces; None removes a key)."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def overrides_from_file(path: Path) -> dict[str, Any]:
+    """`--stack FILE`: a Pulumi.<stack>.yaml whose jira-mailhost keys are laid over the lab stack."""
+    document = yaml.safe_load(path.read_text()) or {}
+    out = {}
+    for key, value in (document.get("config") or {}).items():
+        namespace, _, name = str(key).partition(":")
+        if namespace == runner.PROJECT and not (isinstance(value, dict) and set(value) == {"secure"}):
+            out[name] = value
+    return out
+
+
+def write_stack(lab: Lab, mode: str = "direct", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    values, secrets = lab_values(lab, mode)
+    values = merge(values, overrides or {})
+    if values.get("delivery", {}).get("mode") != "relay":
+        secrets.pop("relayPassword", None)
+    runner.write_stack(lab.state_dir, values, secrets)
+    return values
+
+
+def current_values(lab: Lab) -> dict[str, Any]:
+    document = yaml.safe_load(runner.stack_path(lab.state_dir).read_text()) or {}
+    return {k.partition(":")[2]: v for k, v in (document.get("config") or {}).items()
+            if not (isinstance(v, dict) and set(v) == {"secure"})}
+
+
+def deploy(lab: Lab, progress: Progress = _quiet, action: str = "up", skip_unreachable: bool = False,
+           program: Path = REPO / "__main__.py") -> dict[str, Any]:
+    """Run the program (or its deletes) through the runner in its own process; stream its events."""
+    argv = [sys.executable, "-m", "mailhost.lab.runner", action, "--state", str(lab.state_dir),
+            "--program", str(program)]
+    if skip_unreachable:
+        argv.append("--skip-unreachable")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None and proc.stderr is not None
+    result: dict[str, Any] | None = None
+    failure: str | None = None
+    for line in proc.stdout:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        kind = event.get("event")
+        if kind == "resource" and not event["action"].endswith("-start") and event["action"] != "same":
+            progress(f"{event['action']}: {event['name']}")
+        elif kind == "done":
+            result = event
+        elif kind == "failed":
+            failure = event["message"]
+    stderr = proc.stderr.read()
+    proc.wait()
+    if proc.returncode != 0 or result is None:
+        raise DeployError(failure or stderr.strip()[-3000:] or f"runner exited {proc.returncode}")
+    return result
+
+
+# -- mail ------------------------------------------------------------------------------------
+@dataclass
+class Burst:
+    name: str
+    sent: int
+    refused: list[dict[str, Any]]
+    seconds: float
+    message_ids: set[str] = field(default_factory=set)
+
+
+def send(lab: Lab, count: int, size_kb: int = 0, recipients: list[str] | None = None, oversize: int = 0,
+         big_every: int = 25) -> Burst:
+    """Submit a Jira burst to Postfix on 127.0.0.1:25 from inside the jira host, as Jira does."""
+    info = lab.info()
+    limit = int(current_values(lab).get("messageSizeLimit", DEFAULT_LIMIT))
+    argv = [sys.executable, "-m", "mailhost.lab.mail", "--count", str(count), "--size-limit", str(limit),
+            "--size-kb", str(size_kb), "--oversize", str(oversize), "--big-every", str(big_every),
+            "--sender", f"jira@{zones.SENDER_DOMAIN}", "--seed", str(int(time.time()))]
+    for rcpt in recipients or USERS:
+        argv += ["--to", rcpt]
+    proc = subprocess.run(jirahost.nsenter(info, argv), capture_output=True, text=True, timeout=600, cwd=REPO)
+    if proc.returncode != 0:
+        raise LabError(f"submitting mail failed: {proc.stderr.strip()[-2000:]}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    refused = [r for r in data["results"] if not r["accepted"]]
+    ids = {r["message_id"] for r in data["results"] if r["accepted"]}
+    return Burst(data["burst"], data["sent"], refused, data["seconds"], ids)
+
+
+def records(lab: Lab, burst: str | None = None) -> list[dict[str, Any]]:
+    found = receiver.read_records(lab.receiver_log)
+    return [r for r in found if burst is None or r.get("burst") == burst]
+
+
+def wait_delivered(
+    lab: Lab, burst: Burst, timeout: float = 180, settle: float = 1.0
+) -> tuple[list[dict[str, Any]], float]:
+    """Wait until the MX has every accepted message of the burst (or time runs out); return records, seconds."""
+    started = time.monotonic()
+    while True:
+        got = records(lab, burst.name)
+        if len({r["message_id"] for r in got}) >= burst.sent or time.monotonic() - started > timeout:
+            break
+        time.sleep(0.25)
+    seconds = time.monotonic() - started
+    time.sleep(settle)  # anything arriving twice would show up now
+    return records(lab, burst.name), seconds
+
+
+def queue(lab: Lab) -> list[dict[str, Any]]:
+    """Postfix's queue on the jira host (postqueue -j), [] when Postfix is not there yet."""
+    result = jirahost.run(lab.info(), ["postqueue", "-j"])
+    if result.returncode != 0:
+        return []
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def verdict_table(recs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per check: how many messages got each verdict."""
+    table: dict[str, dict[str, int]] = {}
+    for rec in recs:
+        for check in ("spf", "spf_helo", "dkim", "dmarc", "fcrdns", "helo_matches_ptr", "tls", "family"):
+            value = str(rec.get(check))
+            table.setdefault(check, {})
+            table[check][value] = table[check].get(value, 0) + 1
+    return table
+
+
+def all_pass(recs: list[dict[str, Any]]) -> bool:
+    return bool(recs) and all(
+        (r["spf"], r["dkim"], r["dmarc"], r["fcrdns"]) == ("pass", "pass", "pass", "pass")
+        and r["helo_matches_ptr"] and r["tls"]
+        for r in recs
+    )
+
+
+# -- up / down -------------------------------------------------------------------------------
+def up(lab: Lab, mode: str = "direct", overrides: dict[str, Any] | None = None,
+       progress: Progress = _quiet) -> dict[str, Any]:
+    """Build the lab unless it is running, write the stack, deploy the program into it."""
+    if not lab.exists():
+        lab.build(progress)
+    write_stack(lab, mode, overrides)
+    progress("deploying the program")
+    return deploy(lab, progress)
+
+
+def down(lab: Lab, progress: Progress = _quiet, force: bool = False) -> dict[str, Any] | None:
+    """The program's deletes (teardown drains the queue; a refusal stops here), then the whole lab."""
+    result = None
+    if (lab.state_dir / "runner-state.json").exists():
+        reachable = lab.exists() and lab.info().jira.get("pid") is not None and _alive(lab.info().jira["pid"])
+        progress("running the program's delete path")
+        try:
+            result = deploy(lab, progress, action="down", skip_unreachable=force or not reachable)
+        except DeployError:
+            if not force:
+                raise
+    progress("removing the lab")
+    lab.teardown(progress)
+    return result
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+# -- report ----------------------------------------------------------------------------------
+@dataclass
+class Row:
+    check: str
+    result: str
+    ok: bool
+
+
+def assess(values: dict[str, Any], burst: Burst, recs: list[dict[str, Any]], seconds: float,
+           expect_refused: int = 0) -> list[Row]:
+    """The table `lab up` and `lab send` print: each line says what the MX saw and whether it is right."""
+    n = len(recs)
+    unique = len({r["message_id"] for r in recs})
+
+    def count(pred: Callable[[dict[str, Any]], bool]) -> int:
+        return sum(1 for r in recs if pred(r))
+
+    total = burst.seconds + seconds
+    rows = [Row("delivered", f"{unique}/{burst.sent}: submitted in {burst.seconds:.1f}s, at the MX {seconds:.1f}s"
+                f" later ({burst.sent / total:.1f} msg/s)", unique == burst.sent and n == burst.sent)]
+    for check, label in (("spf", "SPF"), ("dkim", "DKIM"), ("dmarc", "DMARC"), ("fcrdns", "FCrDNS (PTR ↔ A/AAAA)")):
+        passed = count(lambda r, c=check: r[c] == "pass")  # type: ignore[misc]
+        others = sorted({r[check] for r in recs} - {"pass"})
+        rows.append(Row(label, f"pass {passed}/{n}" + (f" (also: {', '.join(others)})" if others else ""),
+                        n > 0 and passed == n))
+    helo = count(lambda r: bool(r["helo_matches_ptr"]))
+    helos = sorted({r["helo"] for r in recs})
+    rows.append(Row("HELO = PTR name", f"{helo}/{n} ({', '.join(helos)})", n > 0 and helo == n))
+    tls = count(lambda r: bool(r["tls"]))
+    versions = sorted({str(r.get("tls_version")) for r in recs if r["tls"]})
+    rows.append(Row("TLS to the MX", f"{tls}/{n} ({', '.join(versions)})", n > 0 and tls == n))
+    v4, v6 = count(lambda r: r["family"] == 4), count(lambda r: r["family"] == 6)
+    ips = sorted({r["ip"] for r in recs})
+    rows.append(Row("connections from", f"IPv4 {v4}, IPv6 {v6} ({', '.join(ips)})", True))
+    reroute = values.get("rerouteTo")
+    rcpts = sorted({rcpt for r in recs for rcpt in r["rcpt_to"]})
+    if reroute:
+        rows.append(Row("rerouting", f"on → {reroute}; MX saw {', '.join(rcpts)}", rcpts == [reroute]))
+    else:
+        rows.append(Row("rerouting", f"off; MX saw {len(rcpts)} recipients", True))
+    errors = sorted({f"{r['code']} {r['error']}"[:100] for r in burst.refused})
+    rows.append(Row("refused at submission", f"{len(burst.refused)}" + (f": {'; '.join(errors)}" if errors else ""),
+                    len(burst.refused) == expect_refused))
+    return rows

@@ -1,0 +1,432 @@
+"""Run the real Pulumi program against the lab instead of AWS: Pulumi's mocks, applied for real.
+
+A lab tool, not part of the program: `__main__.py` runs unchanged under
+`pulumi.runtime.set_mocks`, and each resource it registers is applied to lab software:
+
+- tls PrivateKey → a real key made with `cryptography`;
+- route53 Record → an RFC 2136 update of the lab's Knot (zone ids map to lab zones);
+- command remote.Command → run over real SSH (mailhost.sshexec) with the pinned host key;
+- command local.Command → run here, for real (the post-deploy `mailhost verify`);
+- components → pass through.
+
+Like the Pulumi engine, a state file (0600) remembers each resource's inputs and outputs,
+so a second `up` without changes runs nothing; changed inputs run `update` (or replace:
+create, then the old delete); resources gone from the program, and everything on
+`down`, are deleted in reverse creation order.  Progress goes to stdout as JSON lines.
+Run as `python -m mailhost.lab.runner up|down --state DIR`, one process per run,
+because the Pulumi SDK keeps global state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import runpy
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mailhost.lab import dnsupdate
+from mailhost.lab.lab import REPO, Lab, private_file
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+PROJECT = "jira-mailhost"
+STACK = "lab"
+REMOTE = "command:remote:Command"
+LOCAL = "command:local:Command"
+RECORD = "aws:route53/record:Record"
+PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
+EIP_PTR = "aws:ec2/eipDomainName:EipDomainName"
+
+
+class RunnerError(RuntimeError):
+    pass
+
+
+def unwrap(value: Any) -> Any:
+    """Drop Pulumi's secret wrappers (anywhere in the tree); the values stay in memory only."""
+    if isinstance(value, dict):
+        if SECRET_SIG in value:
+            return unwrap(value.get("value"))
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def fingerprint(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One progress line for the CLI; never carries inputs (they may hold secrets)."""
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+# -- stack file ------------------------------------------------------------------------------
+def stack_path(state_dir: Path) -> Path:
+    return state_dir / f"Pulumi.{STACK}.yaml"
+
+
+def secrets_path(state_dir: Path) -> Path:
+    return state_dir / "secrets.json"
+
+
+def write_stack(state_dir: Path, values: dict[str, Any], secrets: dict[str, str]) -> Path:
+    """Pulumi.lab.yaml with plain values and `secure` markers; the secrets themselves go to a 0600 file."""
+    config: dict[str, Any] = {f"{PROJECT}:{k}": v for k, v in values.items()}
+    for key in secrets:
+        config[f"{PROJECT}:{key}"] = {"secure": "lab-secret (see secrets.json, mode 0600)"}
+    path = stack_path(state_dir)
+    path.write_text(yaml.safe_dump({"config": config}, sort_keys=True))
+    private_file(secrets_path(state_dir), json.dumps(secrets))
+    return path
+
+
+def read_stack(state_dir: Path) -> tuple[dict[str, str], list[str]]:
+    """Config for pulumi.runtime.set_all_config: full keys, values as Pulumi passes them (JSON text)."""
+    document = yaml.safe_load(stack_path(state_dir).read_text()) or {}
+    secrets = json.loads(secrets_path(state_dir).read_text())
+    config: dict[str, str] = {}
+    for key, value in (document.get("config") or {}).items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            continue
+        config[key] = value if isinstance(value, str) else json.dumps(value)
+    secret_keys = []
+    for key, value in secrets.items():
+        config[f"{PROJECT}:{key}"] = value
+        secret_keys.append(f"{PROJECT}:{key}")
+    return config, secret_keys
+
+
+# -- state -----------------------------------------------------------------------------------
+@dataclass
+class Entry:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    id: str
+    seq: int
+
+
+class State:
+    """The runner's memory of what exists in the lab (a tiny Pulumi checkpoint); thread-safe."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.RLock()
+        self.entries: dict[str, Entry] = {}
+        if path.exists():
+            for key, raw in json.loads(path.read_text()).items():
+                self.entries[key] = Entry(**raw)
+
+    def next_seq(self) -> int:
+        return max((e.seq for e in self.entries.values()), default=0) + 1
+
+    def put(self, key: str, entry: Entry) -> None:
+        with self.lock:
+            self.entries[key] = entry
+            self.save()
+
+    def drop(self, key: str) -> None:
+        with self.lock:
+            self.entries.pop(key, None)
+            self.save()
+
+    def save(self) -> None:
+        text = json.dumps({k: e.__dict__ for k, e in self.entries.items()}, sort_keys=True, indent=1)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        private_file(tmp, text)
+        tmp.replace(self.path)
+
+
+# -- appliers --------------------------------------------------------------------------------
+class Applier:
+    """Applies resources to the lab; counts what it did for the summary."""
+
+    def __init__(self, lab: Lab, state: State, skip_unreachable: bool = False):
+        self.lab = lab
+        self.state = state
+        self.dns = lab.world.dns.v4
+        self.zone_ids = lab.world.zone_ids
+        self.seen: set[str] = set()
+        self.actions: list[dict[str, str]] = []
+        self.skip_unreachable = skip_unreachable
+
+    def note(self, action: str, typ: str, name: str, **extra: Any) -> None:
+        with self.state.lock:
+            self.actions.append({"action": action, "type": typ, "name": name})
+        emit("resource", action=action, type=typ, name=name, **extra)
+
+    # The Mocks entry point (worker threads).
+    def register(self, typ: str, name: str, raw_inputs: dict[str, Any], custom: bool) -> tuple[str, dict[str, Any]]:
+        key = f"{typ}::{name}"
+        with self.state.lock:
+            self.seen.add(key)
+            old = self.state.entries.get(key)
+        if not custom or typ.startswith("jira-mailhost:"):
+            return f"{name}-component", {}
+        inputs = unwrap(raw_inputs)
+        if old is not None and fingerprint(old.inputs) == fingerprint(inputs):
+            self.note("same", typ, name)
+            return old.id, old.outputs
+        handler = self.handlers().get(typ)
+        if handler is None:
+            raise RunnerError(f"the lab cannot apply {typ} ({name}); it has no such thing")
+        action = "create" if old is None else "update"
+        self.note(f"{action}-start", typ, name)
+        started = time.monotonic()
+        rid, outputs, replaced = handler(name, inputs, old)
+        seq = old.seq if old is not None else self.state.next_seq()
+        with self.state.lock:
+            if old is None:
+                seq = self.state.next_seq()
+            self.state.put(key, Entry(typ, name, inputs, outputs, rid, seq))
+        self.note("replace" if replaced else action, typ, name, seconds=round(time.monotonic() - started, 2))
+        return rid, outputs
+
+    def handlers(self) -> dict[str, Callable[[str, dict[str, Any], Entry | None], tuple[str, dict[str, Any], bool]]]:
+        return {PRIVATE_KEY: self.private_key, RECORD: self.record, REMOTE: self.remote, LOCAL: self.local,
+                EIP_PTR: self.eip_ptr}
+
+    # tls:PrivateKey
+    def private_key(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+        algorithm = inputs.get("algorithm", "RSA")
+        if algorithm == "RSA":
+            key: Any = rsa.generate_private_key(public_exponent=65537, key_size=int(inputs.get("rsaBits", 2048)))
+            pem_format = serialization.PrivateFormat.TraditionalOpenSSL
+        elif algorithm == "ED25519":
+            key = ed25519.Ed25519PrivateKey.generate()
+            pem_format = serialization.PrivateFormat.PKCS8
+        else:
+            raise RunnerError(f"{name}: the lab makes RSA and ED25519 keys, not {algorithm}")
+        none = serialization.NoEncryption()
+        public = key.public_key()
+        openssh_pub = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        outputs = {
+            **inputs,
+            "privateKeyPem": key.private_bytes(serialization.Encoding.PEM, pem_format, none).decode(),
+            "privateKeyOpenssh": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                   none).decode(),
+            "privateKeyPemPkcs8": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    none).decode(),
+            "publicKeyPem": public.public_bytes(serialization.Encoding.PEM,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+            "publicKeyOpenssh": openssh_pub + "\n",
+            "publicKeyFingerprintSha256": "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode(),
+        }
+        return hashlib.sha1(der).hexdigest(), outputs, old is not None
+
+    # route53:Record
+    def _zone(self, zone_id: str) -> str:
+        try:
+            return self.zone_ids[zone_id]
+        except KeyError:
+            raise RunnerError(f"zone id {zone_id!r} is not a lab zone ({', '.join(self.zone_ids)})") from None
+
+    def record(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
+        zone = self._zone(inputs["zoneId"])
+        fqdn = str(inputs["name"]).rstrip(".")
+        rtype = inputs["type"]
+        if old is not None and (old.inputs["name"], old.inputs["type"], old.inputs["zoneId"]) != (
+                inputs["name"], rtype, inputs["zoneId"]):
+            self._delete_record(old)
+        dnsupdate.upsert(self.dns, zone, fqdn, rtype, int(inputs.get("ttl") or 300), list(inputs.get("records") or []))
+        return f"{inputs['zoneId']}_{fqdn}_{rtype}", {**inputs, "fqdn": fqdn}, False
+
+    def _delete_record(self, entry: Entry) -> None:
+        dnsupdate.delete(self.dns, self._zone(entry.inputs["zoneId"]), str(entry.inputs["name"]), entry.inputs["type"])
+
+    def eip_ptr(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
+        raise RunnerError(f"{name}: the lab's host is an existing host with reverse zones; EIP PTRs need AWS")
+
+    # command:remote:Command
+    def remote(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
+        if old is None:
+            script, replaced = inputs.get("create"), False
+        elif inputs.get("update"):
+            script, replaced = inputs.get("update"), False
+        else:
+            script, replaced = inputs.get("create"), True
+        result = self._ssh(name, inputs, script, inputs.get("stdin"))
+        outputs = {"stdout": result[0], "stderr": result[1]}
+        if replaced and old is not None and old.inputs.get("delete"):
+            self._ssh(name, old.inputs, old.inputs["delete"], None)
+        return f"{name}-{fingerprint(inputs)[:12]}", outputs, replaced
+
+    def _ssh(self, name: str, inputs: dict[str, Any], script: str | None, stdin: str | None) -> tuple[str, str]:
+        from mailhost import sshexec
+
+        if not script:
+            return "", ""
+        conn = inputs.get("connection") or {}
+        if inputs.get("environment"):
+            raise RunnerError(f"{name}: remote environment variables are not supported by the lab runner")
+        self.note("remote-command", REMOTE, name)
+        result = sshexec.run(
+            host=str(conn["host"]), port=int(conn.get("port") or 22), user=str(conn.get("user") or "root"),
+            private_key=str(conn["privateKey"]), host_key=str(conn.get("hostKey") or ""), command=script,
+            stdin=stdin, timeout=900, attempts=int(conn.get("dialErrorLimit") or 10),
+        )
+        if not result.ok:
+            raise RunnerError(f"{name}: remote command failed (exit {result.rc}):\n{_tail(result.stdout)}"
+                              f"\n{_tail(result.stderr)}")
+        return result.stdout, result.stderr
+
+    # command:local:Command
+    def local(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
+        replaced = old is not None and not inputs.get("update")
+        script = inputs.get("update") if old is not None and inputs.get("update") else inputs.get("create")
+        out, err = self._local(name, inputs, script)
+        if replaced and old is not None and old.inputs.get("delete"):
+            self._local(name, old.inputs, old.inputs["delete"])
+        return f"{name}-{fingerprint(inputs)[:12]}", {"stdout": out, "stderr": err}, replaced
+
+    def _local(self, name: str, inputs: dict[str, Any], script: str | None) -> tuple[str, str]:
+        if not script:
+            return "", ""
+        env = {**os.environ, **{k: str(v) for k, v in (inputs.get("environment") or {}).items()}}
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+        self.note("local-command", LOCAL, name)
+        interpreter = inputs.get("interpreter") or ["/bin/sh", "-c"]
+        proc = subprocess.run([*interpreter, script], input=inputs.get("stdin"), capture_output=True, text=True,
+                              env=env, cwd=inputs.get("dir") or str(REPO), timeout=900)
+        if proc.returncode != 0:
+            raise RunnerError(f"{name}: local command failed (exit {proc.returncode}):\n{_tail(proc.stdout)}"
+                              f"\n{_tail(proc.stderr)}")
+        return proc.stdout, proc.stderr
+
+    # deletes
+    def delete(self, key: str, entry: Entry) -> None:
+        self.note("delete-start", entry.type, entry.name)
+        try:
+            if entry.type == RECORD:
+                self._delete_record(entry)
+            elif entry.type == REMOTE and entry.inputs.get("delete"):
+                self._ssh(entry.name, entry.inputs, entry.inputs["delete"], None)
+            elif entry.type == LOCAL and entry.inputs.get("delete"):
+                self._local(entry.name, entry.inputs, entry.inputs["delete"])
+        except (RunnerError, dnsupdate.DnsUpdateError, OSError) as error:
+            if not (self.skip_unreachable and _unreachable(error)):
+                raise
+            self.note("delete-skipped", entry.type, entry.name, reason=str(error).splitlines()[0][:200])
+        self.state.drop(key)
+        self.note("delete", entry.type, entry.name)
+
+    def delete_all(self, keys: list[str]) -> None:
+        for key in sorted(keys, key=lambda k: self.state.entries[k].seq, reverse=True):
+            self.delete(key, self.state.entries[key])
+
+
+def _unreachable(error: Exception) -> bool:
+    text = str(error)
+    return any(s in text for s in ("exit 255", "timed out", "No route", "refused", "unreachable"))
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+# -- program run -----------------------------------------------------------------------------
+def run_program(applier: Applier, config: dict[str, str], secret_keys: list[str], program: Path) -> None:
+    import pulumi
+    import pulumi.runtime
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    class LabMocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+            try:
+                return applier.register(args.typ, args.name, args.inputs, bool(args.custom))
+            except Exception as error:
+                emit("error", type=args.typ, name=args.name, message=str(error))
+                raise
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+            if args.token == "aws:route53/getZone:getZone":
+                wanted = str(args.args.get("name") or "").rstrip(".")
+                for zone_id, zone in applier.zone_ids.items():
+                    if zone == wanted or zone_id == args.args.get("zoneId"):
+                        return {"id": zone_id, "zoneId": zone_id, "name": zone}, None
+                raise RunnerError(f"no lab zone named {wanted!r}")
+            raise RunnerError(f"the lab cannot answer {args.token}")
+
+    pulumi.runtime.set_mocks(LabMocks(), project=PROJECT, stack=STACK, preview=False)
+    pulumi.runtime.set_all_config(config, secret_keys)
+    sys.path.insert(0, str(program.parent))
+
+    def program_run() -> None:
+        runpy.run_path(str(program), run_name="__main__")
+
+    _sync_await(run_pulumi_func(program_run))
+
+
+def up(lab: Lab, program: Path) -> dict[str, Any]:
+    state = State(lab.state_dir / "runner-state.json")
+    applier = Applier(lab, state)
+    config, secret_keys = read_stack(lab.state_dir)
+    started = time.monotonic()
+    run_program(applier, config, secret_keys, program)
+    gone = [k for k in state.entries if k not in applier.seen]
+    applier.delete_all(gone)
+    return summary(applier, started)
+
+
+def down(lab: Lab, skip_unreachable: bool) -> dict[str, Any]:
+    state = State(lab.state_dir / "runner-state.json")
+    applier = Applier(lab, state, skip_unreachable=skip_unreachable)
+    started = time.monotonic()
+    applier.delete_all(list(state.entries))
+    return summary(applier, started)
+
+
+def summary(applier: Applier, started: float) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for action in applier.actions:
+        counts[action["action"]] = counts.get(action["action"], 0) + 1
+    remote = [a["name"] for a in applier.actions if a["action"] == "remote-command"]
+    return {"counts": counts, "remote_commands": remote, "seconds": round(time.monotonic() - started, 2),
+            "resources": len(applier.state.entries)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--state", type=Path, required=True)
+    parser.add_argument("--program", type=Path, default=REPO / "__main__.py")
+    parser.add_argument("--skip-unreachable", action="store_true",
+                        help="down: forget resources whose host or DNS is gone (after a crash)")
+    args = parser.parse_args(argv)
+    lab = Lab(args.state)
+    try:
+        result = up(lab, args.program) if args.action == "up" else down(lab, args.skip_unreachable)
+    except BaseException as error:  # the SDK re-raises whatever a resource raised
+        message = str(error) or type(error).__name__
+        if not isinstance(error, RunnerError | dnsupdate.DnsUpdateError):
+            message += "\n" + "".join(traceback.format_exception_only(type(error), error)).strip()
+        emit("failed", message=message)
+        return 1
+    (args.state / "runner-last.json").write_text(json.dumps(result))
+    emit("done", **result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
