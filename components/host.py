@@ -9,6 +9,8 @@ import pulumi_tls as tls
 from mailhost import sshkeys
 from mailhost.config import Host, Settings
 
+from . import secret_str
+
 DEBIAN_OWNER = "136693071363"  # Debian's AWS account, publisher of the official AMIs
 DEBIAN_AMI_NAME = "debian-12-amd64-*"
 
@@ -65,9 +67,8 @@ class JiraHost(pulumi.ComponentResource):
             opts=kept,
         )
         host_key = tls.PrivateKey(f"{host.name}-ssh-host-key", algorithm="ED25519", opts=child)
-        user_data = pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh, admin_public).apply(
-            lambda keys: sshkeys.cloud_init(keys[0], keys[1], keys[2])
-        )
+        keys = pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh, admin_public)
+        user_data: pulumi.Output[str] = keys.apply(lambda k: sshkeys.cloud_init(k[0], k[1], k[2]))
         instance = aws.ec2.Instance(
             host.name,
             ami=ami,
@@ -75,7 +76,7 @@ class JiraHost(pulumi.ComponentResource):
             subnet_id=ec2.subnet_id,
             vpc_security_group_ids=[group.id],
             ipv6_address_count=1 if ec2.ipv6 else 0,
-            user_data=pulumi.Output.secret(user_data),
+            user_data=secret_str(user_data),
             user_data_replace_on_change=False,
             metadata_options=aws.ec2.InstanceMetadataOptionsArgs(http_tokens="required"),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(volume_size=ec2.root_volume_gb, encrypted=True),

@@ -6,13 +6,14 @@ their values come from mailhost.plan through one apply over the addresses and ke
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 from mailhost import plan
-from mailhost.config import PtrSource, Settings
+from mailhost.config import Host, PtrSource, Settings
 from mailhost.expected import Expected
 
 from .host import JiraHost
@@ -24,6 +25,30 @@ def _addresses(hosts: Mapping[str, JiraHost]) -> pulumi.Output[dict[str, plan.Ad
     return pulumi.Output.all(*parts).apply(
         lambda pairs: {n: plan.Addresses(ipv4=p[0], ipv6=p[1]) for n, p in zip(names, pairs, strict=True)}
     )
+
+
+def _name(r: plan.Record) -> str:
+    return r.name
+
+
+def _ttl(r: plan.Record) -> int:
+    return r.ttl
+
+
+def _values(r: plan.Record) -> list[str]:
+    return r.route53_records
+
+
+def _host_records(settings: Settings, host: Host) -> Callable[[list[Any]], dict[str, plan.Record]]:
+    def records(values: list[Any]) -> dict[str, plan.Record]:
+        addresses, keys = values
+        return {r.key: r for r in plan.host_records(settings, host, addresses[host.name], keys[host.name])}
+
+    return records
+
+
+def _pick(key: str) -> Callable[[dict[str, plan.Record]], plan.Record]:
+    return lambda records: records[key]
 
 
 class MailDns(pulumi.ComponentResource):
@@ -47,10 +72,10 @@ class MailDns(pulumi.ComponentResource):
             resource = aws.route53.Record(
                 key,
                 zone_id=zone_ids[zone],
-                name=r.apply(lambda x: x.name),
+                name=r.apply(_name),
                 type=rtype,
-                ttl=r.apply(lambda x: x.ttl),
-                records=r.apply(lambda x: x.route53_records),
+                ttl=r.apply(_ttl),
+                records=r.apply(_values),
                 allow_overwrite=False,  # never silently take over a record someone else made
                 opts=opts,
             )
@@ -58,12 +83,10 @@ class MailDns(pulumi.ComponentResource):
             return resource
 
         for host in settings.hosts:
-            host_plan = pulumi.Output.all(addresses, keys).apply(
-                lambda v, h=host: {r.key: r for r in plan.host_records(settings, h, v[0][h.name], v[1][h.name])}
-            )
+            host_plan = pulumi.Output.all(addresses, keys).apply(_host_records(settings, host))
             for key, zone, rtype in plan.record_keys(settings, host):
                 is_dkim = key.endswith("-dkim")
-                record(host_plan.apply(lambda p, k=key: p[k]), key, zone, rtype, rotated if is_dkim else kept)
+                record(host_plan.apply(_pick(key)), key, zone, rtype, rotated if is_dkim else kept)
             if settings.ptr_source(host, 4) is PtrSource.EIP:
                 jira = hosts[host.name]
                 assert jira.allocation_id is not None

@@ -16,6 +16,7 @@ import pulumi_command as command
 from mailhost import bundle, render
 from mailhost.config import Host, Settings
 
+from . import secret_str
 from .host import JiraHost
 
 SSH_DIAL_ATTEMPTS = 40  # × per-dial timeout: a fresh EC2 instance needs a minute or two for sshd
@@ -47,9 +48,10 @@ class PostfixConfig(pulumi.ComponentResource):
         # Rendered with placeholders: every non-secret byte is known at preview time.
         public_files = render.render_host(settings, host, render.PLACEHOLDERS, stack)
         secrets = pulumi.Output.all(dkim_private_key_pem, relay_password)
-        payload = pulumi.Output.secret(secrets.apply(
+        packed: pulumi.Output[str] = secrets.apply(
             lambda s: bundle.pack(render.render_host(settings, host, render.HostSecrets(s[0], s[1]), stack))
-        ))
+        )
+        payload = secret_str(packed)
         connection = command.remote.ConnectionArgsDict(
             host=target.ipv4,
             port=target.port,

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="jira-mailhost: outgoing mail for Jira that arrives.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="jira-mailhost: outgoing mail for Jira that arrives.",
+)
 
 
 @app.callback()
@@ -18,13 +25,13 @@ def _register() -> None:
 
     cli_render.register(app)
     try:
-        from mailhost import cli_verify
+        cli_verify = importlib.import_module("mailhost.cli_verify")
     except ImportError:
         pass
     else:
         cli_verify.register(app)
     try:
-        from mailhost.lab import cli as lab_cli
+        lab_cli = importlib.import_module("mailhost.lab.cli")
     except ImportError:
         pass
     else:

@@ -23,7 +23,8 @@ def placeholder_addresses(settings: Settings) -> dict[str, plan.Addresses]:
         if host.existing:
             out[host.name] = plan.Addresses(host.existing.ipv4, host.existing.ipv6)
         else:
-            out[host.name] = plan.Addresses(f"192.0.2.{index}", f"2001:db8::{index}" if settings.has_ipv6(host) else None)
+            ipv6 = f"2001:db8::{index}" if settings.has_ipv6(host) else None
+            out[host.name] = plan.Addresses(f"192.0.2.{index}", ipv6)
     return out
 
 

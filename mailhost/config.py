@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,9 @@ SECRET_KEYS = ("sshPrivateKey", "relayPassword")
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _MAILBOX = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_HOST_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) [A-Za-z0-9+/=]{40,}( .*)?$")
+_HOST_KEY = re.compile(
+    r"^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) [A-Za-z0-9+/=]{40,}( .*)?$"
+)
 
 
 class ConfigError(Exception):
@@ -48,7 +50,7 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class PtrSource(str, Enum):
+class PtrSource(StrEnum):
     """Who publishes the PTR record of a sending address."""
 
     EIP = "eip"  # aws.ec2.EipDomainName on the Elastic IP (IPv4 of EC2 hosts)
@@ -80,7 +82,7 @@ class Ec2Host(Model):
             try:
                 net = ipaddress.ip_network(cidr, strict=False)
             except ValueError:
-                raise ValueError(f"{cidr!r} is not a CIDR; write e.g. '203.0.113.7/32' for your admin address") from None
+                raise ValueError(f"{cidr!r} is not a CIDR; write e.g. '203.0.113.7/32' for your admin host") from None
             if net.prefixlen == 0:
                 raise ValueError(f"{cidr!r} opens SSH to the whole Internet; list your admin networks instead")
             out.append(str(net))

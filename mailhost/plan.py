@@ -93,8 +93,12 @@ def host_records(settings: Settings, host: Host, addresses: Addresses, dkim_p: s
     records = [Record(f"{host.name}-a", "forward", fqdn, "A", addresses.ipv4)]
     if settings.has_ipv6(host) and addresses.ipv6:
         records.append(Record(f"{host.name}-aaaa", "forward", fqdn, "AAAA", addresses.ipv6))
-    for family, zone, address in ((4, "reverse4", addresses.ipv4), (6, "reverse6", addresses.ipv6)):
-        if address and settings.ptr_source(host, family) is PtrSource.ZONE:  # type: ignore[arg-type]
+    reverse: tuple[tuple[Literal[4, 6], Zone, str | None], ...] = (
+        (4, "reverse4", addresses.ipv4),
+        (6, "reverse6", addresses.ipv6),
+    )
+    for family, zone, address in reverse:
+        if address and settings.ptr_source(host, family) is PtrSource.ZONE:
             records.append(Record(f"{host.name}-ptr{family}", zone, reverse_name(address), "PTR", f"{fqdn}."))
     records.append(
         Record(

@@ -97,9 +97,8 @@ class EngineMocks(pulumi.runtime.Mocks):
                     self.eips += 1
                     n = self.eips
                 outputs.update(publicIp=f"203.0.113.{100 + n}", allocationId=f"eipalloc-{n:017x}")
-        elif args.typ == "command:remote:Command" or args.typ == "command:local:Command":
-            if not self.preview:
-                outputs.update(stdout=f"applied {args.name}", stderr="")
+        elif (args.typ == "command:remote:Command" or args.typ == "command:local:Command") and not self.preview:
+            outputs.update(stdout=f"applied {args.name}", stderr="")
         with self.lock:
             self.created[args.name] = outputs
         return f"{args.name}-id", outputs
@@ -122,7 +121,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.lock = threading.Lock()
         self.registrations: list[Registration] = []
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method name
+    def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             raw = pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True)

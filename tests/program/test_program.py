@@ -11,7 +11,16 @@ import pytest
 from mailhost import bundle
 from mailhost.expected import Expected
 from tests.program import stacks
-from tests.program.harness import Run, has_unknown, admin_key_openssh, is_secret, configure, execute, run_program, unwrap
+from tests.program.harness import (
+    Run,
+    admin_key_openssh,
+    configure,
+    execute,
+    has_unknown,
+    is_secret,
+    run_program,
+    unwrap,
+)
 
 SECRETS = {"sshPrivateKey": admin_key_openssh(), "relayPassword": stacks.RELAY_PASSWORD}
 TXT = "aws:route53/record:Record"
@@ -59,7 +68,7 @@ def test_dkim_record_is_one_value_split_in_strings_and_matches_the_signing_key(s
     strings = dkim["records"][0].split('""')
     assert len(strings) == 2 and all(len(s) <= 255 for s in strings)
     published_p = "".join(strings).split("p=")[1]
-    key_file = [f for f in pushed_files(staging) if f.endswith(".private")][0]
+    key_file = next(f for f in pushed_files(staging) if f.endswith(".private"))
     from mailhost import dkim as dkim_core
 
     assert dkim_core.public_key_b64(pushed_files(staging)[key_file]) == published_p

@@ -58,7 +58,11 @@ def materialise(tmp: Path, files: list[RenderedFile]) -> Path:
 def postconf_n(confdir: Path) -> dict[str, str]:
     done = tool("postconf", "-c", str(confdir), "-n")
     assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
-    return dict(line.split(" = ", 1) if " = " in line else (line.rstrip(" ="), "") for line in done.stdout.splitlines())
+    values = {}
+    for line in done.stdout.splitlines():
+        name, _, value = line.partition(" =")
+        values[name] = value.strip()
+    return values
 
 
 def shapes() -> dict[str, dict[str, Any]]:
