@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ import dns.resolver
 from mailhost.checks import Answer
 
 MAX_CNAME = 8
+# pyspf calls the deprecated dns.resolver.query; the call is ours to route, the warning is noise.
+warnings.filterwarnings("ignore", "please use dns.resolver.resolve", DeprecationWarning)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,423 @@
+"""`mailhost verify` against a real authoritative server: Knot on 127.0.0.1, a free port.
+
+One good zone set (every check passes, in recursive and authoritative mode) and one broken
+variant per check; each must be reported as exactly the checks a receiver would trip on,
+with the right status, and nothing else.  Also the CLI contract: exit codes and JSON shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from typer.testing import CliRunner
+
+from mailhost import cli_verify, dkim, dnstext
+from mailhost import verify as verify_mod
+from mailhost.dnsquery import ResolverSpec
+from mailhost.lab.knot import Knot, free_port
+from mailhost.verify import Report, VerifyOptions, run
+from tests.fixtures.zones.verify_world import SELECTOR, World, lab_host
+
+pytestmark = [
+    pytest.mark.real,
+    pytest.mark.filterwarnings("ignore:please use dns.resolver.resolve:DeprecationWarning"),  # pyspf's call
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+V4, V6 = "198.51.100.10", "2001:db8:5100::a"
+JIRA = "jira.example.com"
+DKIM_NAME = f"{SELECTOR}._domainkey"
+_serial = itertools.count(2)
+
+
+def _p(bits: int) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+@pytest.fixture(scope="module")
+def key() -> str:
+    return _p(2048)
+
+
+@pytest.fixture(scope="module")
+def knot(key: str) -> Iterator[Knot]:
+    zones = World([lab_host(1)], key).zones()
+    zones["bl.test"] = (
+        "$ORIGIN bl.test.\n$TTL 60\n@ SOA ns1.example.com. h.example.com. 1 3600 600 86400 60\n"
+        "@ NS ns1.example.com.\n10.100.51.198 A 127.0.0.2\n10.100.51.198 TXT \"listed: spam trap hits\"\n"
+    )
+    zones["clean.test"] = "$TTL 60\n@ SOA ns1.example.com. h.example.com. 1 3600 600 86400 60\n@ NS ns1.example.com.\n"
+    server = Knot(zones=zones)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def serve(knot: Knot, world: World) -> None:
+    for name, text in world.zones(next(_serial)).items():
+        knot.set_zone(name, text)
+
+
+def options(knot: Knot, authoritative: bool = False, dnsbl: tuple[str, ...] = ()) -> VerifyOptions:
+    return VerifyOptions(ResolverSpec(("127.0.0.1",), knot.port, authoritative, 2.0), dnsbl)
+
+
+def flagged(report: Report) -> dict[str, str]:
+    return {check.id: check.status for check in report.checks if check.status != "pass"}
+
+
+def detail(report: Report, check_id: str) -> str:
+    return next(check.detail for check in report.checks if check.id == check_id)
+
+
+# -- the good zone -------------------------------------------------------------------------------
+@pytest.mark.parametrize("authoritative", [False, True], ids=["recursive", "authoritative"])
+def test_good_zone_has_no_false_alarm(knot: Knot, key: str, authoritative: bool) -> None:
+    world = World([lab_host(1)], key)
+    serve(knot, world)
+    started = time.monotonic()
+    report = run(world.expected(), options(knot, authoritative, dnsbl=("clean.test",)))
+    elapsed = time.monotonic() - started
+    assert flagged(report) == {}, [c for c in report.checks if c.status != "pass"]
+    ids = {check.id for check in report.checks}
+    assert {
+        f"a:{JIRA}", f"aaaa:{JIRA}", f"ptr:{V4}", f"fcrdns:{V4}", f"helo:{V4}", f"ptr:{V6}", f"fcrdns:{V6}",
+        f"helo:{V6}", "spf:count", "spf:syntax", "spf:split", f"spf:eval:{V4}", f"spf:eval:{V6}", "spf:lookups",
+        "spf:all", f"spf:helo:{JIRA}", f"dkim:{SELECTOR}", "dmarc", "mx", f"dnsbl:clean.test:{V4}",
+    } <= ids
+    assert report.exit_code == 0
+    assert "matches the signing key" in detail(report, f"dkim:{SELECTOR}")
+    assert "2 string(s)" in detail(report, f"dkim:{SELECTOR}")  # the 2048-bit key really is split
+    print(f"good zone ({'authoritative' if authoritative else 'recursive'}): {elapsed:.3f}s")
+
+
+# -- one broken zone per check --------------------------------------------------------------------
+def _spf(world: World, record: str) -> None:
+    world.forward["@"] = [rr for rr in world.forward["@"] if "v=spf1" not in rr] + [
+        f"TXT {dnstext.zone_value(record)}"
+    ]
+
+
+def _eleven_lookups(world: World) -> None:
+    _spf(world, f"v=spf1 ip4:{V4} ip6:{V6} include:_a.example.com include:_b.example.com ~all")
+    world.forward["_a"] = ['TXT "v=spf1 ' + " ".join(f"a:h{i}.example.com" for i in range(1, 6)) + ' -all"']
+    world.forward["_b"] = ['TXT "v=spf1 ' + " ".join(f"a:h{i}.example.com" for i in range(6, 10)) + ' -all"']
+
+
+def _dkim_separate_records(world: World, key: str) -> None:
+    world.forward[DKIM_NAME] = [f'TXT "{chunk}"' for chunk in dnstext.split_txt(dkim.txt_value(key))]
+
+
+def _ptr_to_other_name(world: World) -> None:
+    world.reverse4["10"] = ["PTR mail.example.com."]
+    world.forward["mail"] = [f"A {V4}"]  # forward-confirmed, but not the name Postfix greets with
+
+
+def _set(section: str, owner: str, *rrs: str) -> Callable[[World], None]:
+    def apply(world: World) -> None:
+        getattr(world, section)[owner] = list(rrs)
+
+    return apply
+
+
+def _drop(section: str, owner: str) -> Callable[[World], None]:
+    return lambda world: getattr(world, section).pop(owner)
+
+
+CASES: dict[str, tuple[Callable[[World], None], dict[str, str], str]] = {
+    # name: (break the world, the non-pass checks expected, a phrase of the first one's detail)
+    "missing PTR": (_drop("reverse4", "10"), {f"ptr:{V4}": "fail"}, "no PTR record"),
+    "PTR not forward-confirmed": (
+        _set("reverse4", "10", "PTR stale.example.com."),
+        {f"fcrdns:{V4}": "fail", f"helo:{V4}": "fail"},
+        "not forward-confirmed",
+    ),
+    "PTR is not the HELO name": (
+        _ptr_to_other_name,
+        {f"helo:{V4}": "fail"},
+        "Postfix says HELO jira.example.com",
+    ),
+    "two SPF records": (
+        lambda w: w.forward["@"].append('TXT "v=spf1 include:_spf.example.net -all"'),
+        {"spf:count": "fail", f"spf:eval:{V4}": "fail", f"spf:eval:{V6}": "fail"},
+        "2 SPF records",
+    ),
+    "IP not in SPF": (
+        lambda w: _spf(w, f"v=spf1 ip4:198.51.100.99 ip6:{V6} ~all"),
+        {f"spf:eval:{V4}": "fail"},
+        "softfail",
+    ),
+    "11 SPF lookups": (_eleven_lookups, {"spf:lookups": "fail"}, "include:_a.example.com costs 6"),
+    "+all": (lambda w: _spf(w, f"v=spf1 ip4:{V4} ip6:{V6} +all"), {"spf:all": "fail"}, "every host"),
+    "?all": (lambda w: _spf(w, f"v=spf1 ip4:{V4} ip6:{V6} ?all"), {"spf:all": "warn"}, "neutral"),
+    "SPF cut into separate records": (
+        lambda w: w.forward["@"].__setitem__(
+            slice(2, 3), [f'TXT "v=spf1 ip4:{V4}"', f'TXT "ip6:{V6} ~all"']
+        ),
+        {"spf:split": "fail", f"spf:eval:{V6}": "fail", "spf:all": "warn"},
+        "separate TXT records",
+    ),
+    "no SPF for the HELO name": (
+        _set("forward", "jira", f"A {V4}", f"AAAA {V6}"), {f"spf:helo:{JIRA}": "warn"}, "no SPF record"
+    ),
+    "DKIM missing": (_drop("forward", DKIM_NAME), {f"dkim:{SELECTOR}": "fail"}, "NXDOMAIN"),
+    "no DMARC": (_drop("forward", "_dmarc"), {"dmarc": "fail"}, "no DMARC record"),
+    "two DMARC records": (
+        lambda w: w.forward["_dmarc"].append('TXT "v=DMARC1; p=none"'), {"dmarc": "fail"}, "2 DMARC records"
+    ),
+    "DMARC p=none in production": (
+        _set("forward", "_dmarc", 'TXT "v=DMARC1; p=none"'), {"dmarc": "warn"}, "p=none"
+    ),
+    "no MX": (lambda w: w.forward["@"].remove("MX 10 mx1"), {"mx": "warn"}, "no MX record"),
+    "wrong A": (
+        _set("forward", "jira", "A 198.51.100.77", f"AAAA {V6}", 'TXT "v=spf1 a -all"'),
+        {f"a:{JIRA}": "fail", f"fcrdns:{V4}": "fail", f"spf:helo:{JIRA}": "fail"},
+        "expected 198.51.100.10",
+    ),
+    "wrong AAAA": (
+        _set("forward", "jira", f"A {V4}", "AAAA 2001:db8:5100::77", 'TXT "v=spf1 a -all"'),
+        {f"aaaa:{JIRA}": "fail", f"fcrdns:{V6}": "fail", f"spf:helo:{JIRA}": "fail"},
+        "expected 2001:db8:5100::a",
+    ),
+    "IPv6 without PTR while Postfix sends over IPv6": (
+        _drop("reverse6", "a.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0"), {f"ptr:{V6}": "fail"}, "550-5.7.25"
+    ),
+}
+
+
+@pytest.mark.parametrize("authoritative", [False, True], ids=["recursive", "authoritative"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_broken_zone_is_reported_as_the_right_check(knot: Knot, key: str, case: str, authoritative: bool) -> None:
+    breaker, expected, phrase = CASES[case]
+    world = World([lab_host(1)], key)
+    breaker(world)
+    serve(knot, world)
+    report = run(world.expected(), options(knot, authoritative))
+    assert flagged(report) == expected, [c for c in report.checks if c.status != "pass"]
+    first = next(iter(expected))
+    assert phrase in detail(report, first)
+    assert report.exit_code == (1 if "fail" in expected.values() else 0)
+    assert not any(check.lookup_error for check in report.checks)
+
+
+@pytest.mark.parametrize(
+    "case, expected_status, phrase",
+    [("wrong key", "fail", "different key"), ("separate records", "fail", "separate records"),
+     ("1024 bits", "warn", "RSA 1024 bits")],
+)
+def test_dkim_record_problems(knot: Knot, key: str, case: str, expected_status: str, phrase: str) -> None:
+    world = World([lab_host(1)], key)
+    if case == "wrong key":
+        world.forward[DKIM_NAME] = [f"TXT {dnstext.zone_value(dkim.txt_value(_p(2048)))}"]
+    elif case == "separate records":
+        _dkim_separate_records(world, key)
+    else:
+        world.dkim_p = _p(1024)
+        world.forward[DKIM_NAME] = [f"TXT {dnstext.zone_value(dkim.txt_value(world.dkim_p))}"]
+    serve(knot, world)
+    report = run(world.expected(), options(knot))
+    assert flagged(report) == {f"dkim:{SELECTOR}": expected_status}
+    assert phrase in detail(report, f"dkim:{SELECTOR}")
+
+
+def test_ipv6_without_ptr_is_only_a_warning_when_postfix_sends_ipv4_only(knot: Knot, key: str) -> None:
+    world = World([lab_host(1)], key)
+    world.reverse6.clear()
+    serve(knot, world)
+    report = run(world.expected(sends_ipv6=False), options(knot))
+    assert flagged(report) == {f"ptr:{V6}": "warn"}
+    assert report.exit_code == 0
+
+
+def test_listed_address_fails_the_dnsbl_check(knot: Knot, key: str) -> None:
+    world = World([lab_host(1)], key)
+    serve(knot, world)
+    report = run(world.expected(), options(knot, dnsbl=("bl.test",)))
+    assert flagged(report) == {f"dnsbl:bl.test:{V4}": "fail"}
+    assert "spam trap hits" in detail(report, f"dnsbl:bl.test:{V4}")
+
+
+def test_unreachable_nameserver_is_a_resolution_error(key: str) -> None:
+    world = World([lab_host(1)], key)
+    dead = VerifyOptions(ResolverSpec(("127.0.0.1",), free_port(), False, 0.5))
+    started = time.monotonic()
+    report = run(world.expected(), dead)
+    assert time.monotonic() - started < 10  # bounded, not hung
+    assert report.exit_code == 2
+    assert all(check.lookup_error for check in report.failures) and report.failures
+
+
+def test_wait_retries_until_the_fix_has_propagated(knot: Knot, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify_mod, "RETRY_INTERVAL", 0.3)
+    broken = World([lab_host(1)], key)
+    broken.reverse4.clear()
+    serve(knot, broken)
+    fixer = threading.Timer(1.0, serve, (knot, World([lab_host(1)], key)))
+    fixer.start()
+    try:
+        report = run(broken.expected(), options(knot), wait=20)
+    finally:
+        fixer.join()
+    assert report.ok and report.attempts >= 2, report.failures
+    assert report.seconds < 10
+
+
+def test_wait_gives_up_after_the_time_given(knot: Knot, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify_mod, "RETRY_INTERVAL", 0.3)
+    world = World([lab_host(1)], key)
+    world.reverse4.clear()
+    serve(knot, world)
+    report = run(world.expected(), options(knot), wait=1.0)
+    assert not report.ok and report.attempts >= 2 and 1.0 <= report.seconds < 5
+
+
+def test_many_hosts_concurrently_without_false_alarm(knot: Knot, key: str) -> None:
+    world = World([lab_host(i) for i in range(1, 101)], key)
+    serve(knot, world)
+    report = run(world.expected(), options(knot, authoritative=True))
+    assert flagged(report) == {}
+    assert sum(1 for c in report.checks if c.id.startswith("ptr:")) == 200
+
+
+# -- the command ----------------------------------------------------------------------------------
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    cli_verify.register(app)
+
+    @app.callback()
+    def _root() -> None:
+        """test root"""
+
+    return app
+
+
+def _cli(knot: Knot, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(
+        _app(), ["verify", "--nameserver", "127.0.0.1", "--port", str(knot.port), "--timeout", "2", *args], env=env
+    )
+    return result.exit_code, result.output
+
+
+def _flags(key: str) -> list[str]:
+    return ["--domain", "example.com", "--host", JIRA, "--ipv4", V4, "--ipv6", V6, "--selector", SELECTOR,
+            "--dkim-public-key", key]
+
+
+def test_cli_flags_exit_zero_and_json_shape(knot: Knot, key: str) -> None:
+    serve(knot, World([lab_host(1)], key))
+    code, out = _cli(knot, *_flags(key), "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert set(data) == {"ok", "checks"} and data["ok"] is True
+    assert all(set(check) == {"id", "status", "detail", "fix"} for check in data["checks"])
+    assert {check["status"] for check in data["checks"]} == {"pass"}
+
+
+def test_cli_exit_one_on_a_failing_check_and_says_the_fix(knot: Knot, key: str) -> None:
+    world = World([lab_host(1)], key)
+    world.reverse4.clear()
+    serve(knot, world)
+    code, out = _cli(knot, *_flags(key))
+    assert code == 1
+    assert f"FAIL ptr:{V4}: {V4} has no PTR record" in out
+    assert "fix: publish 10.100.51.198.in-addr.arpa. PTR jira.example.com." in out
+    code, out = _cli(knot, *_flags(key), "--json")
+    data = json.loads(out)
+    assert code == 1 and data["ok"] is False
+    assert [c["id"] for c in data["checks"] if c["status"] == "fail"] == [f"ptr:{V4}"]
+
+
+def test_cli_usage_errors_exit_two(knot: Knot) -> None:
+    assert _cli(knot)[0] == 2
+    assert _cli(knot, "--domain", "example.com", "--host", JIRA, "--ipv4", "not-an-ip")[0] == 2
+    assert _cli(knot, "--domain", "example.com", "--host", JIRA, "--ipv4", V6)[0] == 2
+    assert _cli(knot, "--outputs", "/nonexistent/out.json")[0] == 2
+    assert _cli(knot, "--expected-env", "MAILHOST_TEST_UNSET_VAR")[0] == 2
+
+
+def test_cli_resolution_error_exits_two(key: str) -> None:
+    result = CliRunner().invoke(
+        _app(), ["verify", "--nameserver", "127.0.0.1", "--port", str(free_port()), "--timeout", "0.5", *_flags(key)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "could not look up" in result.output
+
+
+def test_cli_outputs_file_string_or_object(knot: Knot, key: str, tmp_path: Path) -> None:
+    world = World([lab_host(1)], key)
+    serve(knot, world)
+    as_string = tmp_path / "out.json"
+    as_string.write_text(json.dumps({"verification": world.expected().to_json(), "other": 1}))
+    assert _cli(knot, "--outputs", str(as_string))[0] == 0
+    as_object = tmp_path / "out2.json"
+    as_object.write_text(json.dumps({"verification": json.loads(world.expected().to_json())}))
+    assert _cli(knot, "--outputs", str(as_object), "--authoritative")[0] == 0
+    secret = tmp_path / "out3.json"
+    secret.write_text(json.dumps({"verification": "[secret]"}))
+    code, out = _cli(knot, "--outputs", str(secret))
+    assert code == 2 and "--show-secrets" in out
+
+
+def _stack(tmp_path: Path, host: str) -> Path:
+    path = tmp_path / "Pulumi.verifytest.yaml"
+    path.write_text(
+        "config:\n"
+        "  jira-mailhost:environment: production\n"
+        "  jira-mailhost:domain: example.com\n"
+        "  jira-mailhost:dkimSelector: jm1\n"
+        "  jira-mailhost:dmarc:\n    policy: quarantine\n"
+        "  jira-mailhost:sshPrivateKey:\n    secure: AAABAKZpbmUK\n"
+        f"  jira-mailhost:hosts:\n{host}"
+    )
+    return path
+
+
+def test_cli_stack_file_for_an_adopted_host(knot: Knot, key: str, tmp_path: Path) -> None:
+    serve(knot, World([lab_host(1)], key))
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    host_key = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    path = _stack(tmp_path, f"    - name: jira\n      existing:\n        ipv4: {V4}\n        ipv6: {V6}\n"
+                            f"        hostKey: {host_key}\n        ipv4Ptr: external\n        ipv6Ptr: external\n")
+    code, out = _cli(knot, "--stack", str(path))
+    assert code == 0, out
+    assert f"dkim:{SELECTOR}" in out
+
+
+def test_cli_stack_file_with_ec2_host_points_to_outputs(knot: Knot, tmp_path: Path) -> None:
+    path = _stack(tmp_path, "    - name: jira\n      ec2:\n        subnetId: subnet-0123abcd\n"
+                            "        sshCidrs: ['203.0.113.7/32']\n")
+    code, out = _cli(knot, "--stack", str(path))
+    assert code == 2 and "--outputs" in out
+
+
+def test_post_deploy_command_fails_with_the_same_lines(knot: Knot, key: str) -> None:
+    """What the program's local.Command runs: `python -m mailhost verify --expected-env ...`."""
+    world = World([lab_host(1)], key)
+    world.reverse4.clear()
+    serve(knot, world)
+    env = {**os.environ, "MAILHOST_EXPECTED": world.expected().to_json(), "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "mailhost", "verify", "--expected-env", "MAILHOST_EXPECTED",
+            "--nameserver", "127.0.0.1", "--port", str(knot.port), "--authoritative", "--wait", "0"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert f"FAIL ptr:{V4}: {V4} has no PTR record" in proc.stdout
+    serve(knot, World([lab_host(1)], key))
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
