@@ -3,8 +3,9 @@
 Two modes.  Recursive: ask a given nameserver (or the system's) with recursion.  Authoritative:
 find the zone of each name and ask its own servers without recursion, so what you see is
 what is published, not what a cache still remembers.  pyspf (sync, and wired to dnspython's
-process-wide default resolver) is run in worker threads whose queries are routed back to the
-same Lookup, so SPF is evaluated against the same server as every other check.
+process-wide default resolver) is run on the event loop against the answers this Lookup
+already holds; each name it still needs is fetched asynchronously and the evaluation rerun,
+so SPF is evaluated against the same server as every other check, without threads.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import contextlib
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ class ResolverSpec:
     port: int = 53  # also used for discovered authoritative servers (labs on a high port)
     authoritative: bool = False
     timeout: float = 5.0  # per lookup, all retries and servers included
+    max_in_flight: int = 128  # queries outstanding at once: no bursts a server or relay drops or rate-limits
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Lookup:
         self._memo: dict[tuple[str, str], asyncio.Future[_Raw]] = {}
         self._zones: dict[str, asyncio.Future[tuple[str, ...]]] = {}
         self._bootstrap = self._make_resolver(spec.nameservers)
+        self._slots = asyncio.Semaphore(spec.max_in_flight)
         self.queries = 0
 
     def _make_resolver(self, servers: Sequence[str]) -> dns.asyncresolver.Resolver:
@@ -96,6 +98,11 @@ class Lookup:
     async def query(self, name: str, rdtype: str) -> Answer:
         return _to_answer(name, rdtype, await self.raw(name, rdtype))
 
+    def done(self, name: str, rdtype: str) -> _Raw | None:
+        """The finished answer to a question, or None if it was not asked or is still in flight."""
+        future = self._memo.get((name.rstrip(".").lower(), rdtype.upper()))
+        return future.result() if future is not None and future.done() else None
+
     async def raw(self, name: str, rdtype: str) -> _Raw:
         key = (name.rstrip(".").lower(), rdtype.upper())
         future = self._memo.get(key)
@@ -107,7 +114,8 @@ class Lookup:
     async def _bounded(self, name: str, rdtype: str) -> _Raw:
         self.queries += 1
         try:
-            return await asyncio.wait_for(self._ask(name, rdtype), self.spec.timeout * 2)
+            async with self._slots:
+                return await asyncio.wait_for(self._ask(name, rdtype), self.spec.timeout * 2)
         except (TimeoutError, dns.exception.Timeout):
             return _Raw("error", (), f"no answer within {self.spec.timeout:g}s from {self._where()}")
         except dns.resolver.NoNameservers as error:
@@ -208,21 +216,27 @@ _route = threading.local()
 _install_lock = threading.Lock()
 _installed = 0
 _previous: Any = None
+MAX_SPF_ROUNDS = 64  # fetch rounds per evaluation; RFC 7208 limits make real records need far fewer
 
 
-class _RoutedResolver:
-    """Stands in for dnspython's default resolver: queries from an SPF worker thread go to that
-    thread's Lookup; anything else in the process goes to the resolver that was there before."""
+class _Need(Exception):
+    """pyspf asked for a name this Lookup has not fetched yet."""
 
-    def resolve(self, qname: Any, rdtype: Any = "A", *args: Any, **kwargs: Any) -> list[dns.rdata.Rdata]:
-        route = getattr(_route, "target", None)
-        if route is None:
-            fallback = _previous or dns.resolver.Resolver()
-            return fallback.resolve(qname, rdtype, *args, **kwargs)  # type: ignore[no-any-return,return-value]
-        lookup, loop = route
-        name = qname.to_text() if isinstance(qname, dns.name.Name) else str(qname)
-        kind = rdtype if isinstance(rdtype, str) else dns.rdatatype.to_text(rdtype)
-        raw = asyncio.run_coroutine_threadsafe(lookup.raw(name, kind), loop).result(lookup.spec.timeout * 3)
+
+class _CacheRoute:
+    """Answers pyspf from what the Lookup already fetched, and notes what it still needs.
+
+    Noted even when pyspf swallows the signal (it wraps some lookups in a bare except)."""
+
+    def __init__(self, lookup: Lookup) -> None:
+        self.lookup = lookup
+        self.missing: set[tuple[str, str]] = set()
+
+    def resolve(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
+        raw = self.lookup.done(name, rdtype)
+        if raw is None:
+            self.missing.add((name, rdtype))
+            raise _Need(name, rdtype)
         if raw.status == "nxdomain":
             raise dns.resolver.NXDOMAIN()
         if raw.status == "error":
@@ -230,6 +244,20 @@ class _RoutedResolver:
         if not raw.rdatas:
             raise dns.resolver.NoAnswer()
         return list(raw.rdatas)
+
+
+class _RoutedResolver:
+    """Stands in for dnspython's default resolver: while an SPF evaluation runs on this thread its
+    queries are answered by that evaluation's route; anything else goes to the previous resolver."""
+
+    def resolve(self, qname: Any, rdtype: Any = "A", *args: Any, **kwargs: Any) -> list[dns.rdata.Rdata]:
+        route: _CacheRoute | None = getattr(_route, "target", None)
+        if route is None:
+            fallback = _previous or dns.resolver.Resolver()
+            return fallback.resolve(qname, rdtype, *args, **kwargs)  # type: ignore[no-any-return,return-value]
+        name = qname.to_text() if isinstance(qname, dns.name.Name) else str(qname)
+        kind = rdtype if isinstance(rdtype, str) else dns.rdatatype.to_text(rdtype)
+        return route.resolve(name, kind)
 
     query = resolve
 
@@ -253,9 +281,6 @@ def spf_routing() -> Iterator[None]:
                 _previous = None
 
 
-_executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="mailhost-spf")
-
-
 async def spf_evaluate(lookup: Lookup, ip: str, sender: str, helo: str) -> tuple[str, str]:
     """Evaluate SPF like a receiver (pyspf) for a connection from ip; returns (result, explanation).
 
@@ -264,18 +289,19 @@ async def spf_evaluate(lookup: Lookup, ip: str, sender: str, helo: str) -> tuple
     """
     import spf  # pyspf
 
-    loop = asyncio.get_running_loop()
-    budget = lookup.spec.timeout
-
-    def run() -> tuple[str, str]:
-        _route.target = (lookup, loop)
+    for _ in range(MAX_SPF_ROUNDS):
+        route = _CacheRoute(lookup)
+        _route.target = route
         try:
-            query = spf.query(i=ip, s=sender, h=helo, timeout=budget * 4, querytime=budget * 4)
-            result, _code, explanation = query.check()
-            return str(result), str(explanation)
+            result, _code, explanation = spf.query(i=ip, s=sender, h=helo).check()
+            outcome = (str(result), str(explanation))
+        except _Need:
+            outcome = None
         except Exception as error:  # pyspf raises on odd input; a receiver would say temperror
-            return "temperror", f"{type(error).__name__}: {error}"
+            outcome = ("temperror", f"{type(error).__name__}: {error}")
         finally:
             _route.target = None
-
-    return await loop.run_in_executor(_executor, run)
+        if not route.missing and outcome is not None:
+            return outcome
+        await asyncio.gather(*(lookup.raw(name, rdtype) for name, rdtype in route.missing))
+    return "temperror", f"SPF evaluation needed more than {MAX_SPF_ROUNDS} rounds of lookups"
