@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import secrets
+import socket
+import struct
 import threading
+import time
+import typing
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dns.asyncquery
-import dns.asyncresolver
 import dns.exception
 import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
 import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
@@ -44,7 +50,7 @@ class ResolverSpec:
     port: int = 53  # also used for discovered authoritative servers (labs on a high port)
     authoritative: bool = False
     timeout: float = 5.0  # per lookup, all retries and servers included
-    max_in_flight: int = 128  # queries outstanding at once: no bursts a server or relay drops or rate-limits
+    max_in_flight: int = 128  # outstanding queries: more overflows a server's socket buffer (Knot drops >~200)
 
 
 @dataclass(frozen=True)
@@ -74,26 +80,101 @@ def _to_answer(name: str, rdtype: str, raw: _Raw) -> Answer:
     return Answer(name, rdtype, status, tuple(values), tuple(strings), raw.error)  # type: ignore[arg-type]
 
 
+class _AskFailed(dns.exception.DNSException):
+    """Every server asked answered with an error rcode or not at all."""
+
+
+def _question(name: str, rdtype: str) -> bytes:
+    """Question section in wire format (names here are ASCII host names; others go through IDNA)."""
+    labels = [label.encode("idna") if not label.isascii() else label.encode() for label in name.rstrip(".").split(".")]
+    if any(not 0 < len(label) < 64 for label in labels) or sum(len(label) + 1 for label in labels) > 254:
+        raise dns.name.BadLabelType(f"{name!r} is not a valid DNS name")
+    qname = b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
+    return qname + struct.pack("!HH", dns.rdatatype.from_text(rdtype), dns.rdataclass.IN)
+
+
+def _query_wire(question: bytes, recursion: bool) -> bytes:
+    """Header after the id, the question, and an EDNS0 OPT for 1232-byte answers."""
+    flags = 0x0100 if recursion else 0
+    opt = b"\0" + struct.pack("!HHIH", dns.rdatatype.OPT, 1232, 0, 0)
+    return struct.pack("!HHHHH", flags, 1, 0, 0, 1) + question + opt
+
+
+class _Mux(asyncio.DatagramProtocol):
+    """One UDP socket, many queries in flight, each answer matched by id, server and question."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, tuple[asyncio.Future[bytes], tuple[str, int], bytes]] = {}
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if len(data) < 12:
+            return
+        entry = self.pending.get(int.from_bytes(data[:2], "big"))
+        if entry is None:
+            return
+        future, server, question = entry
+        source = (str(ipaddress.ip_address(str(addr[0]).split("%")[0])), int(addr[1]))
+        if source != server or data[12 : 12 + len(question)] != question or future.done():
+            return  # a stray or spoofed datagram: keep waiting for the real answer
+        future.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP errors: the affected query times out and is retried or reported
+
+
+class _Udp:
+    """Multiplexed UDP queries: a socket per address family instead of one per query, which
+    is most of a lookup's CPU cost when hundreds run at once."""
+
+    def __init__(self) -> None:
+        self._endpoints: dict[int, tuple[asyncio.DatagramTransport, _Mux]] = {}
+        self._lock = asyncio.Lock()
+
+    async def _endpoint(self, family: int) -> tuple[asyncio.DatagramTransport, _Mux]:
+        async with self._lock:
+            if family not in self._endpoints:
+                loop = asyncio.get_running_loop()
+                local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+                transport, mux = await loop.create_datagram_endpoint(_Mux, local_addr=local, family=family)
+                self._endpoints[family] = (transport, mux)
+            return self._endpoints[family]
+
+    async def exchange(self, wire: bytes, question: bytes, server: str, port: int, timeout: float) -> bytes:
+        family = socket.AF_INET6 if ":" in server else socket.AF_INET
+        transport, mux = await self._endpoint(family)
+        qid = secrets.randbelow(65536)
+        while qid in mux.pending:
+            qid = secrets.randbelow(65536)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        mux.pending[qid] = (future, (str(ipaddress.ip_address(server)), port), question)
+        try:
+            transport.sendto(qid.to_bytes(2, "big") + wire, (server, port))
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            mux.pending.pop(qid, None)
+
+    def close(self) -> None:
+        for transport, _ in self._endpoints.values():
+            transport.close()
+        self._endpoints.clear()
+
+
 class Lookup:
     """Memoised async lookups for one verification attempt (one event loop)."""
 
     def __init__(self, spec: ResolverSpec) -> None:
         self.spec = spec
         self._memo: dict[tuple[str, str], asyncio.Future[_Raw]] = {}
-        self._zones: dict[str, asyncio.Future[tuple[str, ...]]] = {}
-        self._bootstrap = self._make_resolver(spec.nameservers)
+        self._boot: dict[tuple[str, str], asyncio.Future[_Raw]] = {}
+        self._zones: dict[str, asyncio.Future[str]] = {}
+        self._servers: dict[str, asyncio.Future[tuple[str, ...]]] = {}
+        self._nameservers = spec.nameservers or _system_nameservers()
+        self._udp = _Udp()
         self._slots = asyncio.Semaphore(spec.max_in_flight)
         self.queries = 0
 
-    def _make_resolver(self, servers: Sequence[str]) -> dns.asyncresolver.Resolver:
-        resolver = dns.asyncresolver.Resolver(configure=not servers)
-        if servers:
-            resolver.nameservers = list(servers)
-            resolver.port = self.spec.port
-        resolver.lifetime = self.spec.timeout
-        resolver.timeout = max(0.5, self.spec.timeout / 3)
-        resolver.cache = None  # a re-check after a fix must not see the old answer
-        return resolver
+    def close(self) -> None:
+        self._udp.close()
 
     async def query(self, name: str, rdtype: str) -> Answer:
         return _to_answer(name, rdtype, await self.raw(name, rdtype))
@@ -104,23 +185,23 @@ class Lookup:
         return future.result() if future is not None and future.done() else None
 
     async def raw(self, name: str, rdtype: str) -> _Raw:
-        key = (name.rstrip(".").lower(), rdtype.upper())
-        future = self._memo.get(key)
-        if future is None:
-            future = asyncio.ensure_future(self._bounded(*key))
-            self._memo[key] = future
-        return await asyncio.shield(future)
+        """The answer as the checks should see it: from the cache asked, or the zone's own servers."""
+        ask = self._ask_authoritative if self.spec.authoritative else self._ask_recursive
+        return await _memoised(self._memo, name, rdtype, lambda n, t: self._bounded(ask(n, t)))
 
-    async def _bounded(self, name: str, rdtype: str) -> _Raw:
+    async def _recursive(self, name: str, rdtype: str) -> _Raw:
+        """Bootstrap lookups (zone discovery) always go to the configured resolver."""
+        return await _memoised(self._boot, name, rdtype, lambda n, t: self._bounded(self._ask_recursive(n, t)))
+
+    async def _bounded(self, ask: Awaitable[_Raw]) -> _Raw:
         self.queries += 1
         try:
-            async with self._slots:
-                return await asyncio.wait_for(self._ask(name, rdtype), self.spec.timeout * 2)
+            return await asyncio.wait_for(ask, self.spec.timeout * 2)
         except (TimeoutError, dns.exception.Timeout):
             return _Raw("error", (), f"no answer within {self.spec.timeout:g}s from {self._where()}")
-        except dns.resolver.NoNameservers as error:
-            return _Raw("error", (), _no_nameservers(error))
-        except (dns.exception.DNSException, OSError) as error:
+        except _AskFailed as error:
+            return _Raw("error", (), str(error))
+        except (dns.exception.DNSException, OSError, ValueError) as error:
             return _Raw("error", (), f"{type(error).__name__}: {error}")
 
     def _where(self) -> str:
@@ -128,87 +209,123 @@ class Lookup:
             return "the zone's authoritative servers"
         return ", ".join(self.spec.nameservers) or "the system resolver"
 
-    async def _ask(self, name: str, rdtype: str) -> _Raw:
-        if self.spec.authoritative:
-            return await self._ask_authoritative(name, rdtype)
-        try:
-            answer = await self._bootstrap.resolve(name, rdtype, search=False, raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN:
+    async def _exchange(self, servers: Sequence[str], name: str, rdtype: str, recursion: bool) -> dns.message.Message:
+        """Ask the servers in turn until one answers NOERROR/NXDOMAIN, retrying lost datagrams."""
+        question = _question(name, rdtype)
+        wire = _query_wire(question, recursion)
+        deadline = time.monotonic() + self.spec.timeout
+        per_try = max(0.2, self.spec.timeout / 3)
+        problems: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            for server in servers:
+                if server in problems and problems[server] != "timeout":
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    async with self._slots:
+                        data = await self._udp.exchange(wire, question, server, self.spec.port, min(per_try, left))
+                except TimeoutError:
+                    problems[server] = "timeout"
+                    continue
+                response = dns.message.from_wire(data)
+                if response.flags & dns.flags.TC:
+                    query = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
+                    if not recursion:
+                        query.flags &= ~dns.flags.RD
+                    response = await dns.asyncquery.tcp(query, server, timeout=max(0.2, left), port=self.spec.port)
+                if response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                    return response
+                problems[server] = f"answered {dns.rcode.to_text(response.rcode())}"
+            if all(problem != "timeout" for problem in problems.values()) and len(problems) == len(servers):
+                break
+        if problems and all(problem == "timeout" for problem in problems.values()):
+            raise dns.exception.Timeout()
+        raise _AskFailed("; ".join(f"{server} {problem}" for server, problem in problems.items()) or "no server")
+
+    async def _ask_recursive(self, name: str, rdtype: str) -> _Raw:
+        response = await self._exchange(self._nameservers, name, rdtype, recursion=True)
+        if response.rcode() == dns.rcode.NXDOMAIN:
             return _Raw("nxdomain")
-        return _Raw("ok", tuple(answer.rrset) if answer.rrset is not None else ())
+        chain = typing.cast(dns.message.QueryMessage, response).resolve_chaining()
+        return _Raw("ok", tuple(chain.answer) if chain.answer is not None else ())
 
     # -- authoritative mode --------------------------------------------------------------------
-    async def _servers_for(self, name: str) -> tuple[str, tuple[str, ...]]:
-        zone = await dns.asyncresolver.zone_for_name(name, resolver=self._bootstrap)
-        key = zone.to_text()
+    async def _zone_of(self, name: str) -> str:
+        """The zone a name lives in: the SOA owner in the answer, or in the authority section."""
+        key = name.rstrip(".").lower()
         future = self._zones.get(key)
         if future is None:
-            future = asyncio.ensure_future(self._zone_servers(zone))
+            future = asyncio.ensure_future(self._find_zone(key))
             self._zones[key] = future
-        return key, await asyncio.shield(future)
+        return await asyncio.shield(future)
 
-    async def _zone_servers(self, zone: dns.name.Name) -> tuple[str, ...]:
-        ns = await self._bootstrap.resolve(zone, "NS", search=False)
-        names = [rd.target for rd in ns]  # type: ignore[attr-defined]
-        found: list[str] = []
-        for rdtype in ("A", "AAAA"):
-            results = await asyncio.gather(
-                *(self._bootstrap.resolve(n, rdtype, search=False, raise_on_no_answer=False) for n in names),
-                return_exceptions=True,
-            )
-            for result in results:
-                if isinstance(result, dns.resolver.Answer) and result.rrset is not None:
-                    found.extend(str(rd.address) for rd in result.rrset)  # type: ignore[attr-defined]
+    async def _find_zone(self, name: str) -> str:
+        qname = dns.name.from_text(name)
+        response = await self._exchange(self._nameservers, name, "SOA", recursion=True)
+        for section in (response.answer, response.authority):
+            for rrset in section:
+                if rrset.rdtype == dns.rdatatype.SOA and (qname == rrset.name or qname.is_subdomain(rrset.name)):
+                    return str(rrset.name.to_text(omit_final_dot=True).lower())
+        if qname == dns.name.root or qname.parent() == dns.name.root:
+            raise _AskFailed(f"found no zone for {name}")
+        return await self._zone_of(qname.parent().to_text(omit_final_dot=True))
+
+    async def _zone_servers(self, zone: str) -> tuple[str, ...]:
+        future = self._servers.get(zone)
+        if future is None:
+            future = asyncio.ensure_future(self._find_servers(zone))
+            self._servers[zone] = future
+        return await asyncio.shield(future)
+
+    async def _find_servers(self, zone: str) -> tuple[str, ...]:
+        ns = await self._recursive(zone, "NS")
+        names = [rd.target.to_text(omit_final_dot=True) for rd in ns.rdatas]  # type: ignore[attr-defined]
+        answers = await asyncio.gather(*(self._recursive(n, t) for n in names for t in ("A", "AAAA")))
+        found = [str(rd.address) for answer in answers for rd in answer.rdatas]  # type: ignore[attr-defined]
         if not found:
-            raise dns.resolver.NoNameservers(request=None, errors=[])
+            raise _AskFailed(f"no address for the nameservers of {zone} ({', '.join(names) or 'no NS records'})")
         return tuple(dict.fromkeys(found))
 
     async def _ask_authoritative(self, name: str, rdtype: str) -> _Raw:
-        qname = dns.name.from_text(name)
+        qname = name
         for _ in range(MAX_CNAME):
-            _zone, servers = await self._servers_for(qname.to_text())
-            response = await self._ask_servers(servers, qname, rdtype)
+            servers = await self._zone_servers(await self._zone_of(qname))
+            response = await self._exchange(servers, qname, rdtype, recursion=False)
             if response.rcode() == dns.rcode.NXDOMAIN:
                 return _Raw("nxdomain")
-            wanted = dns.rdatatype.from_text(rdtype)
-            rrset = response.get_rrset(response.answer, qname, dns.rdataclass.IN, wanted)
+            owner = dns.name.from_text(qname)
+            rrset = response.get_rrset(response.answer, owner, dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
             if rrset is not None:
                 return _Raw("ok", tuple(rrset))
-            cname = response.get_rrset(response.answer, qname, dns.rdataclass.IN, dns.rdatatype.CNAME)
+            cname = response.get_rrset(response.answer, owner, dns.rdataclass.IN, dns.rdatatype.CNAME)
             if cname is None:
                 return _Raw("nodata")
-            qname = next(iter(cname)).target  # type: ignore[attr-defined]
+            qname = next(iter(cname)).target.to_text(omit_final_dot=True)  # type: ignore[attr-defined]
         return _Raw("error", (), f"CNAME chain longer than {MAX_CNAME} at {name}")
 
-    async def _ask_servers(self, servers: Sequence[str], qname: dns.name.Name, rdtype: str) -> dns.message.Message:
-        query = dns.message.make_query(qname, rdtype, use_edns=0, payload=1232)
-        query.flags &= ~dns.flags.RD
-        problems: list[str] = []
-        per_server = max(0.5, self.spec.timeout / max(1, len(servers)))
-        for server in servers:
-            try:
-                response = await dns.asyncquery.udp(query, server, timeout=per_server, port=self.spec.port)
-                if response.flags & dns.flags.TC:
-                    response = await dns.asyncquery.tcp(query, server, timeout=per_server, port=self.spec.port)
-            except (dns.exception.DNSException, OSError) as error:
-                problems.append(f"{server}: {type(error).__name__}")
-                continue
-            if response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                return response
-            problems.append(f"{server}: {dns.rcode.to_text(response.rcode())}")
-        raise _AskFailed("; ".join(problems) or "no server")
+
+async def _memoised(
+    memo: dict[tuple[str, str], asyncio.Future[_Raw]],
+    name: str,
+    rdtype: str,
+    make: Callable[[str, str], Awaitable[_Raw]],
+) -> _Raw:
+    """Each question is asked once per attempt; later askers share the answer (or the wait)."""
+    key = (name.rstrip(".").lower(), rdtype.upper())
+    future = memo.get(key)
+    if future is None:
+        future = asyncio.ensure_future(make(*key))
+        memo[key] = future
+    return await asyncio.shield(future)
 
 
-class _AskFailed(dns.exception.DNSException):
-    pass
-
-
-def _no_nameservers(error: dns.resolver.NoNameservers) -> str:
-    text = str(error)
-    for code in ("REFUSED", "SERVFAIL", "NOTAUTH"):
-        if code in text:
-            return f"the nameserver answered {code}"
-    return text
+def _system_nameservers() -> tuple[str, ...]:
+    try:
+        return tuple(dns.resolver.Resolver(configure=True).nameservers)  # type: ignore[arg-type]
+    except dns.resolver.NoResolverConfiguration:
+        return ()
 
 
 # -- pyspf bridge --------------------------------------------------------------------------------

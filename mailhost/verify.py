@@ -68,11 +68,14 @@ class Report:
 async def verify_once(expected: Expected, options: VerifyOptions) -> Report:
     started = time.monotonic()
     lookup = Lookup(options.resolver)
-    with spf_routing():
-        parts = [_domain_checks(lookup, expected)]
-        parts += [_host_checks(lookup, expected, host, options) for host in expected.hosts]
-        limit = options.resolver.timeout * 8
-        results = await asyncio.gather(*(_bounded(part, limit) for part in parts))
+    try:
+        with spf_routing():
+            parts = [_domain_checks(lookup, expected)]
+            parts += [_host_checks(lookup, expected, host, options) for host in expected.hosts]
+            limit = options.resolver.timeout * 8
+            results = await asyncio.gather(*(_bounded(part, limit) for part in parts))
+    finally:
+        lookup.close()
     flat = [check for group in results for check in group]
     return Report(_dedupe(flat), 1, time.monotonic() - started, lookup.queries)
 
