@@ -688,7 +688,8 @@ def check_dnsbl(ip: str, zone: str, answer: Answer, reason: Answer | None) -> Ch
     if answer.empty:
         return CheckResult(check_id, "pass", f"{ip} is not listed on {zone}")
     codes = ", ".join(sorted(answer.values))
-    if not all(v.startswith("127.") for v in answer.values):
+    if not all(v.startswith("127.") for v in answer.values) or any(v.startswith("127.255.255.") for v in answer.values):
+        # 127.255.255.x is how large lists (Spamhaus) say "query refused", e.g. via a public resolver
         return CheckResult(
             check_id,
             "warn",

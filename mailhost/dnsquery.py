@@ -88,7 +88,7 @@ def _question(name: str, rdtype: str) -> bytes:
     """Question section in wire format (names here are ASCII host names; others go through IDNA)."""
     labels = [label.encode("idna") if not label.isascii() else label.encode() for label in name.rstrip(".").split(".")]
     if any(not 0 < len(label) < 64 for label in labels) or sum(len(label) + 1 for label in labels) > 254:
-        raise dns.name.BadLabelType(f"{name!r} is not a valid DNS name")
+        raise ValueError(f"{name!r} is not a valid DNS name")
     qname = b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
     return qname + struct.pack("!HH", dns.rdatatype.from_text(rdtype), dns.rdataclass.IN)
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dns.resolver
 import pytest
 import typer
 from cryptography.hazmat.primitives import serialization
@@ -421,3 +422,33 @@ def test_post_deploy_command_fails_with_the_same_lines(knot: Knot, key: str) -> 
     serve(knot, World([lab_host(1)], key))
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_two_verifications_at_once_each_ask_their_own_server(knot: Knot, key: str) -> None:
+    """pyspf's resolver is process-wide: two runs against different servers must not mix answers."""
+    good = World([lab_host(1)], key)
+    serve(knot, good)
+    bad = World([lab_host(1)], key)
+    _spf(bad, f"v=spf1 ip4:198.51.100.99 ip6:{V6} -all")
+    other = Knot(zones=bad.zones())
+    other.start()
+    previous = dns.resolver.default_resolver
+    try:
+        reports: dict[str, Report] = {}
+
+        def verify(label: str, server: Knot) -> None:
+            for _ in range(5):
+                reports[label] = run(good.expected(), options(server))
+                if flagged(reports[label]) != ({} if label == "good" else {f"spf:eval:{V4}": "fail"}):
+                    return
+
+        threads = [threading.Thread(target=verify, args=a) for a in (("good", knot), ("bad", other))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        other.stop()
+    assert flagged(reports["good"]) == {}
+    assert flagged(reports["bad"]) == {f"spf:eval:{V4}": "fail"}
+    assert dns.resolver.default_resolver is previous  # restored once nobody verifies

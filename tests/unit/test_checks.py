@@ -216,6 +216,7 @@ def test_dnsbl() -> None:
     assert (listed.id, listed.status) == ("dnsbl:bl.example:198.51.100.10", "fail") and "spam seen" in listed.detail
     assert c.check_dnsbl("198.51.100.10", "bl.example", Answer("n", "A", "nxdomain"), None).status == "pass"
     assert c.check_dnsbl("198.51.100.10", "bl.example", ok("n", "A", "198.51.100.1"), None).status == "warn"
+    assert c.check_dnsbl("198.51.100.10", "bl.example", ok("n", "A", "127.255.255.254"), None).status == "warn"
 
 
 def test_json_shape_of_a_result() -> None:
