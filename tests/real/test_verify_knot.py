@@ -221,7 +221,7 @@ def test_broken_zone_is_reported_as_the_right_check(knot: Knot, key: str, case: 
 @pytest.mark.parametrize(
     "case, expected_status, phrase",
     [("wrong key", "fail", "different key"), ("separate records", "fail", "separate records"),
-     ("1024 bits", "warn", "RSA 1024 bits")],
+     ("1024 bits", "warn", "RSA 1024 bits"), ("cut at 255 characters", "fail", "p= is not")],
 )
 def test_dkim_record_problems(knot: Knot, key: str, case: str, expected_status: str, phrase: str) -> None:
     world = World([lab_host(1)], key)
@@ -229,6 +229,8 @@ def test_dkim_record_problems(knot: Knot, key: str, case: str, expected_status: 
         world.forward[DKIM_NAME] = [f"TXT {dnstext.zone_value(dkim.txt_value(_p(2048)))}"]
     elif case == "separate records":
         _dkim_separate_records(world, key)
+    elif case == "cut at 255 characters":  # what is left when a tool drops all but the first string
+        world.forward[DKIM_NAME] = [f'TXT "{dkim.txt_value(key)[:255]}"']
     else:
         world.dkim_p = _p(1024)
         world.forward[DKIM_NAME] = [f"TXT {dnstext.zone_value(dkim.txt_value(world.dkim_p))}"]
