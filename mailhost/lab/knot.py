@@ -149,7 +149,17 @@ class Knot:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, timeout: float = 15) -> Knot:
-        """Write the config, check it, start knotd, and return once every zone is served."""
+        """Write the config, check it, start knotd, and return once every zone is served.
+
+        On any failure knotd is stopped and the directory removed before the error propagates."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
         self.conf.write_text(self._render_conf())
         self.knotc("conf-check")
         with open(self.log, "ab") as log:
@@ -168,12 +178,10 @@ class Knot:
                 break
             except (KnotError, subprocess.TimeoutExpired):
                 if time.monotonic() > deadline:
-                    self.stop()
                     raise KnotError(f"knotd did not come up within {timeout}s:\n{self.log_tail()}") from None
                 time.sleep(0.05)
         for name in self.zones:
             self._load(name)
-        return self
 
     def _load(self, name: str) -> None:
         """Load a zone and fail loudly if Knot refused it (it otherwise keeps serving the old one)."""
@@ -185,17 +193,25 @@ class Knot:
     def set_zone(self, name: str, text: str) -> None:
         """Add or replace a zone from its text and wait until Knot serves it.
 
-        Raise the SOA serial when replacing a zone, as with any authoritative server.
+        A zone Knot refuses raises KnotError and is rolled back (removed, or its old text
+        restored), so one bad zone never breaks later reloads.
         """
         key = name.rstrip(".").lower()
-        is_new = key not in self.zones
+        previous = self.zones.get(key)
         self._write_zone(key, text)
         if self.process is None:
             return
-        if is_new:
-            self.conf.write_text(self._render_conf())
-            self.knotc("reload")
-        self._load(key)
+        try:
+            if previous is None:
+                self.conf.write_text(self._render_conf())
+                self.knotc("reload")
+            self._load(key)
+        except KnotError:
+            if previous is None:
+                self.remove_zone(key)
+            else:
+                self._write_zone(key, previous)
+            raise
 
     def remove_zone(self, name: str) -> None:
         key = name.rstrip(".").lower()

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from mailhost import cli_verify, dkim, dnstext
 from mailhost import verify as verify_mod
 from mailhost.dnsquery import ResolverSpec
-from mailhost.lab.knot import Knot, free_port
+from mailhost.lab.knot import Knot, KnotError, free_port
 from mailhost.verify import Report, VerifyOptions, run
 from tests.fixtures.zones.verify_world import SELECTOR, World, lab_host
 
@@ -454,3 +454,39 @@ def test_two_verifications_at_once_each_ask_their_own_server(knot: Knot, key: st
     assert flagged(reports["good"]) == {}
     assert flagged(reports["bad"]) == {f"spf:eval:{V4}": "fail"}
     assert dns.resolver.default_resolver is previous  # restored once nobody verifies
+
+
+# -- the Knot runner itself -----------------------------------------------------------------------
+def _kdig(knot: Knot, *args: str) -> str:
+    argv = ["kdig", f"@{knot.address}", "-p", str(knot.port), "+short", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+
+
+def test_knot_adds_replaces_and_updates_zones_and_leaves_nothing() -> None:
+    soa = "$TTL 60\n@ SOA ns1.example.com. h.example.com. {serial} 3600 600 86400 60\n@ NS ns1.example.com.\n"
+    server = Knot(zones={"one.test": soa.format(serial=1) + "a A 198.51.100.1\n"}, update_from=["127.0.0.1"])
+    server.start()
+    try:
+        assert _kdig(server, "a.one.test") == "198.51.100.1"
+        server.set_zone("one.test", soa.format(serial=2) + "a A 198.51.100.2\n")
+        assert _kdig(server, "a.one.test") == "198.51.100.2"
+        server.set_zone("two.test", soa.format(serial=1) + "b TXT \"hello\"\n")
+        assert _kdig(server, "TXT", "b.two.test") == '"hello"'
+        update = f"server 127.0.0.1 {server.port}\nzone one.test.\nupdate add c.one.test. 60 A 198.51.100.3\nsend\n"
+        subprocess.run(["knsupdate"], input=update, text=True, capture_output=True, timeout=30, check=True)
+        assert _kdig(server, "c.one.test") == "198.51.100.3"
+        with pytest.raises(KnotError, match=r"three\.test"):
+            server.set_zone("three.test", soa.format(serial=1) + "x BADTYPE y\n")
+        assert _kdig(server, "a.one.test") == "198.51.100.2"  # a bad zone does not take the others down
+        assert "three.test" not in server.zones
+        server.reload()  # and does not linger to break the next reload
+    finally:
+        server.stop()
+    assert not server.dir.exists() and server.process is None
+
+
+def test_knot_that_cannot_start_cleans_up() -> None:
+    server = Knot(zones={"bad.test": "$TTL 60\n@ SOA ns1 h 1 1 1 1 1\nx BADTYPE y\n"})
+    with pytest.raises(KnotError, match=r"bad\.test"):
+        server.start()
+    assert not server.dir.exists() and server.process is None
