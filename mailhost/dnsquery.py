@@ -15,7 +15,6 @@ import contextlib
 import ipaddress
 import secrets
 import socket
-import struct
 import threading
 import time
 import typing
@@ -84,27 +83,20 @@ class _AskFailed(dns.exception.DNSException):
     """Every server asked answered with an error rcode or not at all."""
 
 
-def _question(name: str, rdtype: str) -> bytes:
-    """Question section in wire format (names here are ASCII host names; others go through IDNA)."""
-    labels = [label.encode("idna") if not label.isascii() else label.encode() for label in name.rstrip(".").split(".")]
-    if any(not 0 < len(label) < 64 for label in labels) or sum(len(label) + 1 for label in labels) > 254:
-        raise ValueError(f"{name!r} is not a valid DNS name")
-    qname = b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
-    return qname + struct.pack("!HH", dns.rdatatype.from_text(rdtype), dns.rdataclass.IN)
-
-
-def _query_wire(question: bytes, recursion: bool) -> bytes:
-    """Header after the id, the question, and an EDNS0 OPT for 1232-byte answers."""
-    flags = 0x0100 if recursion else 0
-    opt = b"\0" + struct.pack("!HHIH", dns.rdatatype.OPT, 1232, 0, 0)
-    return struct.pack("!HHHHH", flags, 1, 0, 0, 1) + question + opt
+def _make_query(name: str, rdtype: str, recursion: bool) -> dns.message.QueryMessage:
+    """EDNS0 with 1232-byte answers (the DNS flag day size); RD only when asking a cache."""
+    query = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
+    if not recursion:
+        query.flags &= ~dns.flags.RD
+    return query
 
 
 class _Mux(asyncio.DatagramProtocol):
-    """One UDP socket, many queries in flight, each answer matched by id, server and question."""
+    """One UDP socket, many queries in flight; dnspython parses each datagram and decides
+    whether it answers the query waiting under its id (and it must come from the server asked)."""
 
     def __init__(self) -> None:
-        self.pending: dict[int, tuple[asyncio.Future[bytes], tuple[str, int], bytes]] = {}
+        self.pending: dict[int, tuple[asyncio.Future[dns.message.Message], tuple[str, int], dns.message.Message]] = {}
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if len(data) < 12:
@@ -112,11 +104,16 @@ class _Mux(asyncio.DatagramProtocol):
         entry = self.pending.get(int.from_bytes(data[:2], "big"))
         if entry is None:
             return
-        future, server, question = entry
+        future, server, query = entry
         source = (str(ipaddress.ip_address(str(addr[0]).split("%")[0])), int(addr[1]))
-        if source != server or data[12 : 12 + len(question)] != question or future.done():
-            return  # a stray or spoofed datagram: keep waiting for the real answer
-        future.set_result(data)
+        if source != server or future.done():
+            return
+        try:
+            response = dns.message.from_wire(data)
+        except dns.exception.DNSException:
+            return  # malformed: keep waiting for the real answer
+        if query.is_response(response):
+            future.set_result(response)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP errors: the affected query times out and is retried or reported
@@ -124,7 +121,7 @@ class _Mux(asyncio.DatagramProtocol):
 
 class _Udp:
     """Multiplexed UDP queries: a socket per address family instead of one per query, which
-    is most of a lookup's CPU cost when hundreds run at once."""
+    is most of a lookup's CPU cost when hundreds run at once (see bench/verify_scale.py)."""
 
     def __init__(self) -> None:
         self._endpoints: dict[int, tuple[asyncio.DatagramTransport, _Mux]] = {}
@@ -139,16 +136,17 @@ class _Udp:
                 self._endpoints[family] = (transport, mux)
             return self._endpoints[family]
 
-    async def exchange(self, wire: bytes, question: bytes, server: str, port: int, timeout: float) -> bytes:
+    async def exchange(self, query: dns.message.Message, server: str, port: int, timeout: float) -> dns.message.Message:
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
         transport, mux = await self._endpoint(family)
         qid = secrets.randbelow(65536)
         while qid in mux.pending:
             qid = secrets.randbelow(65536)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        mux.pending[qid] = (future, (str(ipaddress.ip_address(server)), port), question)
+        query.id = qid
+        future: asyncio.Future[dns.message.Message] = asyncio.get_running_loop().create_future()
+        mux.pending[qid] = (future, (str(ipaddress.ip_address(server)), port), query)
         try:
-            transport.sendto(qid.to_bytes(2, "big") + wire, (server, port))
+            transport.sendto(query.to_wire(), (server, port))
             return await asyncio.wait_for(future, timeout)
         finally:
             mux.pending.pop(qid, None)
@@ -211,8 +209,6 @@ class Lookup:
 
     async def _exchange(self, servers: Sequence[str], name: str, rdtype: str, recursion: bool) -> dns.message.Message:
         """Ask the servers in turn until one answers NOERROR/NXDOMAIN, retrying lost datagrams."""
-        question = _question(name, rdtype)
-        wire = _query_wire(question, recursion)
         deadline = time.monotonic() + self.spec.timeout
         per_try = max(0.2, self.spec.timeout / 3)
         problems: dict[str, str] = {}
@@ -223,17 +219,14 @@ class Lookup:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
+                query = _make_query(name, rdtype, recursion)
                 try:
                     async with self._slots:
-                        data = await self._udp.exchange(wire, question, server, self.spec.port, min(per_try, left))
+                        response = await self._udp.exchange(query, server, self.spec.port, min(per_try, left))
                 except TimeoutError:
                     problems[server] = "timeout"
                     continue
-                response = dns.message.from_wire(data)
                 if response.flags & dns.flags.TC:
-                    query = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
-                    if not recursion:
-                        query.flags &= ~dns.flags.RD
                     response = await dns.asyncquery.tcp(query, server, timeout=max(0.2, left), port=self.spec.port)
                 if response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
                     return response
