@@ -1,0 +1,515 @@
+#!/bin/bash
+# jira-mailhost apply: install the Postfix + OpenDKIM config bundle read from stdin, safely.
+#
+# How it is run (pulumi-command remote.Command create/update, no environment variables):
+#   bash -c '<this file>' jira-mailhost-apply  < bundle
+# The SSH user may be root or a user with passwordless sudo (we re-run ourselves with sudo -n).
+#
+# Input contract
+#   stdin    base64 of a gzipped tar (mailhost/bundle.py pack): MANIFEST and files/<absolute path>.
+#            MANIFEST: one line per file "<path> <mode, octal> <owner> <group> <postmap 0|1> <sha256>".
+#   settings the bundle must contain /var/lib/jira-mailhost/settings.env, KEY=VALUE lines (a value
+#            may be in double quotes; nothing is expanded or executed):
+#              PACKAGES="postfix opendkim ..."  Debian packages installed when missing
+#              SERVICES="postfix opendkim"      services this config drives (others are left alone)
+#              DRAIN_SECONDS=120                teardown.sh's default wait for the queue to drain
+#              HOST_FQDN, STACK, PRODUCTION     only used in messages
+#            Unknown keys are ignored.
+# Exit codes (the message on stderr says what failed and what is live now)
+#   0  applied, or unchanged
+#   1  rejected before anything changed (bad bundle, validation failed, cannot install or
+#      cannot become root): the host still runs its previous configuration
+#   2  failed after switching; the previous configuration was restored and is running again
+#   3  failed and the restore failed too: the host needs an admin (see /var/log/mail.log)
+# State, root-only (0700): /var/lib/jira-mailhost
+#   original/  the host's own files before the first apply (restored by teardown.sh)
+#   backup/    the files live before the latest switch    managed  paths of the latest apply
+# File contents are never printed; there is no `set -x`.
+set -uo pipefail
+umask 077
+cd / || exit 1  # coreutils 9.1: `cp -a --parents /abs/path DIR` fails unless the cwd is /
+
+NAME=jira-mailhost
+STATE=/var/lib/jira-mailhost
+SETTINGS=$STATE/settings.env
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH LC_ALL=C
+
+say() { printf '%s: %s\n' "$NAME" "$*"; }
+warn() { printf '%s: %s\n' "$NAME" "$*" >&2; }
+reject() { warn "ERROR: $*"; warn "nothing was changed on $(host_label); the previous configuration is still live."; exit 1; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null 2>&1 || ! sudo -n true 2>/dev/null; then
+    warn "ERROR: user $(id -un) is not root and cannot run sudo without a password;"
+    warn "log in as root (sshUser) or give $(id -un) passwordless sudo. Nothing was changed."
+    exit 1
+  fi
+  if [ -n "${BASH_EXECUTION_STRING:-}" ]; then
+    exec sudo -n -- bash -c "$BASH_EXECUTION_STRING" "$0"
+  fi
+  exec sudo -n -- bash "$0"
+fi
+
+S_PACKAGES="" S_SERVICES="postfix opendkim" S_FQDN="" S_STACK=""
+host_label() { printf '%s' "${S_FQDN:-$(hostname -f 2>/dev/null || hostname)}"; }
+
+read_settings() { # file: KEY=VALUE lines, parsed, never sourced
+  local line key value
+  while IFS= read -r line || [ -n "$line" ]; do
+    case $line in '' | '#'*) continue ;; esac
+    key=${line%%=*} value=${line#*=}
+    value=${value#\"} value=${value%\"}
+    case $key in
+      PACKAGES) S_PACKAGES=$value ;;
+      SERVICES) S_SERVICES=$value ;;
+      HOST_FQDN) S_FQDN=$value ;;
+      STACK) S_STACK=$value ;;
+    esac
+  done <"$1"
+}
+
+manages() { case " $S_SERVICES " in *" $1 "*) return 0 ;; esac; return 1; }
+
+# ---------- services: systemd when the host runs it, the daemons' own tools otherwise ----------
+have_systemd() { [ -d /run/systemd/system ]; }
+
+conf_value() { # file key: last value of an opendkim.conf-style "Key value" line
+  [ -r "$1" ] || return 0
+  awk -v k="$2" 'tolower($1) == tolower(k) { v = $2 } END { if (v != "") print v }' "$1"
+}
+
+odk_pidfile() { local p; p=$(conf_value "${1:-/etc/opendkim.conf}" PidFile); printf '%s' "${p:-/run/opendkim/opendkim.pid}"; }
+
+pid_alive() { # pid [name]
+  local pid=$1 state
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)
+  [ -n "$state" ] && [ "$state" != Z ] || return 1
+  [ -z "${2:-}" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+}
+
+postfix_running() {
+  if have_systemd; then systemctl is-active --quiet postfix; else postfix status >/dev/null 2>&1; fi
+}
+
+opendkim_running() { # [pidfile]
+  if have_systemd; then systemctl is-active --quiet opendkim; return; fi
+  local pidfile=${1:-$(odk_pidfile)}
+  [ -r "$pidfile" ] && pid_alive "$(tr -dc 0-9 <"$pidfile")" opendkim
+}
+
+run_dir() { # the opendkim PidFile's directory, owned by the opendkim user
+  local dir user
+  dir=$(dirname "$(odk_pidfile)") user=$(conf_value /etc/opendkim.conf UserID)
+  user=${user:-opendkim} user=${user%%:*}
+  install -d -m 0750 -o "$user" -g "$(id -gn "$user" 2>/dev/null || echo root)" "$dir"
+}
+
+opendkim_stop() { # [pidfile]
+  if have_systemd; then systemctl stop opendkim; return; fi
+  local pidfile=${1:-$(odk_pidfile)} pid i
+  [ -r "$pidfile" ] || return 0
+  pid=$(tr -dc 0-9 <"$pidfile")
+  if pid_alive "$pid" opendkim; then
+    kill -TERM "$pid" 2>/dev/null
+    for i in $(seq 1 100); do pid_alive "$pid" || break; sleep 0.1; done
+    pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+  fi
+  rm -f "$pidfile"
+}
+
+opendkim_start() {
+  run_dir
+  if have_systemd; then systemctl enable --quiet opendkim 2>/dev/null; systemctl restart opendkim; return; fi
+  opendkim -x /etc/opendkim.conf -P "$(odk_pidfile)" 9>&-  # the daemon must not keep our lock
+}
+
+postfix_do() { # start|stop|reload|restart
+  if have_systemd; then
+    [ "$1" = start ] || [ "$1" = restart ] && systemctl enable --quiet postfix 2>/dev/null
+    systemctl "$1" postfix
+    return
+  fi
+  if [ "$1" = start ] || [ "$1" = restart ] || [ "$1" = reload ]; then
+    # What Debian's unit runs first: copy resolv.conf, certificates etc. into the chroot.
+    [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1
+  fi
+  case $1 in
+    restart) postfix stop >/dev/null 2>&1; postfix start ;;
+    *) postfix "$1" ;;
+  esac
+}
+
+smtp_probe() { # addr port: prints the first line the server sends
+  timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1" && IFS= read -r -t 4 line <&3 && printf "%s\n" "$line" &&
+                     printf "QUIT\r\n" >&3' "$1" "$2" 2>/dev/null | tr -d '\r'
+}
+
+smtpd_endpoint() { # where Jira talks to Postfix: from the live inet_interfaces and master.cf
+  local ifaces addr port
+  ifaces=$(postconf -h inet_interfaces 2>/dev/null)
+  case " ${ifaces//,/ } " in
+    *" all "* | *" loopback-only "* | *" localhost "* | *" 127.0.0.1 "*) addr=127.0.0.1 ;;
+    *) addr=${ifaces%%[ ,]*} addr=${addr#[} addr=${addr%]} ;;
+  esac
+  port=$(postconf -M 2>/dev/null | awk '$2 == "inet" && $8 == "smtpd" { print $1; exit }')
+  port=${port##*:}
+  case $port in smtp | '') port=25 ;; submission) port=587 ;; esac
+  printf '%s %s' "${addr:-127.0.0.1}" "$port"
+}
+
+milter_check() { # socket spec from opendkim.conf: is the opendkim process itself listening there?
+  local spec=$1 port host
+  case $spec in
+    inet:* | inet6:*)
+      port=${spec#*:} port=${port%%@*} host=${spec#*@}
+      if command -v ss >/dev/null 2>&1; then
+        ss -Hltnp "( sport = :$port )" 2>/dev/null | grep -q '"opendkim"'
+      else
+        timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "${host:-127.0.0.1}" "$port" 2>/dev/null
+      fi ;;
+    local:* | unix:* | /*) [ -S "${spec#*:}" ] ;;
+    *) return 1 ;;
+  esac
+}
+
+HEALTH_PROBLEM=""
+health() { # services...: bounded wait until each really serves; a daemon that died fails fast
+  local i banner endpoint spec down last_ok=0
+  for i in $(seq 1 40); do
+    HEALTH_PROBLEM="" down=0
+    case " $* " in *" opendkim "*)
+      spec=$(conf_value /etc/opendkim.conf Socket)
+      if ! opendkim_running; then HEALTH_PROBLEM="opendkim is not running" down=1
+      elif ! milter_check "$spec"; then HEALTH_PROBLEM="opendkim is not listening on its milter socket $spec"
+      fi ;;
+    esac
+    case " $* " in *" postfix "*)
+      if [ -z "$HEALTH_PROBLEM" ]; then
+        endpoint=$(smtpd_endpoint)
+        if ! postfix_running; then HEALTH_PROBLEM="postfix is not running" down=1
+        else
+          banner=$(smtp_probe ${endpoint})
+          case $banner in 220*) ;; *) HEALTH_PROBLEM="postfix does not answer SMTP on ${endpoint/ /:} (got: ${banner:-nothing})" ;; esac
+        fi
+      fi ;;
+    esac
+    if [ -z "$HEALTH_PROBLEM" ]; then
+      # Pass twice, half a second apart: a daemon that forked and then failed to bind is caught.
+      [ "$i" -gt 1 ] && [ "${last_ok:-0}" = 1 ] && return 0
+      last_ok=1; sleep 0.5; continue
+    fi
+    last_ok=0
+    [ "$down" = 1 ] && [ "$i" -ge 6 ] && return 1
+    sleep 0.25
+  done
+  return 1
+}
+
+running_services() { # the managed services running now, for rollback and health
+  local out=""
+  manages opendkim && opendkim_running && out+=" opendkim"
+  manages postfix && postfix_running && out+=" postfix"
+  printf '%s' "$out"
+}
+
+# ---------- bundle ----------
+install -d -m 0700 -o root -g root "$STATE"
+chmod 0700 "$STATE"
+exec 9>"$STATE/lock"
+flock -w 300 9 || reject "another jira-mailhost apply or teardown is still running on this host (waited 5 minutes)"
+WORK=$STATE/work
+rm -rf "$WORK" && mkdir -m 0700 "$WORK" || reject "cannot create $WORK"
+trap 'rm -rf "$WORK"' EXIT
+
+cat >"$WORK/payload.b64"
+[ -s "$WORK/payload.b64" ] || reject "no bundle on stdin: the remote command must get the rendered bundle as its stdin"
+base64 -d <"$WORK/payload.b64" >"$WORK/payload.tgz" 2>/dev/null || reject "the bundle on stdin is not valid base64"
+tar -tzf "$WORK/payload.tgz" >"$WORK/members" 2>/dev/null || reject "the bundle is not a gzipped tar archive"
+if grep -Evq '^(MANIFEST|files/[A-Za-z0-9._@+/-]*[A-Za-z0-9._@+-])$' "$WORK/members" || grep -Eq '(^|/)\.\.?(/|$)' "$WORK/members"; then
+  reject "the bundle holds a member with an unsafe name"
+fi
+mkdir -m 0700 "$WORK/bundle"
+tar -xzf "$WORK/payload.tgz" -C "$WORK/bundle" --no-same-owner --no-same-permissions 2>/dev/null || reject "cannot unpack the bundle"
+[ -f "$WORK/bundle/MANIFEST" ] || reject "the bundle has no MANIFEST"
+[ -z "$(find "$WORK/bundle" ! -type f ! -type d)" ] || reject "the bundle holds links or special files"
+
+P=() MODE=() OWN=() GRP=() MAP=()
+while IFS= read -r line || [ -n "$line" ]; do
+  [ -n "$line" ] || continue
+  read -r path mode owner group postmap sum extra <<<"$line"
+  [[ $path =~ ^/[A-Za-z0-9._@+/-]+$ && $path != */ && ! $path =~ (^|/)\.\.?(/|$) ]] || reject "MANIFEST: bad path '$path'"
+  [[ $mode =~ ^[0-7]{3,4}$ && $owner =~ ^[a-z_][a-z0-9_-]*$ && $group =~ ^[a-z_][a-z0-9_-]*$ ]] || reject "MANIFEST: bad mode/owner for $path"
+  [[ $postmap =~ ^[01]$ && $sum =~ ^[0-9a-f]{64}$ && -z ${extra:-} ]] || reject "MANIFEST: bad line for $path"
+  [ -f "$WORK/bundle/files$path" ] || reject "MANIFEST names $path but the bundle does not hold it"
+  [ "$(sha256sum <"$WORK/bundle/files$path" | cut -c1-64)" = "$sum" ] || reject "bundle corrupted: the checksum of $path does not match MANIFEST"
+  P+=("$path") MODE+=("$mode") OWN+=("$owner") GRP+=("$group") MAP+=("$postmap")
+done <"$WORK/bundle/MANIFEST"
+[ "${#P[@]}" -gt 0 ] || reject "MANIFEST is empty"
+[ "$(find "$WORK/bundle/files" -type f | wc -l)" -eq "${#P[@]}" ] || reject "the bundle holds files that MANIFEST does not list"
+[ -f "$WORK/bundle/files$SETTINGS" ] || reject "the bundle has no $SETTINGS (PACKAGES, SERVICES, DRAIN_SECONDS)"
+read_settings "$WORK/bundle/files$SETTINGS"
+
+# ---------- packages (a no-op when installed) ----------
+missing=()
+for pkg in $S_PACKAGES; do
+  [[ $pkg =~ ^[a-z0-9][a-z0-9+.-]+$ ]] || reject "settings.env PACKAGES: '$pkg' is not a Debian package name"
+  [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null)" = "ii " ] || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt_log=$WORK/apt.log
+  { apt-get -q -o DPkg::Lock::Timeout=300 update &&
+    apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confold --no-install-recommends install "${missing[@]}"; } >"$apt_log" 2>&1 ||
+    { tail -n 15 "$apt_log" >&2; reject "apt-get could not install ${missing[*]} (output above)"; }
+fi
+
+for i in "${!P[@]}"; do
+  id -u "${OWN[$i]}" >/dev/null 2>&1 || reject "${P[$i]}: owner '${OWN[$i]}' does not exist on this host"
+  getent group "${GRP[$i]}" >/dev/null || reject "${P[$i]}: group '${GRP[$i]}' does not exist on this host"
+done
+
+# ---------- what changes ----------
+dbsuffix() { case $1 in hash | btree) echo db ;; lmdb) echo lmdb ;; cdb) echo cdb ;; *) echo db ;; esac; }
+live_matches() { # i: is the live file exactly what the bundle says?
+  local p=${P[$1]}
+  [ -f "$p" ] && [ ! -L "$p" ] || return 1
+  [ "$(stat -c '%a %U %G' "$p")" = "$(printf '%o' "0${MODE[$1]}") ${OWN[$1]} ${GRP[$1]}" ] || return 1
+  cmp -s "$p" "$WORK/bundle/files$p"
+}
+SUFFIX=$(dbsuffix "$(postconf -d -h default_database_type 2>/dev/null)")
+unchanged=1
+for i in "${!P[@]}"; do
+  live_matches "$i" || { unchanged=0; break; }
+  if [ "${MAP[$i]}" = 1 ] && { [ ! -f "${P[$i]}.$SUFFIX" ] || [ "${P[$i]}.$SUFFIX" -ot "${P[$i]}" ]; }; then unchanged=0; break; fi
+done
+printf '%s\n' "${P[@]}" | sort >"$WORK/managed.new"
+[ -f "$STATE/managed" ] && cmp -s "$STATE/managed" "$WORK/managed.new" || unchanged=0
+
+salt() { [ -s "$STATE/salt" ] || head -c 32 /dev/urandom | base64 >"$STATE/salt"; cat "$STATE/salt"; }
+config_id() { { salt; cat "$WORK/bundle/MANIFEST"; } | sha256sum | cut -c1-12; }
+
+if [ "$unchanged" = 1 ]; then
+  started=""
+  if manages opendkim && ! opendkim_running; then opendkim_start >/dev/null 2>&1; started+=" opendkim"; fi
+  if manages postfix && ! postfix_running; then postfix_do start >/dev/null 2>&1; started+=" postfix"; fi
+  health $(for x in opendkim postfix; do manages $x && printf '%s ' $x; done) || { warn "ERROR: the configuration is unchanged but $HEALTH_PROBLEM on $(host_label)."; warn "see /var/log/mail.log (journalctl -u postfix -u opendkim on systemd hosts)"; exit 2; }
+  say "unchanged: config $(config_id) already live on $(host_label)${started:+ (started$started)}"
+  exit 0
+fi
+
+# ---------- stage: a full copy of /etc/postfix with the managed files overlaid ----------
+STAGE=$WORK/stage
+ROOT=$STAGE/root
+mkdir -p "$ROOT"
+if [ -d /etc/postfix ]; then cp -a /etc/postfix "$STAGE/postfix"; else mkdir -p "$STAGE/postfix"; fi
+staged() { # path -> where its staged copy is
+  case $1 in /etc/postfix/*) printf '%s' "$STAGE/postfix/${1#/etc/postfix/}" ;; *) printf '%s' "$ROOT$1" ;; esac
+}
+put() { # src dest mode owner group
+  mkdir -p "$(dirname "$2")" && cp "$1" "$2.jm-new" && chown "$4:$5" "$2.jm-new" && chmod "$3" "$2.jm-new" && mv -f "$2.jm-new" "$2"
+}
+for i in "${!P[@]}"; do
+  put "$WORK/bundle/files${P[$i]}" "$(staged "${P[$i]}")" "${MODE[$i]}" "${OWN[$i]}" "${GRP[$i]}" || reject "cannot stage ${P[$i]}"
+done
+# Paths the previous apply managed and this one does not go back to the host's original.
+RETIRED=()
+if [ -f "$STATE/managed" ]; then
+  while IFS= read -r old; do RETIRED+=("$old"); done < <(comm -23 "$STATE/managed" "$WORK/managed.new")
+fi
+orig_state() { awk -v p="$1" '$2 == p { s = $1 } END { print s }' "$STATE/original/PATHS" 2>/dev/null; }
+for old in ${RETIRED[@]+"${RETIRED[@]}"}; do
+  case $old in /etc/postfix/*)
+    rm -f "$(staged "$old")"
+    [ "$(orig_state "$old")" = present ] && cp -a "$STATE/original/tree$old" "$(staged "$old")" ;;
+  esac
+done
+
+errors() { # filter a tool's output: staging paths shown as the live ones, at most 20 lines
+  sed -e "s#$STAGE/postfix#/etc/postfix#g" -e "s#$ROOT##g" | head -n 20 >&2
+}
+SUFFIX=$(dbsuffix "$(postconf -c "$STAGE/postfix" -h default_database_type 2>/dev/null)")
+COMPANIONS=()
+for i in "${!P[@]}"; do
+  [ "${MAP[$i]}" = 1 ] || continue
+  src=$(staged "${P[$i]}")
+  if ! postmap -c "$STAGE/postfix" "$src" >"$WORK/out" 2>&1; then
+    errors <"$WORK/out"; reject "postmap failed for ${P[$i]} (above)"
+  fi
+  chown "${OWN[$i]}:${GRP[$i]}" "$src.$SUFFIX" && chmod "${MODE[$i]}" "$src.$SUFFIX"
+  COMPANIONS+=("${P[$i]}.$SUFFIX")
+done
+
+# ---------- validate the stage; any warning is a failure ----------
+postconf -c "$STAGE/postfix" -n >/dev/null 2>"$WORK/out"
+if [ $? -ne 0 ] || [ -s "$WORK/out" ]; then errors <"$WORK/out"; reject "main.cf is not valid (postconf -n, above)"; fi
+postconf -c "$STAGE/postfix" -M >"$WORK/services" 2>"$WORK/out"
+if [ $? -ne 0 ] || [ -s "$WORK/out" ]; then errors <"$WORK/out"; reject "master.cf is not valid (postconf -M, above)"; fi
+daemon_dir=$(postconf -c "$STAGE/postfix" -h daemon_directory)
+awk -v dir="$daemon_dir" '
+  function bad(why) { printf "master.cf: service \"%s %s\": %s\n", $1, $2, why; status = 1 }
+  NF < 8 { bad("needs 8 fields"); next }
+  $2 !~ /^(inet|unix|unix-dgram|fifo|pass)$/ { bad("unknown type \"" $2 "\"") }
+  $3 !~ /^[yn-]$/ || $4 !~ /^[yn-]$/ || $5 !~ /^[yn-]$/ { bad("private/unpriv/chroot must be y, n or -") }
+  $6 !~ /^(-|[0-9]+\??)$/ || $7 !~ /^(-|[0-9]+)$/ { bad("wakeup/maxproc must be numbers or -") }
+  { cmd = ($8 ~ /^\//) ? $8 : dir "/" $8; if (system("test -x \"" cmd "\"") != 0) bad("no such program " cmd) }
+  END { exit status }' "$WORK/services" >"$WORK/out" 2>&1 || { errors <"$WORK/out"; reject "master.cf is not valid (above)"; }
+postfix -c "$STAGE/postfix" check >"$WORK/out" 2>&1
+if [ $? -ne 0 ] || grep -qiE 'warning|fatal|error' "$WORK/out"; then errors <"$WORK/out"; reject "postfix check failed (above)"; fi
+if [ -f "$(staged /etc/opendkim.conf)" ]; then
+  # opendkim -n opens the files it names: point it at the staged copies of managed files.
+  check_conf=$WORK/opendkim.check.conf
+  cp "$(staged /etc/opendkim.conf)" "$check_conf"
+  for i in "${!P[@]}"; do
+    p=${P[$i]}
+    [ "$p" = /etc/opendkim.conf ] && continue
+    sed -i -E "s#(^|[[:space:]:,])$p([[:space:],]|\$)#\1$(staged "$p")\2#g" "$check_conf"
+  done
+  opendkim -n -x "$check_conf" >"$WORK/out" 2>&1
+  if [ $? -ne 0 ] || [ -s "$WORK/out" ]; then
+    sed -e "s#$check_conf#/etc/opendkim.conf#g" "$WORK/out" | errors; reject "opendkim.conf is not valid (opendkim -n, above)"
+  fi
+fi
+
+# ---------- save the host's originals once, back up what is live, switch file by file ----------
+mkdir -p "$STATE/original/tree"
+touch "$STATE/original/PATHS"
+TARGETS=("${P[@]}" ${COMPANIONS[@]+"${COMPANIONS[@]}"})
+for p in "${TARGETS[@]}"; do
+  [ -n "$(orig_state "$p")" ] && continue
+  if [ -e "$p" ] || [ -L "$p" ]; then
+    cp -a --parents "$p" "$STATE/original/tree" || reject "cannot save the original $p"
+    echo "present $p" >>"$STATE/original/PATHS"
+  else
+    echo "absent $p" >>"$STATE/original/PATHS"
+  fi
+done
+if [ ! -f "$STATE/original/SERVICES" ]; then
+  for s in opendkim postfix; do
+    if { [ $s = postfix ] && postfix_running; } || { [ $s = opendkim ] && opendkim_running; }; then r=running; else r=stopped; fi
+    e=unknown; have_systemd && e=$(systemctl is-enabled $s 2>/dev/null)
+    echo "$s $r ${e:-unknown}"
+  done >"$STATE/original/SERVICES"
+fi
+
+old_inet="$(postconf -h inet_interfaces 2>/dev/null) $(postconf -h inet_protocols 2>/dev/null)"
+new_inet="$(postconf -c "$STAGE/postfix" -h inet_interfaces) $(postconf -c "$STAGE/postfix" -h inet_protocols)"
+old_odk_pidfile=$(odk_pidfile)
+PRE_RUNNING=$(running_services)
+
+BACKUP=$STATE/backup
+rm -rf "$BACKUP" && mkdir -p "$BACKUP/tree" && : >"$BACKUP/PATHS"
+for p in "${TARGETS[@]}" ${RETIRED[@]+"${RETIRED[@]}"}; do
+  if [ -e "$p" ] || [ -L "$p" ]; then
+    cp -a --parents "$p" "$BACKUP/tree" || reject "cannot back up $p"
+    echo "present $p" >>"$BACKUP/PATHS"
+  else
+    echo "absent $p" >>"$BACKUP/PATHS"
+  fi
+done
+
+mkparents() { # create missing parent dirs 0755, remembered so teardown removes them
+  local dir=$1 missing=()
+  while [ ! -d "$dir" ]; do missing=("$dir" ${missing[@]+"${missing[@]}"}); dir=$(dirname "$dir"); done
+  for dir in ${missing[@]+"${missing[@]}"}; do
+    install -d -m 0755 -o root -g root "$dir" || return 1
+    [ -n "$(orig_state "$dir")" ] || echo "dir $dir" >>"$STATE/original/PATHS"
+  done
+}
+switch_in() { # staged-source live-path: atomic replace, skipped when identical
+  local src=$1 p=$2
+  if [ -f "$p" ] && [ ! -L "$p" ] && cmp -s "$src" "$p" && [ "$(stat -c '%a %U %G' "$src")" = "$(stat -c '%a %U %G' "$p")" ]; then
+    return 0
+  fi
+  mkparents "$(dirname "$p")" && cp -a "$src" "$p.jm-new" && mv -f "$p.jm-new" "$p" || return 1
+  CHANGED+=("$p")
+}
+restore_from() { # dir: put every path listed in dir/PATHS back as it was (atomic per file)
+  local state p rc=0
+  while read -r state p; do
+    case $state in
+      present) { cp -a "$1/tree$p" "$p.jm-new" && mv -f "$p.jm-new" "$p"; } || { warn "could not restore $p"; rc=1; } ;;
+      absent) rm -f "$p" ;;
+    esac
+  done <"$1/PATHS"
+  return $rc
+}
+
+CHANGED=()
+failure=""
+for p in "${TARGETS[@]}"; do
+  switch_in "$(staged "$p")" "$p" || { failure="could not install $p"; break; }
+done
+if [ -z "$failure" ]; then
+  for old in ${RETIRED[@]+"${RETIRED[@]}"}; do
+    case $(orig_state "$old") in
+      present) switch_in "$STATE/original/tree$old" "$old" || failure="could not restore $old" ;;
+      *) [ -e "$old" ] && rm -f "$old" && CHANGED+=("$old") ;;
+    esac
+  done
+fi
+
+# ---------- (re)start what the change touches; check it really serves ----------
+restart_services() { # mode: "changed" (only what the change needs) or "all" (after a restore)
+  local mode=$1 dkim=0 pf=0 p
+  for p in ${CHANGED[@]+"${CHANGED[@]}"}; do
+    case $p in /etc/opendkim*) dkim=1 ;; /etc/postfix/*) pf=1 ;; esac
+  done
+  if manages opendkim && { [ "$mode" = all ] || [ $dkim = 1 ] || ! opendkim_running; }; then
+    opendkim_stop "$old_odk_pidfile" >/dev/null 2>&1
+    opendkim_start >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="opendkim did not start: $(head -c 400 "$WORK/out")"; return 1; }
+  fi
+  if manages postfix; then
+    if ! postfix_running; then
+      postfix_do start >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="postfix did not start: $(grep -m3 -iE 'fatal|error' "$WORK/out")"; return 1; }
+    elif [ "$mode" = all ] || [ "$old_inet" != "$new_inet" ]; then
+      postfix_do restart >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="postfix did not restart: $(grep -m3 -iE 'fatal|error' "$WORK/out")"; return 1; }
+    elif [ $pf = 1 ]; then
+      postfix_do reload >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="postfix reload failed: $(grep -m3 -iE 'fatal|error' "$WORK/out")"; return 1; }
+    fi
+  fi
+  return 0
+}
+
+SERVICE_PROBLEM=""
+if [ -z "$failure" ]; then
+  manages opendkim && run_dir
+  if ! restart_services changed; then failure=$SERVICE_PROBLEM
+  elif ! health $(for x in opendkim postfix; do manages $x && printf '%s ' $x; done); then failure=$HEALTH_PROBLEM
+  fi
+fi
+
+if [ -n "$failure" ]; then
+  warn "ERROR: the new configuration failed on $(host_label): $failure"
+  warn "restoring the previous configuration..."
+  # Stop what the failed config started (its own pid file), put the old files back, and bring
+  # back exactly the services that were running before the switch.
+  manages opendkim && opendkim_stop "$(odk_pidfile)" >/dev/null 2>&1
+  if restore_from "$BACKUP"; then
+    CHANGED=("${TARGETS[@]}") old_odk_pidfile=$(odk_pidfile) old_inet=restore SERVICE_PROBLEM="" HEALTH_PROBLEM=""
+    S_SERVICES=$PRE_RUNNING
+    manages postfix || { postfix_running && postfix_do stop >/dev/null 2>&1; }
+    if [ -z "$PRE_RUNNING" ] || { restart_services all && health $PRE_RUNNING; }; then
+      warn "the previous configuration is live again${PRE_RUNNING:+ (running:$PRE_RUNNING, answering)}; nothing else was changed."
+      warn "fix the stack settings and run pulumi up again."
+      exit 2
+    fi
+    warn "ROLLBACK FAILED: the previous configuration is back on disk but ${SERVICE_PROBLEM:-$HEALTH_PROBLEM}."
+  else
+    warn "ROLLBACK FAILED: could not put every previous file back (see above)."
+  fi
+  warn "the host needs an admin: check postfix status, opendkim, /var/log/mail.log; saved files are in $BACKUP."
+  exit 3
+fi
+
+mv -f "$WORK/managed.new" "$STATE/managed"
+if [ "${#CHANGED[@]}" -eq 0 ]; then
+  say "unchanged: config $(config_id) already live on $(host_label)"
+else
+  say "applied config $(config_id) on $(host_label): ${#CHANGED[@]} file(s) changed: ${CHANGED[*]}"
+fi
+say "postfix and opendkim are running and answering (stack ${S_STACK:-?})."
+exit 0

@@ -1,0 +1,183 @@
+#!/bin/bash
+# jira-mailhost teardown: give the host its own mail configuration back, without losing mail.
+#
+# How it is run (pulumi-command remote.Command delete, no stdin):
+#   MAILHOST_DRAIN_SECONDS=N bash -c '<this file>' jira-mailhost-teardown
+# The SSH user may be root or a user with passwordless sudo (we re-run ourselves with sudo -n).
+#
+# 1. Mail first: flush the queue and wait up to MAILHOST_DRAIN_SECONDS (else settings.env's
+#    DRAIN_SECONDS, else 120) for it to empty.  Queued mail is never dropped: if any is left,
+#    exit 1 and change nothing, so the Pulumi resource stays and the destroy can be re-run.
+# 2. Then put back the files apply.sh saved before its first change (/var/lib/jira-mailhost/
+#    original), bring postfix and opendkim back to how they were then (stopped if they were
+#    not running), and remove /var/lib/jira-mailhost.
+# Exit codes: 0 removed (or nothing to remove); 1 mail still queued, or cannot become root;
+#             3 an original file could not be restored (the state dir is kept).
+set -uo pipefail
+umask 077
+
+NAME=jira-mailhost
+STATE=/var/lib/jira-mailhost
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH LC_ALL=C
+
+say() { printf '%s: %s\n' "$NAME" "$*"; }
+warn() { printf '%s: %s\n' "$NAME" "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null 2>&1 || ! sudo -n true 2>/dev/null; then
+    warn "ERROR: user $(id -un) is not root and cannot run sudo without a password;"
+    warn "log in as root (sshUser) or give $(id -un) passwordless sudo. Nothing was changed."
+    exit 1
+  fi
+  drain=${MAILHOST_DRAIN_SECONDS:-}
+  if [ -n "${BASH_EXECUTION_STRING:-}" ]; then
+    exec sudo -n -- env MAILHOST_DRAIN_SECONDS="$drain" bash -c "$BASH_EXECUTION_STRING" "$0"
+  fi
+  exec sudo -n -- env MAILHOST_DRAIN_SECONDS="$drain" bash "$0"
+fi
+
+setting() { # KEY from settings.env, parsed, never sourced
+  [ -r "$STATE/settings.env" ] || return 0
+  awk -F= -v k="$1" '$1 == k { v = substr($0, length(k) + 2); gsub(/^"|"$/, "", v) } END { print v }' "$STATE/settings.env"
+}
+
+DRAIN=${MAILHOST_DRAIN_SECONDS:-}
+[[ $DRAIN =~ ^[0-9]+$ ]] || DRAIN=$(setting DRAIN_SECONDS)
+[[ $DRAIN =~ ^[0-9]+$ ]] || DRAIN=120
+HOST=$(setting HOST_FQDN)
+[ -n "$HOST" ] || HOST=$(postconf -h myhostname 2>/dev/null || hostname -f 2>/dev/null || hostname)
+
+if [ -d "$STATE" ]; then
+  exec 9>"$STATE/lock"
+  flock -w 300 9 || { warn "ERROR: another jira-mailhost apply or teardown is still running on this host; nothing was changed."; exit 1; }
+fi
+
+have_systemd() { [ -d /run/systemd/system ]; }
+conf_value() {
+  [ -r "$1" ] || return 0
+  awk -v k="$2" 'tolower($1) == tolower(k) { v = $2 } END { if (v != "") print v }' "$1"
+}
+odk_pidfile() { local p; p=$(conf_value /etc/opendkim.conf PidFile); printf '%s' "${p:-/run/opendkim/opendkim.pid}"; }
+pid_alive() {
+  local pid=$1 state
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${2:-opendkim}" ]
+}
+postfix_installed() { command -v postqueue >/dev/null 2>&1 && command -v postfix >/dev/null 2>&1; }
+postfix_running() {
+  postfix_installed || return 1
+  if have_systemd; then systemctl is-active --quiet postfix; else postfix status >/dev/null 2>&1; fi
+}
+opendkim_stop() { # pidfile
+  if have_systemd; then systemctl stop opendkim 2>/dev/null; return 0; fi
+  local pid i
+  [ -r "$1" ] || return 0
+  pid=$(tr -dc 0-9 <"$1")
+  if pid_alive "$pid"; then
+    kill -TERM "$pid" 2>/dev/null
+    for i in $(seq 1 100); do pid_alive "$pid" || break; sleep 0.1; done
+    pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+  fi
+  rm -f "$1"
+}
+opendkim_start() {
+  if have_systemd; then systemctl restart opendkim; return; fi
+  local dir user
+  dir=$(dirname "$(odk_pidfile)") user=$(conf_value /etc/opendkim.conf UserID)
+  user=${user:-opendkim} user=${user%%:*}
+  install -d -m 0750 -o "$user" -g "$(id -gn "$user" 2>/dev/null || echo root)" "$dir"
+  opendkim -x /etc/opendkim.conf -P "$(odk_pidfile)"
+}
+postfix_do() { # start|stop|restart
+  if have_systemd; then systemctl "$1" postfix; return; fi
+  [ "$1" = stop ] || { [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1; }
+  case $1 in
+    restart) postfix stop >/dev/null 2>&1; postfix start ;;
+    *) postfix "$1" ;;
+  esac
+}
+
+queue_count() { # messages in any queue, hold included
+  local qdir
+  if postfix_running; then
+    postqueue -j 2>/dev/null | grep -c '"queue_id"'
+    return 0
+  fi
+  qdir=$(postconf -h queue_directory 2>/dev/null || echo /var/spool/postfix)
+  find "$qdir/maildrop" "$qdir/incoming" "$qdir/active" "$qdir/deferred" "$qdir/hold" -type f 2>/dev/null | wc -l
+}
+
+# ---------- 1. never lose mail ----------
+if postfix_installed; then
+  waited=0
+  if postfix_running; then
+    postqueue -f >/dev/null 2>&1
+    while :; do
+      count=$(queue_count)
+      [ "$count" -eq 0 ] && break
+      [ "$waited" -ge "$DRAIN" ] && break
+      sleep 1
+      waited=$((waited + 1))
+    done
+  fi
+  count=$(queue_count)
+  if [ "$count" -gt 0 ]; then
+    warn "ERROR: $count messages still queued on $HOST; they were not dropped: fix delivery (postqueue -p, /var/log/mail.log) and run the destroy again."
+    if postfix_running; then
+      warn "(waited ${DRAIN}s for the queue to drain; messages on hold must be released with postsuper -H or deleted deliberately with postsuper -d.)"
+    else
+      warn "(postfix is not running, so nothing can be delivered: start it with 'postfix start' or 'systemctl start postfix' first.)"
+    fi
+    warn "nothing was changed on $HOST."
+    exit 1
+  fi
+fi
+
+# ---------- 2. restore the host's own configuration ----------
+if [ ! -f "$STATE/original/PATHS" ]; then
+  rm -rf "$STATE"
+  say "nothing to restore on $HOST: jira-mailhost never changed its configuration."
+  exit 0
+fi
+ours_pidfile=$(odk_pidfile)
+failed=0
+dirs=()
+while read -r kind p; do
+  case $kind in
+    present) { cp -a "$STATE/original/tree$p" "$p.jm-new" && mv -f "$p.jm-new" "$p"; } || { warn "could not restore $p"; failed=1; } ;;
+    absent) rm -f "$p" ;;
+    dir) dirs=("$p" ${dirs[@]+"${dirs[@]}"}) ;;
+  esac
+done <"$STATE/original/PATHS"
+if [ "$failed" = 1 ]; then
+  warn "ERROR: some original files of $HOST could not be restored (above); the saved copies stay in $STATE/original."
+  exit 3
+fi
+for d in ${dirs[@]+"${dirs[@]}"}; do rmdir "$d" 2>/dev/null; done
+
+was() { awk -v s="$1" '$1 == s { print $2 }' "$STATE/original/SERVICES" 2>/dev/null; }
+enabled() { awk -v s="$1" '$1 == s { print $3 }' "$STATE/original/SERVICES" 2>/dev/null; }
+summary=()
+opendkim_stop "$ours_pidfile" >/dev/null 2>&1
+if [ "$(was opendkim)" = running ]; then
+  opendkim_start >/dev/null 2>&1 && summary+=("opendkim restarted with its own config") || summary+=("opendkim FAILED to restart with its own config")
+else
+  summary+=("opendkim stopped")
+fi
+if postfix_installed; then
+  if [ "$(was postfix)" = running ]; then
+    postfix_do restart >/dev/null 2>&1 && summary+=("postfix restarted with its own config") || summary+=("postfix FAILED to restart with its own config")
+  else
+    postfix_running && postfix_do stop >/dev/null 2>&1
+    summary+=("postfix stopped")
+  fi
+fi
+if have_systemd; then
+  for s in postfix opendkim; do
+    case $(enabled $s) in disabled | masked) systemctl disable --quiet "$s" 2>/dev/null ;; esac
+  done
+fi
+rm -rf "$STATE"
+say "removed from $HOST: the original mail configuration is back; ${summary[*]/%/;} no mail was queued."

@@ -1,0 +1,59 @@
+"""Fixtures for the push-script tests: a namespace host with private /etc, /var, /run reached over SSH.
+
+Ranges of this suite: prefix `jmp`, 203.0.113.0/24 and 2001:db8:203::/64.  The host's
+resolver points at a lab address where nothing listens, so mail to anything but the
+host itself waits in the queue (that is what the drain test needs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mailhost.lab.netns import Host, Topology, destroy_prefix
+from mailhost.lab.sshhost import SshHost, start_ssh_host
+
+JMP_PREFIX = "jmp"
+JMP_NET4 = ipaddress.IPv4Network("203.0.113.0/24")
+JMP_NET6 = ipaddress.IPv6Network("2001:db8:203::/64")
+JMP_HOST_INDEX = 10
+JMP_DEAD_RESOLVER = "203.0.113.250"  # nothing listens there
+
+
+@pytest.fixture(scope="module")
+def jmp_topology() -> Iterator[Topology]:
+    destroy_prefix(JMP_PREFIX)  # a crashed earlier run
+    topology = Topology(JMP_PREFIX, JMP_NET4, JMP_NET6)
+    try:
+        topology.up()
+        yield topology
+    finally:
+        topology.destroy()
+
+
+@pytest.fixture(scope="module")
+def jmp_netns_host(jmp_topology: Topology) -> Host:
+    return jmp_topology.add("mx", JMP_HOST_INDEX, resolver=JMP_DEAD_RESOLVER)
+
+
+@pytest.fixture
+def ssh_host(jmp_netns_host: Host) -> Iterator[SshHost]:
+    """A fresh host per test: new host key, client key and private tree; everything killed after."""
+    host = start_ssh_host(jmp_netns_host)
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.fixture(scope="session")
+def dkim_private_key_pem() -> str:
+    """Generated at test time, never stored."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()

@@ -1,0 +1,315 @@
+"""files/scripts/apply.sh and teardown.sh against Debian's Postfix + OpenDKIM, over real SSH.
+
+Each test gets a fresh namespace host (tests/real/conftest.py: ssh_host) whose /etc, /var
+and /run are private, and talks to it only as the program does: the exact command
+strings of components/postfix.py, the bundle on stdin, the host key pinned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import shlex
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.postfix import apply_command, teardown_command
+from mailhost import bundle, sshexec
+from mailhost.bundle import RenderedFile
+from mailhost.config import Settings, parse_settings
+from mailhost.lab.sshhost import SshHost
+from mailhost.render import HostSecrets, render_host
+
+pytestmark = [pytest.mark.real]
+
+RELAY_PASSWORD = "lab-" + secrets.token_urlsafe(18)  # generated per run
+FQDN = "jira.lab.example"
+TIMINGS: dict[str, float] = {}
+
+
+def settings_for(host: SshHost, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "staging",
+        "domain": "lab.example",
+        "hosts": [{"name": "jira", "existing": {"ipv4": host.address, "hostKey": host.host_key}}],
+        "delivery": {"mode": "relay", "relay": {"host": "smarthost.lab.example", "port": 587, "username": "jira"}},
+        "rerouteTo": "qa@lab.example",
+        "drainSeconds": 3,
+        **overrides,
+    }
+    return parse_settings(values, {"sshPrivateKey", "relayPassword"})
+
+
+def files_for(host: SshHost, dkim_pem: str, **overrides: Any) -> list[RenderedFile]:
+    settings = settings_for(host, **overrides)
+    return render_host(settings, settings.hosts[0], HostSecrets(dkim_pem, RELAY_PASSWORD), stack="lab")
+
+
+def edit(files: list[RenderedFile], path: str, change: Any) -> list[RenderedFile]:
+    return [replace(f, content=change(f.content)) if f.path == path else f for f in files]
+
+
+def remote(host: SshHost, command: str, stdin: str | None = None, timeout: float = 120) -> sshexec.Result:
+    return sshexec.run(host.address, host.port, host.user, host.private_key, host.host_key, command, stdin,
+                       timeout=timeout)
+
+
+def push(host: SshHost, files: list[RenderedFile]) -> sshexec.Result:
+    return remote(host, apply_command(), bundle.pack(files))
+
+
+def teardown(host: SshHost, settings: Settings) -> sshexec.Result:
+    return remote(host, teardown_command(settings))
+
+
+def timed(name: str, action: Any) -> Any:
+    started = time.monotonic()
+    result = action()
+    TIMINGS[name] = round(time.monotonic() - started, 2)
+    print(f"timing {name}: {TIMINGS[name]}s")
+    return result
+
+
+def out(result: sshexec.Result) -> str:
+    return result.stdout + result.stderr
+
+
+def live(host: SshHost, parameter: str) -> str:
+    result = remote(host, f"postconf -h {shlex.quote(parameter)}")
+    assert result.ok, out(result)
+    return result.stdout.strip()
+
+
+def stats(host: SshHost, paths: list[str]) -> dict[str, str]:
+    """inode, mtime, mode and owner of each live file, read on the host."""
+    result = remote(host, "stat -c '%n %i %Y.%y %a %U %G' " + " ".join(paths))
+    assert result.ok, out(result)
+    return {line.split()[0]: line for line in result.stdout.splitlines()}
+
+
+def smtp_banner(host: SshHost) -> str:
+    probe = ("exec 3<>/dev/tcp/127.0.0.1/25 && IFS= read -r -t 5 line <&3 && echo \"$line\" && "
+             "printf 'QUIT\\r\\n' >&3")
+    result = remote(host, f"timeout 8 bash -c {shlex.quote(probe)}")
+    return result.stdout.strip()
+
+
+def listener_process(host: SshHost, port: int) -> str:
+    result = remote(host, f"ss -Hltnp 'sport = :{port}'")
+    return result.stdout
+
+
+def assert_serving(host: SshHost) -> None:
+    status = remote(host, "postfix status")
+    assert status.ok, out(status)
+    assert smtp_banner(host).startswith(f"220 {FQDN} ESMTP"), smtp_banner(host)
+    assert '"opendkim"' in listener_process(host, 8891)
+
+
+def master_pid(host: SshHost) -> str:
+    return remote(host, "cat /var/spool/postfix/pid/master.pid").stdout.strip()
+
+
+def test_first_push_makes_postfix_and_opendkim_live(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
+    files = files_for(ssh_host, dkim_private_key_pem)
+    result = timed("first push", lambda: push(ssh_host, files))
+    assert result.rc == 0, out(result)
+    assert "applied config" in result.stdout
+    shown = remote(ssh_host, "postconf -n")
+    assert shown.ok
+    values = dict(line.split(" = ", 1) for line in shown.stdout.splitlines() if " = " in line)
+    assert values["myhostname"] == FQDN
+    assert values["relayhost"] == "[smarthost.lab.example]:587"
+    assert values["smtpd_milters"] == "inet:127.0.0.1:8891"
+    assert values["inet_interfaces"] == "loopback-only"
+    assert_serving(ssh_host)
+    # opendkim really signs with the pushed key: its own key test reads the config and the key.
+    dkim = remote(ssh_host, "opendkim -n -x /etc/opendkim.conf && echo config-ok")
+    assert dkim.stdout.strip() == "config-ok", out(dkim)
+
+
+def test_same_bundle_again_changes_nothing(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
+    files = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, files).ok
+    paths = [f.path for f in files] + ["/etc/postfix/sasl_passwd.db"]
+    before, pid_before = stats(ssh_host, paths), master_pid(ssh_host)
+    result = timed("no-op push", lambda: push(ssh_host, files))
+    assert result.rc == 0, out(result)
+    assert "unchanged" in result.stdout and "applied" not in result.stdout
+    assert stats(ssh_host, paths) == before
+    assert master_pid(ssh_host) == pid_before
+    assert_serving(ssh_host)
+
+
+def test_changed_value_is_live_and_the_rest_untouched(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
+    files = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, files).ok
+    others = ["/etc/opendkim.conf", "/etc/postfix/master.cf", "/etc/postfix/sasl_passwd"]
+    before = stats(ssh_host, others)
+    dkim_pid = remote(ssh_host, "cat /run/opendkim/opendkim.pid").stdout
+    changed = files_for(ssh_host, dkim_private_key_pem, messageSizeLimit=10_485_760)
+    result = timed("changed push", lambda: push(ssh_host, changed))
+    assert result.rc == 0, out(result)
+    assert "1 file(s) changed: /etc/postfix/main.cf" in result.stdout
+    assert live(ssh_host, "message_size_limit") == "10485760"
+    assert live(ssh_host, "relayhost") == "[smarthost.lab.example]:587"
+    assert stats(ssh_host, others) == before
+    assert remote(ssh_host, "cat /run/opendkim/opendkim.pid").stdout == dkim_pid  # not restarted
+    assert_serving(ssh_host)
+
+
+BAD_STATIC = {
+    "unknown main.cf parameter": ("/etc/postfix/main.cf", lambda c: c + "jira_mailhost_typo = yes\n",
+                                  "main.cf is not valid"),
+    "bad master.cf line": ("/etc/postfix/master.cf", lambda c: c + "broken inet n - n - - nosuchdaemon\n",
+                           "master.cf is not valid"),
+    "bad opendkim.conf": ("/etc/opendkim.conf", lambda c: c + "NoSuchOpendkimSetting yes\n",
+                          "opendkim.conf is not valid"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STATIC))
+def test_invalid_bundle_is_rejected_before_anything_changes(ssh_host: SshHost, dkim_private_key_pem: str,
+                                                            case: str) -> None:
+    files = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, files).ok
+    path, change, message = BAD_STATIC[case]
+    managed = [f.path for f in files]
+    before, pid_before = stats(ssh_host, managed), master_pid(ssh_host)
+    result = push(ssh_host, edit(files, path, change))
+    assert result.rc == 1, out(result)
+    assert message in result.stderr
+    assert "the previous configuration is still live" in result.stderr
+    assert stats(ssh_host, managed) == before
+    assert master_pid(ssh_host) == pid_before
+    assert_serving(ssh_host)
+
+
+def _taken_port_opendkim(files: list[RenderedFile], host: SshHost) -> list[RenderedFile]:
+    # Something else holds 8892 on the host; the new config moves the milter there.
+    holder = ("import socket,time;s=socket.socket();s.bind(('127.0.0.1',8892));s.listen();"
+              "open('/run/holder.ready','w').close();time.sleep(600)")
+    subprocess.Popen(host.nsenter(["python3", "-c", holder]), start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not host.upper("/run/holder.ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return edit(files, "/etc/opendkim.conf", lambda c: c.replace("inet:8891@127.0.0.1", "inet:8892@127.0.0.1"))
+
+
+BAD_RUNTIME = {
+    "inet_interfaces not on the host": lambda files, host: edit(
+        files, "/etc/postfix/main.cf",
+        lambda c: re.sub(r"(?m)^inet_interfaces = .*$", "inet_interfaces = 203.0.113.99", c)),
+    "milter port already taken": _taken_port_opendkim,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RUNTIME))
+def test_failure_after_the_switch_rolls_back(ssh_host: SshHost, dkim_private_key_pem: str, case: str) -> None:
+    files = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, files).ok
+    managed = [f.path for f in files]
+    hashes = remote(ssh_host, "sha256sum " + " ".join(managed)).stdout
+    result = timed(f"rollback ({case})", lambda: push(ssh_host, BAD_RUNTIME[case](files, ssh_host)))
+    assert result.rc == 2, out(result)
+    assert "the new configuration failed" in result.stderr
+    assert "the previous configuration is live again" in result.stderr
+    assert remote(ssh_host, "sha256sum " + " ".join(managed)).stdout == hashes
+    assert live(ssh_host, "inet_interfaces") == "loopback-only"
+    assert_serving(ssh_host)
+    assert push(ssh_host, files).stdout.startswith("jira-mailhost: unchanged")
+
+
+def queue_ids(host: SshHost) -> list[str]:
+    result = remote(host, "postqueue -j")
+    assert result.ok, out(result)
+    return [json.loads(line)["queue_id"] for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_teardown_keeps_queued_mail_then_restores_the_original(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
+    original = hashlib.sha256(Path("/etc/postfix/main.cf").read_bytes()).hexdigest()
+    settings = settings_for(ssh_host)
+    assert push(ssh_host, files_for(ssh_host, dkim_private_key_pem)).ok
+    message = "Subject: drain test\n\nthe smarthost is unreachable, so this waits\n"
+    sent = remote(ssh_host, "sendmail -f jira@lab.example someone@example.org", stdin=message)
+    assert sent.ok, out(sent)
+    deadline = time.monotonic() + 20
+    while not queue_ids(ssh_host) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    queued = queue_ids(ssh_host)
+    assert len(queued) == 1
+
+    refused = timed("teardown refusing (3 s drain)", lambda: teardown(ssh_host, settings))
+    assert refused.rc == 1, out(refused)
+    assert (f"1 messages still queued on {FQDN}; they were not dropped: fix delivery (postqueue -p, "
+            "/var/log/mail.log) and run the destroy again") in refused.stderr
+    assert queue_ids(ssh_host) == queued
+    assert live(ssh_host, "myhostname") == FQDN  # nothing was changed
+    assert_serving(ssh_host)
+
+    assert remote(ssh_host, "postsuper -d ALL").ok  # the admin decides to drop it
+    done = timed("teardown", lambda: teardown(ssh_host, settings))
+    assert done.rc == 0, out(done)
+    assert "the original mail configuration is back" in done.stdout
+    after = remote(ssh_host, "sha256sum /etc/postfix/main.cf; test -e /var/lib/jira-mailhost || echo no-state;"
+                   " test -e /etc/opendkim || echo no-opendkim-dir; postfix status 2>&1 || echo postfix-stopped;"
+                   " ss -Hltn 'sport = :8891' | wc -l")
+    assert after.stdout.split()[0] == original
+    assert "no-state" in after.stdout and "postfix-stopped" in after.stdout
+    assert ("no-opendkim-dir" in after.stdout) == (not Path("/etc/opendkim").exists())
+    assert after.stdout.strip().endswith("0")  # opendkim stopped
+    again = teardown(ssh_host, settings)
+    assert again.rc == 0 and "nothing to restore" in again.stdout
+
+
+def test_secrets_stay_private(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
+    files = files_for(ssh_host, dkim_private_key_pem)
+    key_path = next(f.path for f in files if f.path.startswith("/etc/opendkim/keys/"))
+    result = push(ssh_host, files)
+    assert result.ok, out(result)
+    modes = stats(ssh_host, [key_path, "/etc/postfix/sasl_passwd", "/etc/postfix/sasl_passwd.db"])
+    assert modes[key_path].split()[-3:] == ["600", "opendkim", "opendkim"]
+    assert modes["/etc/postfix/sasl_passwd"].split()[-3:] == ["600", "root", "root"]
+    assert modes["/etc/postfix/sasl_passwd.db"].split()[-3:] == ["600", "root", "root"]
+    state = stats(ssh_host, ["/var/lib/jira-mailhost"])["/var/lib/jira-mailhost"]
+    assert state.split()[-3:] == ["700", "root", "root"]
+    key_body = "".join(dkim_private_key_pem.strip().splitlines()[1:-1])
+    for text in (apply_command(), teardown_command(settings_for(ssh_host)), result.stdout, result.stderr):
+        assert RELAY_PASSWORD not in text
+        assert key_body[:40] not in text and "PRIVATE KEY" not in text
+    # Nothing the scripts leave behind outside the root-only state dir holds the password.
+    leak = remote(ssh_host, f"grep -rlF {shlex.quote(RELAY_PASSWORD)} /etc /var/log /run /tmp 2>/dev/null"
+                  " | grep -v '^/etc/postfix/sasl_passwd' || true")
+    assert leak.stdout.strip() == ""
+
+
+def test_pinned_key_mismatch_runs_nothing(ssh_host: SshHost) -> None:
+    other = ssh_host.workdir / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    wrong = " ".join(Path(f"{other}.pub").read_text().split()[:2])
+    with pytest.raises(sshexec.HostKeyMismatch):
+        sshexec.run(ssh_host.address, ssh_host.port, "root", ssh_host.private_key, wrong,
+                    "touch /var/lib/mismatch-ran", timeout=30)
+    assert not ssh_host.upper("/var/lib/mismatch-ran").exists()
+    assert remote(ssh_host, "echo reached").stdout.strip() == "reached"
+
+
+def test_machine_files_untouched(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
+    watched = [Path("/etc/postfix/main.cf"), Path("/etc/postfix/master.cf"), Path("/etc/opendkim.conf")]
+    before = {p: p.read_bytes() for p in watched}
+    absent = [p for p in (Path("/etc/opendkim"), Path("/var/lib/jira-mailhost")) if not p.exists()]
+    spool = sorted(str(p) for p in Path("/var/spool/postfix").rglob("*"))
+    files = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, files).ok
+    assert push(ssh_host, files_for(ssh_host, dkim_private_key_pem, messageSizeLimit=2_097_152)).ok
+    assert teardown(ssh_host, settings_for(ssh_host)).ok
+    assert {p: p.read_bytes() for p in watched} == before
+    assert [p for p in absent if p.exists()] == []
+    assert sorted(str(p) for p in Path("/var/spool/postfix").rglob("*")) == spool
