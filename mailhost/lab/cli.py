@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mailhost.lab import ops
+from mailhost.lab import jirahost, ops
 from mailhost.lab.lab import DEFAULT_STATE, Lab, LabError
 
 lab_app = typer.Typer(no_args_is_help=True, help="A lab of real Postfix, OpenDKIM, Knot, sshd and a strict MX.")
@@ -127,6 +127,8 @@ def status(state: StateOpt = DEFAULT_STATE) -> None:
                                 capture_output=True, text=True, timeout=10).stdout.strip()
         records.add_row(name, rtype, answer if len(answer) < 90 else answer[:87] + "...")
     console.print(records)
+    log = jirahost.run(info, ["tail", "-n", "8", ops.MAILLOG]).stdout.strip()
+    console.print(f"last lines of the jira host's {ops.MAILLOG}:\n{log or '(empty)'}", markup=False, highlight=False)
 
 
 @lab_app.command()

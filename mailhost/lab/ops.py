@@ -25,6 +25,7 @@ from mailhost.lab.lab import RELAY_USER, REPO, Lab, LabError
 Progress = Callable[[str], None]
 DEFAULT_LIMIT = 2 * 1024 * 1024  # small, so attachments near the limit stay quick
 REROUTE_TO = f"qa@{zones.RECIPIENT_DOMAIN}"
+MAILLOG = "/var/log/mail.log"
 USERS = [f"{n}@{zones.RECIPIENT_DOMAIN}" for n in ("alice", "bob", "carol", "dave", "erin", "frank")]
 
 
@@ -56,6 +57,7 @@ def lab_values(lab: Lab, mode: str = "direct") -> tuple[dict[str, Any], dict[str
         "messageSizeLimit": DEFAULT_LIMIT,
         "dmarc": {"policy": "reject"},
         "drainSeconds": 20,
+        "maillogFile": MAILLOG,  # no syslog in the namespace; `lab status` shows its tail
         "verify": {"nameserver": lab.world.dns.v4, "authoritative": True, "waitSeconds": 30},
     }
     secrets = {"sshPrivateKey": Path(jira["client_key_path"]).read_text()}
@@ -71,16 +73,24 @@ def lab_values(lab: Lab, mode: str = "direct") -> tuple[dict[str, Any], dict[str
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge stack overrides (dicts merge, everything else replaces; None removes a key)."""
+    """Deep-merge stack overrides: dicts merge, lists of named items merge by name, other values replace,
+    None removes a key."""
     out = copy.deepcopy(base)
     for key, value in overrides.items():
         if value is None:
             out.pop(key, None)
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
+        elif _named_list(value) and _named_list(out.get(key)):  # hosts: merge by name
+            mine = {item["name"]: item for item in out[key]}
+            out[key] = [merge(mine.get(item["name"], {}), item) for item in value]
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _named_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(i, dict) and "name" in i for i in value)
 
 
 def overrides_from_file(path: Path) -> dict[str, Any]:

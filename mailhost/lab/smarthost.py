@@ -38,7 +38,7 @@ class Authenticator:
         if not isinstance(data, LoginPassword):
             return AuthResult(success=False, handled=False)
         ok = hmac.compare_digest(data.login, self.username) and hmac.compare_digest(data.password, self.password)
-        return AuthResult(success=ok, handled=False)
+        return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
 
 class Relay:

@@ -126,6 +126,8 @@ def test_smarthost_needs_tls_and_auth_then_relays(lab: Lab, dkim_key: bytes) -> 
         s.login(RELAY_USER, password)
         s.sendmail("jira@example.com", ["carol@example.net"], signed(dkim_key, "via smarthost", "carol@example.net"))
     (rec,) = records_for(lab, "via smarthost")
+    (entry,) = [e for e in receiver.read_records(lab.smarthost_log) if e["rcpt_to"] == ["carol@example.net"]]
+    assert entry["relayed"] is True and entry["user"] == RELAY_USER
     assert rec["ip"] == SMART and rec["helo"] == f"smtp.{zones.RECIPIENT_DOMAIN}"
     assert (rec["spf"], rec["dkim"], rec["dmarc"], rec["fcrdns"]) == ("pass", "pass", "pass", "pass")
     assert rec["tls"] is True

@@ -1,0 +1,193 @@
+"""The whole program, deployed into the lab: real sshd, Postfix, OpenDKIM, Knot and a strict MX.
+
+One lab is built for the module and reused; the tests run in file order and each
+leaves the lab in the state the next one starts from (as a user would drive it):
+direct burst → oversize → no-op up → IPv6 PTR removed → staging reroute → relay burst
+→ down refused while mail is queued → down after the queue drains → nothing left.
+Numbers measured along the way are printed (run with -s to see them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from mailhost.lab import jirahost, ops, zones
+from mailhost.lab.cli import lab_app
+from mailhost.lab.lab import REPO, Lab
+
+pytestmark = [pytest.mark.real, pytest.mark.lab]
+NO_V6_PTR = {"hosts": [{"name": "jira", "existing": {"ipv6Ptr": "none"}}]}
+STAGING = {"environment": "staging", "rerouteTo": ops.REROUTE_TO}
+cli = CliRunner()
+
+
+def note(what: str, **numbers: Any) -> None:
+    print(f"\nLAB {what}: {json.dumps(numbers)}")
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lab") / "state"
+
+
+@pytest.fixture(scope="module")
+def lab(state: Path) -> Iterator[Lab]:
+    the_lab = Lab(state)
+    try:
+        yield the_lab
+    finally:
+        the_lab.teardown()  # whatever happened above; the last test checks a clean `down` itself
+
+
+def invoke(*args: str) -> Any:
+    result = cli.invoke(lab_app, list(args))
+    print(result.output)
+    return result
+
+
+def passes(rec: dict[str, Any]) -> bool:
+    return (rec["spf"], rec["dkim"], rec["dmarc"], rec["fcrdns"], rec["helo_matches_ptr"], rec["tls"]) == (
+        "pass", "pass", "pass", "pass", True, True)
+
+
+def burst(lab: Lab, count: int, **kwargs: Any) -> tuple[ops.Burst, list[dict[str, Any]], float]:
+    sent = ops.send(lab, count, **kwargs)
+    recs, seconds = ops.wait_delivered(lab, sent, timeout=240)
+    return sent, recs, seconds
+
+
+def test_direct_up_delivers_a_200_message_burst(lab: Lab, state: Path) -> None:
+    started = time.monotonic()
+    result = invoke("up", "--mode", "direct", "--state", str(state), "--count", "200")
+    seconds = time.monotonic() - started
+    assert result.exit_code == 0
+    recs = ops.records(lab)
+    assert len(recs) == 200 and len({r["message_id"] for r in recs}) == 200
+    assert all(passes(r) for r in recs), [r for r in recs if not passes(r)][:3]
+    assert {r["helo"] for r in recs} == {f"jira.{zones.SENDER_DOMAIN}"}
+    families = {4: [r for r in recs if r["family"] == 4], 6: [r for r in recs if r["family"] == 6]}
+    assert families[4] and families[6], "both sending paths must be exercised while the IPv6 PTR exists"
+    assert {r["ip"] for r in families[6]} == {lab.host("jira").ipv6}
+    big = [r for r in recs if r["size"] > ops.DEFAULT_LIMIT * 0.8]
+    assert len(big) == 8 and all(r["size"] < ops.DEFAULT_LIMIT for r in big)
+    assert ops.queue(lab) == []
+    note("direct up+burst", messages=200, seconds_total=round(seconds, 1), ipv4=len(families[4]),
+         ipv6=len(families[6]), near_limit=len(big), verdicts=ops.verdict_table(recs))
+
+
+def test_oversize_is_refused_at_submission_and_nothing_else_is_lost(lab: Lab) -> None:
+    sent, recs, _ = burst(lab, 20, oversize=1)
+    assert len(sent.refused) == 1
+    refusal = sent.refused[0]
+    assert refusal["code"] == 552 and "size" in refusal["error"].lower(), refusal
+    assert sent.sent == 20 and len({r["message_id"] for r in recs}) == 20 and all(passes(r) for r in recs)
+    assert ops.queue(lab) == []
+
+
+def test_second_up_without_change_runs_no_remote_command(lab: Lab) -> None:
+    result = ops.up(lab, "direct")
+    assert result["remote_commands"] == []
+    assert set(result["counts"]) == {"same"}, result["counts"]
+
+
+def test_without_ipv6_ptr_the_host_stops_sending_over_ipv6(lab: Lab) -> None:
+    result = ops.up(lab, "direct", NO_V6_PTR)
+    assert result["remote_commands"] == ["jira-push"]  # a changed setting re-runs only the push
+    ptr = subprocess.run(["kdig", f"@{lab.world.dns.v4}", "-x", lab.host("jira").ipv6, "+short"],
+                         capture_output=True, text=True, timeout=10).stdout.strip()
+    assert ptr == ""
+    inet = jirahost.run(lab.info(), ["postconf", "-h", "inet_protocols"]).stdout.strip()
+    assert inet == "ipv4"
+    _, recs, _ = burst(lab, 40)
+    assert len({r["message_id"] for r in recs}) == 40
+    assert {r["family"] for r in recs} == {4} and all(passes(r) for r in recs)
+
+
+def test_staging_reroutes_every_recipient_to_one_address(lab: Lab) -> None:
+    result = ops.up(lab, "direct", {**NO_V6_PTR, **STAGING})
+    assert result["remote_commands"] == ["jira-push"]
+    recipients = [*ops.USERS, "someone@example.org", "boss@elsewhere.example"]
+    sent, recs, _ = burst(lab, 32, recipients=recipients)
+    assert sent.sent == 32 and len({r["message_id"] for r in recs}) == 32
+    assert {rcpt for r in recs for rcpt in r["rcpt_to"]} == {ops.REROUTE_TO}
+    assert all(passes(r) for r in recs) and ops.queue(lab) == []
+
+
+def test_relay_mode_delivers_a_200_message_burst_via_the_smarthost(lab: Lab) -> None:
+    deployed = ops.up(lab, "relay")
+    assert "jira-push" in deployed["remote_commands"]
+    relayed_before = len(ops.receiver.read_records(lab.smarthost_log))
+    sent, recs, seconds = burst(lab, 200)
+    assert sent.sent == 200 and not sent.refused
+    assert len(recs) == 200 and len({r["message_id"] for r in recs}) == 200
+    assert all(passes(r) for r in recs), [r for r in recs if not passes(r)][:3]
+    smart = lab.world.smarthost
+    assert {r["ip"] for r in recs} == {smart.v4} and {r["helo"] for r in recs} == {f"smtp.{zones.RECIPIENT_DOMAIN}"}
+    relayed = ops.receiver.read_records(lab.smarthost_log)[relayed_before:]
+    assert len(relayed) == 200 and all(e["relayed"] and e["user"] == "jira-lab" for e in relayed)
+    note("relay burst", messages=200, submit_seconds=sent.seconds, drain_seconds=round(seconds, 1),
+         verdicts=ops.verdict_table(recs))
+
+
+def test_down_refuses_while_mail_is_queued_then_drains(lab: Lab, state: Path) -> None:
+    lab.stop_smarthost()
+    sent = ops.send(lab, 10)
+    assert sent.sent == 10
+    deadline = time.monotonic() + 60
+    while len(ops.queue(lab)) < 10 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(ops.queue(lab)) == 10
+    refused = invoke("down", "--state", str(state))
+    assert refused.exit_code == 1 and "refused" in refused.output
+    assert lab.exists() and len(ops.queue(lab)) == 10  # nothing dropped, nothing removed
+    lab.start_smarthost()
+    ops.deploy(lab, action="down")  # the program's delete path: flush, drain, restore
+    recs, _ = ops.wait_delivered(lab, sent, timeout=30)
+    assert len({r["message_id"] for r in recs}) == 10  # count in = count out
+    assert not (state / "runner-state.json").exists() or json.loads((state / "runner-state.json").read_text()) == {}
+    note("down with queued mail", queued=10, delivered_after_restart=len(recs))
+
+
+def test_down_removes_everything(lab: Lab, state: Path) -> None:
+    info = lab.info()
+    knot_dir, jira_dir = info.knot_dir, info.jira["workdir"]
+    result = invoke("down", "--state", str(state))
+    assert result.exit_code == 0
+    assert lab.leftovers() == []
+    assert knot_dir and not Path(knot_dir).exists() and not Path(jira_dir).exists()
+    assert not list(Path("/tmp").glob("jm-jira-sshhost-*"))
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert "jmp-lab" not in mounts and str(state) not in mounts
+
+
+def test_down_after_a_crash_mid_deploy(tmp_path: Path) -> None:
+    """The `up` process dies (SIGKILL) while the push runs: `down` still removes everything."""
+    crashed = Lab(tmp_path / "crashed")
+    try:
+        crashed.build()
+        ops.write_stack(crashed)
+        proc = subprocess.Popen([sys.executable, "-m", "mailhost.lab.runner", "up", "--state", str(crashed.state_dir)],
+                                stdout=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if '"remote-command"' in line:
+                break
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        result = invoke("down", "--state", str(crashed.state_dir))
+        assert result.exit_code == 0
+        assert crashed.leftovers() == []
+    finally:
+        crashed.teardown()
