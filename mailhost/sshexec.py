@@ -115,7 +115,8 @@ def run(host: str, port: int, user: str, private_key: str, host_key: str, comman
             except subprocess.TimeoutExpired as expired:
                 out = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
                 err = expired.stderr.decode() if isinstance(expired.stderr, bytes) else (expired.stderr or "")
-                return Result(TIMEOUT_RC, out, err + f"\nmailhost: the remote command was killed after {timeout:.0f}s\n")
+                killed = f"\nmailhost: the remote command was killed after {timeout:.0f}s\n"
+                return Result(TIMEOUT_RC, out, err + killed)
             if proc.returncode == 255 and _HOST_KEY_ERRORS.search(proc.stderr):
                 raise HostKeyMismatch(
                     f"{user}@{host}:{port} presented a host key other than the pinned {key_type} key; "

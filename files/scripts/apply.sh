@@ -175,9 +175,9 @@ milter_check() { # socket spec from opendkim.conf: is the opendkim process itsel
 }
 
 HEALTH_PROBLEM=""
-health() { # services...: bounded wait until each really serves; a daemon that died fails fast
-  local i banner endpoint spec down last_ok=0
-  for i in $(seq 1 40); do
+health() { # services...: wait (bounded) until each really serves; a daemon that died fails fast
+  local banner endpoint spec down last_ok=0 start=$SECONDS
+  while [ $((SECONDS - start)) -lt 10 ]; do
     HEALTH_PROBLEM="" down=0
     case " $* " in *" opendkim "*)
       spec=$(conf_value /etc/opendkim.conf Socket)
@@ -197,11 +197,11 @@ health() { # services...: bounded wait until each really serves; a daemon that d
     esac
     if [ -z "$HEALTH_PROBLEM" ]; then
       # Pass twice, half a second apart: a daemon that forked and then failed to bind is caught.
-      [ "$i" -gt 1 ] && [ "${last_ok:-0}" = 1 ] && return 0
+      [ "$last_ok" = 1 ] && return 0
       last_ok=1; sleep 0.5; continue
     fi
     last_ok=0
-    [ "$down" = 1 ] && [ "$i" -ge 6 ] && return 1
+    [ "$down" = 1 ] && [ $((SECONDS - start)) -ge 2 ] && return 1
     sleep 0.25
   done
   return 1
@@ -286,7 +286,14 @@ for i in "${!P[@]}"; do
   live_matches "$i" || { unchanged=0; break; }
   if [ "${MAP[$i]}" = 1 ] && { [ ! -f "${P[$i]}.$SUFFIX" ] || [ "${P[$i]}.$SUFFIX" -ot "${P[$i]}" ]; }; then unchanged=0; break; fi
 done
-printf '%s\n' "${P[@]}" | sort >"$WORK/managed.new"
+managed_list() { # every path this bundle manages, lookup tables included
+  local i
+  for i in "${!P[@]}"; do
+    echo "${P[$i]}"
+    [ "${MAP[$i]}" = 1 ] && echo "${P[$i]}.$SUFFIX"
+  done | sort
+}
+managed_list >"$WORK/managed.new"
 [ -f "$STATE/managed" ] && cmp -s "$STATE/managed" "$WORK/managed.new" || unchanged=0
 
 salt() { [ -s "$STATE/salt" ] || head -c 32 /dev/urandom | base64 >"$STATE/salt"; cat "$STATE/salt"; }
@@ -310,7 +317,9 @@ staged() { # path -> where its staged copy is
   case $1 in /etc/postfix/*) printf '%s' "$STAGE/postfix/${1#/etc/postfix/}" ;; *) printf '%s' "$ROOT$1" ;; esac
 }
 put() { # src dest mode owner group
-  mkdir -p "$(dirname "$2")" && cp "$1" "$2.jm-new" && chown "$4:$5" "$2.jm-new" && chmod "$3" "$2.jm-new" && mv -f "$2.jm-new" "$2"
+  # Dated 2 s back: Postfix re-reads a config file modified this very second until it is older.
+  mkdir -p "$(dirname "$2")" && cp "$1" "$2.jm-new" && chown "$4:$5" "$2.jm-new" && chmod "$3" "$2.jm-new" &&
+    touch -d "@$((EPOCHSECONDS - 2))" "$2.jm-new" && mv -f "$2.jm-new" "$2"
 }
 for i in "${!P[@]}"; do
   put "$WORK/bundle/files${P[$i]}" "$(staged "${P[$i]}")" "${MODE[$i]}" "${OWN[$i]}" "${GRP[$i]}" || reject "cannot stage ${P[$i]}"
@@ -331,18 +340,6 @@ done
 errors() { # filter a tool's output: staging paths shown as the live ones, at most 20 lines
   sed -e "s#$STAGE/postfix#/etc/postfix#g" -e "s#$ROOT##g" | head -n 20 >&2
 }
-SUFFIX=$(dbsuffix "$(postconf -c "$STAGE/postfix" -h default_database_type 2>/dev/null)")
-COMPANIONS=()
-for i in "${!P[@]}"; do
-  [ "${MAP[$i]}" = 1 ] || continue
-  src=$(staged "${P[$i]}")
-  if ! postmap -c "$STAGE/postfix" "$src" >"$WORK/out" 2>&1; then
-    errors <"$WORK/out"; reject "postmap failed for ${P[$i]} (above)"
-  fi
-  chown "${OWN[$i]}:${GRP[$i]}" "$src.$SUFFIX" && chmod "${MODE[$i]}" "$src.$SUFFIX"
-  COMPANIONS+=("${P[$i]}.$SUFFIX")
-done
-
 # ---------- validate the stage; any warning is a failure ----------
 postconf -c "$STAGE/postfix" -n >/dev/null 2>"$WORK/out"
 if [ $? -ne 0 ] || [ -s "$WORK/out" ]; then errors <"$WORK/out"; reject "main.cf is not valid (postconf -n, above)"; fi
@@ -357,8 +354,28 @@ awk -v dir="$daemon_dir" '
   $6 !~ /^(-|[0-9]+\??)$/ || $7 !~ /^(-|[0-9]+)$/ { bad("wakeup/maxproc must be numbers or -") }
   { cmd = ($8 ~ /^\//) ? $8 : dir "/" $8; if (system("test -x \"" cmd "\"") != 0) bad("no such program " cmd) }
   END { exit status }' "$WORK/services" >"$WORK/out" 2>&1 || { errors <"$WORK/out"; reject "master.cf is not valid (above)"; }
+# Every Postfix tool loads main.cf the same way; this one says why on stderr (postfix check only logs).
+postmap -c "$STAGE/postfix" -q probe static:ok >/dev/null 2>"$WORK/out"
+if [ $? -ne 0 ] || [ -s "$WORK/out" ]; then errors <"$WORK/out"; reject "main.cf is not usable on this host (above)"; fi
+SUFFIX=$(dbsuffix "$(postconf -c "$STAGE/postfix" -h default_database_type 2>/dev/null)")
+COMPANIONS=()
+for i in "${!P[@]}"; do
+  [ "${MAP[$i]}" = 1 ] || continue
+  src=$(staged "${P[$i]}")
+  if ! postmap -c "$STAGE/postfix" "$src" >"$WORK/out" 2>&1; then
+    errors <"$WORK/out"; reject "postmap failed for ${P[$i]} (above)"
+  fi
+  chown "${OWN[$i]}:${GRP[$i]}" "$src.$SUFFIX" && chmod "${MODE[$i]}" "$src.$SUFFIX"
+  # Lookup tables are not byte-reproducible: keep the live one while its source is unchanged.
+  if live_matches "$i" && [ -f "${P[$i]}.$SUFFIX" ] && [ ! "${P[$i]}.$SUFFIX" -ot "${P[$i]}" ]; then continue; fi
+  COMPANIONS+=("${P[$i]}.$SUFFIX")
+done
+managed_list >"$WORK/managed.new"
+
 postfix -c "$STAGE/postfix" check >"$WORK/out" 2>&1
-if [ $? -ne 0 ] || grep -qiE 'warning|fatal|error' "$WORK/out"; then errors <"$WORK/out"; reject "postfix check failed (above)"; fi
+if [ $? -ne 0 ] || grep -qiE 'warning|fatal|error' "$WORK/out"; then
+  errors <"$WORK/out"; reject "postfix check failed (output above; details in the mail log)"
+fi
 if [ -f "$(staged /etc/opendkim.conf)" ]; then
   # opendkim -n opens the files it names: point it at the staged copies of managed files.
   check_conf=$WORK/opendkim.check.conf
@@ -397,7 +414,7 @@ fi
 
 old_inet="$(postconf -h inet_interfaces 2>/dev/null) $(postconf -h inet_protocols 2>/dev/null)"
 new_inet="$(postconf -c "$STAGE/postfix" -h inet_interfaces) $(postconf -c "$STAGE/postfix" -h inet_protocols)"
-old_odk_pidfile=$(odk_pidfile)
+old_odk_pidfile=$(odk_pidfile) old_odk_sig=$(odk_sig)
 PRE_RUNNING=$(running_services)
 
 BACKUP=$STATE/backup
@@ -453,19 +470,28 @@ if [ -z "$failure" ]; then
 fi
 
 # ---------- (re)start what the change touches; check it really serves ----------
-restart_services() { # mode: "changed" (only what the change needs) or "all" (after a restore)
-  local mode=$1 dkim=0 pf=0 p
+odk_sig() { # what a reload cannot change: socket, pid file, user
+  printf '%s|%s|%s' "$(conf_value /etc/opendkim.conf Socket)" "$(odk_pidfile)" "$(conf_value /etc/opendkim.conf UserID)"
+}
+
+restart_services() { # reload when enough (opendkim needs ~6 s to stop), restart when needed
+  local dkim=0 pf=0 p pid
   for p in ${CHANGED[@]+"${CHANGED[@]}"}; do
     case $p in /etc/opendkim*) dkim=1 ;; /etc/postfix/*) pf=1 ;; esac
   done
-  if manages opendkim && { [ "$mode" = all ] || [ $dkim = 1 ] || ! opendkim_running; }; then
-    opendkim_stop "$old_odk_pidfile" >/dev/null 2>&1
-    opendkim_start >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="opendkim did not start: $(head -c 400 "$WORK/out")"; return 1; }
+  if manages opendkim && { [ $dkim = 1 ] || ! opendkim_running "$old_odk_pidfile"; }; then
+    if opendkim_running "$old_odk_pidfile" && [ "$old_odk_sig" = "$(odk_sig)" ]; then
+      if have_systemd; then systemctl reload opendkim
+      else pid=$(tr -dc 0-9 <"$old_odk_pidfile") && kill -USR1 "$pid"; fi
+    else
+      opendkim_stop "$old_odk_pidfile" >/dev/null 2>&1
+      opendkim_start >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="opendkim did not start: $(head -c 400 "$WORK/out")"; return 1; }
+    fi
   fi
   if manages postfix; then
     if ! postfix_running; then
       postfix_do start >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="postfix did not start: $(grep -m3 -iE 'fatal|error' "$WORK/out")"; return 1; }
-    elif [ "$mode" = all ] || [ "$old_inet" != "$new_inet" ]; then
+    elif [ "$old_inet" != "$new_inet" ]; then
       postfix_do restart >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="postfix did not restart: $(grep -m3 -iE 'fatal|error' "$WORK/out")"; return 1; }
     elif [ $pf = 1 ]; then
       postfix_do reload >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="postfix reload failed: $(grep -m3 -iE 'fatal|error' "$WORK/out")"; return 1; }
@@ -477,7 +503,7 @@ restart_services() { # mode: "changed" (only what the change needs) or "all" (af
 SERVICE_PROBLEM=""
 if [ -z "$failure" ]; then
   manages opendkim && run_dir
-  if ! restart_services changed; then failure=$SERVICE_PROBLEM
+  if ! restart_services; then failure=$SERVICE_PROBLEM
   elif ! health $(for x in opendkim postfix; do manages $x && printf '%s ' $x; done); then failure=$HEALTH_PROBLEM
   fi
 fi
@@ -485,14 +511,15 @@ fi
 if [ -n "$failure" ]; then
   warn "ERROR: the new configuration failed on $(host_label): $failure"
   warn "restoring the previous configuration..."
-  # Stop what the failed config started (its own pid file), put the old files back, and bring
-  # back exactly the services that were running before the switch.
-  manages opendkim && opendkim_stop "$(odk_pidfile)" >/dev/null 2>&1
+  # Put the old files back, then bring back exactly the services that ran before the switch.
+  old_odk_pidfile=$(odk_pidfile) old_odk_sig=$(odk_sig) old_inet=$new_inet
   if restore_from "$BACKUP"; then
-    CHANGED=("${TARGETS[@]}") old_odk_pidfile=$(odk_pidfile) old_inet=restore SERVICE_PROBLEM="" HEALTH_PROBLEM=""
+    CHANGED=("${TARGETS[@]}") SERVICE_PROBLEM="" HEALTH_PROBLEM=""
+    new_inet="$(postconf -h inet_interfaces 2>/dev/null) $(postconf -h inet_protocols 2>/dev/null)"
     S_SERVICES=$PRE_RUNNING
+    manages opendkim || opendkim_stop "$old_odk_pidfile" >/dev/null 2>&1
     manages postfix || { postfix_running && postfix_do stop >/dev/null 2>&1; }
-    if [ -z "$PRE_RUNNING" ] || { restart_services all && health $PRE_RUNNING; }; then
+    if [ -z "$PRE_RUNNING" ] || { restart_services && health $PRE_RUNNING; }; then
       warn "the previous configuration is live again${PRE_RUNNING:+ (running:$PRE_RUNNING, answering)}; nothing else was changed."
       warn "fix the stack settings and run pulumi up again."
       exit 2

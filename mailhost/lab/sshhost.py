@@ -12,6 +12,7 @@ so stop() finds them all by network and mount namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -20,10 +21,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailhost.lab.netns import Host, LabError, kill_namespace_processes, sh
+from mailhost.lab.netns import Host, LabError, sh
 
 PRIVATE_ROOTS = ("/etc", "/var", "/run")
 SSHD = "/usr/sbin/sshd"
@@ -57,7 +59,8 @@ cp /etc/resolv.conf "$dir/resolv.conf" 2>/dev/null || : > "$dir/resolv.conf"
 for root in {roots}; do
   name=$(echo "$root" | tr / _)
   mkdir -p "$dir/overlay/$name/upper" "$dir/overlay/$name/work"
-  mount -t overlay "jmp-lab$name" -o "lowerdir=$root,upperdir=$dir/overlay/$name/upper,workdir=$dir/overlay/$name/work" "$root"
+  layers="lowerdir=$root,upperdir=$dir/overlay/$name/upper,workdir=$dir/overlay/$name/work"
+  mount -t overlay "jmp-lab$name" -o "$layers" "$root"
 done
 if [ -n "${{RESOLVER:-}}" ]; then printf 'nameserver %s\\n' "$RESOLVER" > "$dir/resolv.conf"; fi
 rm -f /etc/resolv.conf
@@ -118,9 +121,9 @@ class SshHost:
                 except subprocess.TimeoutExpired:
                     self.process.kill()
                     self.process.wait(timeout=5)
-            kill_namespace_processes(self.host.netns)
+            _kill_all(lambda: _netns_pids(self.host.netns))
             if self.mount_ns:
-                _kill_mount_namespace(self.mount_ns)
+                _kill_all(lambda: _mount_namespace_pids(self.mount_ns))
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -137,20 +140,22 @@ def _mount_namespace_pids(ns_id: str) -> list[int]:
     return pids
 
 
-def _kill_mount_namespace(ns_id: str) -> None:
-    """Processes that left the netns but still hold our mounts (none expected) go too."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = _mount_namespace_pids(ns_id)
+def _netns_pids(netns: str) -> list[int]:
+    return [int(p) for p in sh(["ip", "netns", "pids", netns], check=False).split()]
+
+
+def _kill_all(list_pids: Callable[[], list[int]], timeout: float = 5) -> None:
+    """SIGKILL at once: a lab host has nothing to save, and opendkim takes ~6 s to honour TERM."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = list_pids()
         if not pids:
             return
         for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and _mount_namespace_pids(ns_id):
-            time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    raise LabError(f"processes {list_pids()} survived SIGKILL for {timeout:.0f}s")
 
 
 def _keygen(path: Path, comment: str) -> str:
