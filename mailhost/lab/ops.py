@@ -281,6 +281,9 @@ def assess(values: dict[str, Any], burst: Burst, recs: list[dict[str, Any]], sec
         others = sorted({r[check] for r in recs} - {"pass"})
         rows.append(Row(label, f"pass {passed}/{n}" + (f" (also: {', '.join(others)})" if others else ""),
                         n > 0 and passed == n))
+    helo_spf = {v: count(lambda r, v=v: r["spf_helo"] == v) for v in sorted({r["spf_helo"] for r in recs})}  # type: ignore[misc]
+    rows.append(Row("SPF for the HELO name", ", ".join(f"{k} {v}" for k, v in helo_spf.items()) or "-",
+                    not set(helo_spf) & {"fail", "softfail", "permerror", "temperror"}))
     helo = count(lambda r: bool(r["helo_matches_ptr"]))
     helos = sorted({r["helo"] for r in recs})
     rows.append(Row("HELO = PTR name", f"{helo}/{n} ({', '.join(helos)})", n > 0 and helo == n))

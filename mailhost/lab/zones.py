@@ -56,6 +56,7 @@ class World:
                 f"@ MX 10 {mx}",
                 f"mx A {self.mx.v4}", f"mx AAAA {self.mx.v6}",
                 f"smtp A {self.smarthost.v4}", f"smtp AAAA {self.smarthost.v6}",
+                'smtp TXT "v=spf1 a -all"',  # SPF for the smarthost's HELO name
                 '@ TXT "v=spf1 -all"',
             ]),
             self.reverse4: _zone(self.reverse4, [

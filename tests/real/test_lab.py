@@ -41,8 +41,21 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("lab") / "state"
 
 
+TMP_MARKS = ("jm-",)  # the lab's own; Knot's and the jira host's dirs are checked by name below
+
+
+def tmp_entries() -> set[str]:
+    """What the lab could leave in /tmp under its prefix (other suites may run beside it on a dev box)."""
+    return {p.name for p in Path("/tmp").iterdir() if p.name.startswith(TMP_MARKS)}
+
+
 @pytest.fixture(scope="module")
-def lab(state: Path) -> Iterator[Lab]:
+def tmp_before() -> set[str]:
+    return tmp_entries()
+
+
+@pytest.fixture(scope="module")
+def lab(state: Path, tmp_before: set[str]) -> Iterator[Lab]:
     the_lab = Lab(state)
     try:
         yield the_lab
@@ -134,6 +147,7 @@ def test_relay_mode_delivers_a_200_message_burst_via_the_smarthost(lab: Lab) -> 
     assert all(passes(r) for r in recs), [r for r in recs if not passes(r)][:3]
     smart = lab.world.smarthost
     assert {r["ip"] for r in recs} == {smart.v4} and {r["helo"] for r in recs} == {f"smtp.{zones.RECIPIENT_DOMAIN}"}
+    assert {r["spf_helo"] for r in recs} == {"pass"}
     relayed = ops.receiver.read_records(lab.smarthost_log)[relayed_before:]
     assert len(relayed) == 200 and all(e["relayed"] and e["user"] == "jira-lab" for e in relayed)
     note("relay burst", messages=200, submit_seconds=sent.seconds, drain_seconds=round(seconds, 1),
@@ -159,7 +173,7 @@ def test_down_refuses_while_mail_is_queued_then_drains(lab: Lab, state: Path) ->
     note("down with queued mail", queued=10, delivered_after_restart=len(recs))
 
 
-def test_down_removes_everything(lab: Lab, state: Path) -> None:
+def test_down_removes_everything(lab: Lab, state: Path, tmp_before: set[str]) -> None:
     info = lab.info()
     knot_dir, jira_dir = info.knot_dir, info.jira["workdir"]
     result = invoke("down", "--state", str(state))
@@ -169,6 +183,7 @@ def test_down_removes_everything(lab: Lab, state: Path) -> None:
     assert not list(Path("/tmp").glob("jm-jira-sshhost-*"))
     mounts = Path("/proc/self/mountinfo").read_text()
     assert "jmp-lab" not in mounts and str(state) not in mounts
+    assert tmp_entries() - tmp_before == set()
 
 
 def test_down_after_a_crash_mid_deploy(tmp_path: Path) -> None:
