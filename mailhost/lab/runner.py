@@ -190,10 +190,8 @@ class Applier:
         self.note(f"{action}-start", typ, name)
         started = time.monotonic()
         rid, outputs, replaced = handler(name, inputs, old)
-        seq = old.seq if old is not None else self.state.next_seq()
-        with self.state.lock:
-            if old is None:
-                seq = self.state.next_seq()
+        with self.state.lock:  # creation order = dependency order: what depends on a resource waits for it
+            seq = old.seq if old is not None else self.state.next_seq()
             self.state.put(key, Entry(typ, name, inputs, outputs, rid, seq))
         self.note("replace" if replaced else action, typ, name, seconds=round(time.monotonic() - started, 2))
         return rid, outputs
