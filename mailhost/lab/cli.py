@@ -27,7 +27,7 @@ def _progress() -> tuple[Any, Any]:
     status = console.status("starting")
 
     def update(message: str) -> None:
-        console.log(message)
+        console.print(f"  {message}", highlight=False)
         status.update(message)
 
     return status, update
