@@ -198,7 +198,10 @@ def start_ssh_host(host: Host, resolver: str | None = None, port: int = 22) -> S
     try:
         host_pub = _keygen(workdir / "ssh_host_ed25519_key", f"lab-host-{host.name}")
         client_pub = _keygen(workdir / "client_key", "lab-client")
+        # sshd reads authorized_keys as the logging-in user: a public file under a traversable dir.
+        workdir.chmod(0o711)
         (workdir / "authorized_keys").write_text(client_pub + "\n")
+        (workdir / "authorized_keys").chmod(0o644)
         (workdir / "sshd_config").write_text(_SSHD_CONFIG.format(name=host.name, port=port, dir=workdir))
         script = _SETUP.format(roots=" ".join(PRIVATE_ROOTS), sshd=SSHD)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **({"RESOLVER": resolver} if resolver else {})}

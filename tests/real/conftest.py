@@ -8,13 +8,15 @@ host itself waits in the queue (that is what the drain test needs).
 from __future__ import annotations
 
 import ipaddress
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailhost.lab.netns import Host, Topology, destroy_prefix
+from mailhost.lab.netns import Host, Topology, destroy_prefix, leftovers
 from mailhost.lab.sshhost import SshHost, start_ssh_host
 
 JMP_PREFIX = "jmp"
@@ -33,6 +35,8 @@ def jmp_topology() -> Iterator[Topology]:
         yield topology
     finally:
         topology.destroy()
+    assert leftovers(JMP_PREFIX) == []
+    assert list(Path(tempfile.gettempdir()).glob(f"{JMP_PREFIX}-*-sshhost-*")) == []
 
 
 @pytest.fixture(scope="module")

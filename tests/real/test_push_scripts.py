@@ -7,12 +7,16 @@ strings of components/postfix.py, the bundle on stdin, the host key pinned.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
+import io
 import json
 import re
 import secrets
 import shlex
 import subprocess
+import tarfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -344,3 +348,75 @@ def test_relay_to_direct_retires_the_relay_password(ssh_host: SshHost, dkim_priv
     assert gone.stdout.strip() == "2"  # the machine's original had neither, so neither stays
     assert live(ssh_host, "relayhost") == ""
     assert_serving(ssh_host)
+
+
+def _payload_with(members: dict[str, bytes]) -> str:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(gzip.compress(raw.getvalue())).decode()
+
+
+def _corrupted(files: list[RenderedFile]) -> str:
+    members = bundle.unpack(bundle.pack(files))
+    members["files/etc/postfix/main.cf"] += b"# changed in transit\n"
+    return _payload_with(members)
+
+
+def _unsafe(files: list[RenderedFile]) -> str:
+    members = bundle.unpack(bundle.pack(files))
+    members["files/etc/postfix/../../root/.ssh/authorized_keys"] = b"x\n"
+    return _payload_with(members)
+
+
+BROKEN_PAYLOADS = {
+    "empty stdin": (lambda files: "", "no bundle on stdin"),
+    "not base64": (lambda files: "this is not a bundle\n", "not valid base64"),
+    "checksum mismatch": (_corrupted, "the checksum of /etc/postfix/main.cf does not match MANIFEST"),
+    "unsafe member name": (_unsafe, "unsafe name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_PAYLOADS))
+def test_broken_payload_changes_nothing(ssh_host: SshHost, dkim_private_key_pem: str, case: str) -> None:
+    make, message = BROKEN_PAYLOADS[case]
+    result = remote(ssh_host, apply_command(), make(files_for(ssh_host, dkim_private_key_pem)))
+    assert result.rc == 1, out(result)
+    assert message in result.stderr and "nothing was changed" in result.stderr
+    assert not ssh_host.upper("/etc/postfix/main.cf").exists()  # the private /etc/postfix was never written
+    assert remote(ssh_host, "postfix status").rc != 0
+
+
+def _add_user(host: SshHost, name: str, sudo: bool) -> None:
+    """A login user inside the host's private /etc only (no home on the machine)."""
+    setup = f"useradd -M -d /nonexistent -s /bin/bash {name} && usermod -p '*' {name}"
+    if sudo:
+        rule = f"/etc/sudoers.d/{name}"
+        setup += f" && echo '{name} ALL=(ALL) NOPASSWD: ALL' > {rule} && chmod 0440 {rule}"
+    assert remote(host, setup).ok
+
+
+def test_sudo_user_pushes_and_tears_down(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
+    _add_user(ssh_host, "admin", sudo=True)
+    admin = replace(ssh_host, user="admin")
+    assert remote(admin, "id -un").stdout.strip() == "admin"
+    result = remote(admin, apply_command(), bundle.pack(files_for(ssh_host, dkim_private_key_pem)))
+    assert result.rc == 0, out(result)
+    assert_serving(ssh_host)
+    owners = stats(ssh_host, ["/etc/postfix/main.cf", "/var/lib/jira-mailhost"])
+    assert owners["/etc/postfix/main.cf"].split()[-2:] == ["root", "root"]
+    done = remote(admin, teardown_command(settings_for(ssh_host)))
+    assert done.rc == 0, out(done)
+    assert remote(ssh_host, "test -e /var/lib/jira-mailhost").rc == 1
+
+
+def test_user_without_sudo_is_told_why(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
+    _add_user(ssh_host, "jira", sudo=False)
+    result = remote(replace(ssh_host, user="jira"), apply_command(),
+                    bundle.pack(files_for(ssh_host, dkim_private_key_pem)))
+    assert result.rc == 1
+    assert "user jira is not root and cannot run sudo without a password" in result.stderr
+    assert not ssh_host.upper("/var/lib/jira-mailhost").exists()
