@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
 packages=(postfix opendkim opendkim-tools openssh-server openssh-client knot knot-dnsutils swaks
-          iproute2 iputils-ping procps libsasl2-modules sasl2-bin ca-certificates python3 python3-venv sudo)
+          iproute2 iputils-ping procps libsasl2-modules sasl2-bin ca-certificates python3 python3-venv sudo
+          shellcheck)
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -37,7 +37,11 @@ export PATH LC_ALL=C
 
 say() { printf '%s: %s\n' "$NAME" "$*"; }
 warn() { printf '%s: %s\n' "$NAME" "$*" >&2; }
-reject() { warn "ERROR: $*"; warn "nothing was changed on $(host_label); the previous configuration is still live."; exit 1; }
+reject() {
+  warn "ERROR: $*"
+  warn "nothing was changed in the mail configuration of $(host_label); the previous configuration is still live."
+  exit 1
+}
 
 if [ "$(id -u)" -ne 0 ]; then
   if ! command -v sudo >/dev/null 2>&1 || ! sudo -n true 2>/dev/null; then
@@ -51,7 +55,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exec sudo -n -- bash "$0"
 fi
 
-S_PACKAGES="" S_SERVICES="postfix opendkim" S_FQDN="" S_STACK=""
+S_PACKAGES="" S_SERVICES="postfix opendkim" S_FQDN="" S_STACK="" S_PRODUCTION=0
 host_label() { printf '%s' "${S_FQDN:-$(hostname -f 2>/dev/null || hostname)}"; }
 
 read_settings() { # file: KEY=VALUE lines, parsed, never sourced
@@ -65,6 +69,7 @@ read_settings() { # file: KEY=VALUE lines, parsed, never sourced
       SERVICES) S_SERVICES=$value ;;
       HOST_FQDN) S_FQDN=$value ;;
       STACK) S_STACK=$value ;;
+      PRODUCTION) S_PRODUCTION=$value ;;
     esac
   done <"$1"
 }
@@ -79,7 +84,7 @@ conf_value() { # file key: last value of an opendkim.conf-style "Key value" line
   awk -v k="$2" 'tolower($1) == tolower(k) { v = $2 } END { if (v != "") print v }' "$1"
 }
 
-odk_pidfile() { local p; p=$(conf_value "${1:-/etc/opendkim.conf}" PidFile); printf '%s' "${p:-/run/opendkim/opendkim.pid}"; }
+odk_pidfile() { local p; p=$(conf_value /etc/opendkim.conf PidFile); printf '%s' "${p:-/run/opendkim/opendkim.pid}"; }
 
 pid_alive() { # pid [name]
   local pid=$1 state
@@ -135,9 +140,9 @@ postfix_do() { # start|stop|reload|restart
     # What Debian's unit runs first: copy resolv.conf, certificates etc. into the chroot.
     [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1
   fi
-  case $1 in
-    restart) postfix stop >/dev/null 2>&1; postfix start ;;
-    *) postfix "$1" ;;
+  case $1 in  # 9>&-: the daemons must not inherit our lock
+    restart) postfix stop >/dev/null 2>&1; postfix start 9>&- ;;
+    *) postfix "$1" 9>&- ;;
   esac
 }
 
@@ -146,17 +151,21 @@ smtp_probe() { # addr port: prints the first line the server sends
                      printf "QUIT\r\n" >&3' "$1" "$2" 2>/dev/null | tr -d '\r'
 }
 
-smtpd_endpoint() { # where Jira talks to Postfix: from the live inet_interfaces and master.cf
-  local ifaces addr port
+smtpd_endpoint() { # where Jira talks to Postfix: from the live inet_interfaces, inet_protocols, master.cf
+  local ifaces loopback=127.0.0.1 addr service port
   ifaces=$(postconf -h inet_interfaces 2>/dev/null)
+  [ "$(postconf -h inet_protocols 2>/dev/null)" = ipv6 ] && loopback=::1
   case " ${ifaces//,/ } " in
-    *" all "* | *" loopback-only "* | *" localhost "* | *" 127.0.0.1 "*) addr=127.0.0.1 ;;
+    *" all "* | *" loopback-only "* | *" localhost "* | *" 127.0.0.1 "* | *" [::1] "*) addr=$loopback ;;
     *) addr=${ifaces%%[ ,]*} addr=${addr#[} addr=${addr%]} ;;
   esac
-  port=$(postconf -M 2>/dev/null | awk '$2 == "inet" && $8 == "smtpd" { print $1; exit }')
-  port=${port##*:}
+  service=$(postconf -M 2>/dev/null | awk '$2 == "inet" && $8 == "smtpd" { print $1; exit }')
+  case $service in
+    *:*) port=${service##*:} addr=${service%:*} addr=${addr#[} addr=${addr%]} ;;
+    *) port=$service ;;
+  esac
   case $port in smtp | '') port=25 ;; submission) port=587 ;; esac
-  printf '%s %s' "${addr:-127.0.0.1}" "$port"
+  printf '%s %s' "${addr:-$loopback}" "$port"
 }
 
 milter_check() { # socket spec from opendkim.conf: is the opendkim process itself listening there?
@@ -250,6 +259,8 @@ done <"$WORK/bundle/MANIFEST"
 [ "$(find "$WORK/bundle/files" -type f | wc -l)" -eq "${#P[@]}" ] || reject "the bundle holds files that MANIFEST does not list"
 [ -f "$WORK/bundle/files$SETTINGS" ] || reject "the bundle has no $SETTINGS (PACKAGES, SERVICES, DRAIN_SECONDS)"
 read_settings "$WORK/bundle/files$SETTINGS"
+MANAGED=()
+for x in opendkim postfix; do manages $x && MANAGED+=("$x"); done
 
 # ---------- packages (a no-op when installed) ----------
 missing=()
@@ -303,7 +314,11 @@ if [ "$unchanged" = 1 ]; then
   started=""
   if manages opendkim && ! opendkim_running; then opendkim_start >/dev/null 2>&1; started+=" opendkim"; fi
   if manages postfix && ! postfix_running; then postfix_do start >/dev/null 2>&1; started+=" postfix"; fi
-  health $(for x in opendkim postfix; do manages $x && printf '%s ' $x; done) || { warn "ERROR: the configuration is unchanged but $HEALTH_PROBLEM on $(host_label)."; warn "see /var/log/mail.log (journalctl -u postfix -u opendkim on systemd hosts)"; exit 2; }
+  if ! health "${MANAGED[@]}"; then
+    warn "ERROR: the configuration is unchanged but $HEALTH_PROBLEM on $(host_label)."
+    warn "see /var/log/mail.log (journalctl -u postfix -u opendkim on systemd hosts)"
+    exit 2
+  fi
   say "unchanged: config $(config_id) already live on $(host_label)${started:+ (started$started)}"
   exit 0
 fi
@@ -504,7 +519,7 @@ SERVICE_PROBLEM=""
 if [ -z "$failure" ]; then
   manages opendkim && run_dir
   if ! restart_services; then failure=$SERVICE_PROBLEM
-  elif ! health $(for x in opendkim postfix; do manages $x && printf '%s ' $x; done); then failure=$HEALTH_PROBLEM
+  elif ! health "${MANAGED[@]}"; then failure=$HEALTH_PROBLEM
   fi
 fi
 
@@ -538,5 +553,5 @@ if [ "${#CHANGED[@]}" -eq 0 ]; then
 else
   say "applied config $(config_id) on $(host_label): ${#CHANGED[@]} file(s) changed: ${CHANGED[*]}"
 fi
-say "postfix and opendkim are running and answering (stack ${S_STACK:-?})."
+say "postfix and opendkim are running and answering (stack ${S_STACK:-?}$([ "$S_PRODUCTION" = 1 ] && echo ', production'))."
 exit 0

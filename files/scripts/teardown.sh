@@ -72,12 +72,12 @@ postfix_running() {
 }
 opendkim_stop() { # pidfile
   if have_systemd; then systemctl stop opendkim 2>/dev/null; return 0; fi
-  local pid i
+  local pid _
   [ -r "$1" ] || return 0
   pid=$(tr -dc 0-9 <"$1")
   if pid_alive "$pid"; then
     kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 1 100); do pid_alive "$pid" || break; sleep 0.1; done
+    for _ in $(seq 1 100); do pid_alive "$pid" || break; sleep 0.1; done
     pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
   fi
   rm -f "$1"

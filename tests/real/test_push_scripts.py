@@ -29,7 +29,7 @@ from mailhost import bundle, sshexec
 from mailhost.bundle import RenderedFile
 from mailhost.config import Settings, parse_settings
 from mailhost.lab.sshhost import SshHost
-from mailhost.render import HostSecrets, render_host
+from mailhost.render import SCRIPTS, HostSecrets, render_host
 
 pytestmark = [pytest.mark.real]
 
@@ -420,3 +420,18 @@ def test_user_without_sudo_is_told_why(ssh_host: SshHost, dkim_private_key_pem: 
     assert result.rc == 1
     assert "user jira is not root and cannot run sudo without a password" in result.stderr
     assert not ssh_host.upper("/var/lib/jira-mailhost").exists()
+
+
+def test_scripts_pass_shellcheck_and_fit_one_argument() -> None:
+    scripts = [str(Path(SCRIPTS) / name) for name in ("apply.sh", "teardown.sh")]
+    lint = subprocess.run(["shellcheck", "-s", "bash", "-S", "warning", *scripts], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    # sshd hands the command to the login shell as one argument: Linux caps one at 128 KiB.
+    assert len(apply_command()) < 128 * 1024 and len(teardown_command(settings_for_lint())) < 128 * 1024
+
+
+def settings_for_lint() -> Settings:
+    host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx9uXrkiAd4Wm2N3vSHTA+Xo3L1ohHeBBuXk3zCQLqt"
+    return parse_settings({"domain": "lab.example", "rerouteTo": "qa@lab.example", "delivery": RELAY,
+                           "hosts": [{"name": "jira", "existing": {"ipv4": "203.0.113.10", "hostKey": host_key}}]},
+                          {"sshPrivateKey", "relayPassword"})
