@@ -134,6 +134,7 @@ def status(state: StateOpt = DEFAULT_STATE) -> None:
 @lab_app.command()
 def down(
     force: Annotated[bool, typer.Option(help="remove the lab even if the program's delete path refuses")] = False,
+    unprotect: Annotated[bool, typer.Option(help="also delete protected (production) resources")] = False,
     state: StateOpt = DEFAULT_STATE,
 ) -> None:
     """Delete through the program (teardown drains the queue first), then remove the whole lab."""
@@ -141,11 +142,11 @@ def down(
     status, progress = _progress()
     try:
         with status:
-            ops.down(lab, progress, force=force)
+            ops.down(lab, progress, force=force, unprotect=unprotect)
     except ops.DeployError as error:
         console.print(f"[red]teardown refused:[/] {error}")
-        console.print("the lab is kept; fix the cause (e.g. let the queue drain) and run `mailhost lab down` again,"
-                      " or `--force` to drop it anyway")
+        console.print("the lab is kept; fix the cause (let the queue drain; --unprotect for a production stack)"
+                      " and run `mailhost lab down` again, or `--force` to drop it anyway")
         raise typer.Exit(1) from None
     left = lab.leftovers()
     if left:

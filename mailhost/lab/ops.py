@@ -43,7 +43,10 @@ def lab_values(lab: Lab, mode: str = "direct") -> tuple[dict[str, Any], dict[str
     jira = info.jira
     host = lab.host("jira")
     values: dict[str, Any] = {
-        "environment": "production",
+        # Not production: its resources are protected (like a real production stack, `down` would refuse).
+        # No reroute either, so the MX sees each recipient; tests switch to staging/production as needed.
+        "environment": "lab",
+        "rerouteOptOut": True,
         "domain": zones.SENDER_DOMAIN,
         "zoneId": zones.FORWARD_ID,
         "reverseZones": {"ipv4": zones.REVERSE4_ID, "ipv6": zones.REVERSE6_ID},
@@ -120,12 +123,14 @@ def current_values(lab: Lab) -> dict[str, Any]:
 
 
 def deploy(lab: Lab, progress: Progress = _quiet, action: str = "up", skip_unreachable: bool = False,
-           program: Path = REPO / "__main__.py") -> dict[str, Any]:
+           program: Path = REPO / "__main__.py", unprotect: bool = False) -> dict[str, Any]:
     """Run the program (or its deletes) through the runner in its own process; stream its events."""
     argv = [sys.executable, "-m", "mailhost.lab.runner", action, "--state", str(lab.state_dir),
             "--program", str(program)]
     if skip_unreachable:
         argv.append("--skip-unreachable")
+    if unprotect:
+        argv.append("--unprotect")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     assert proc.stdout is not None and proc.stderr is not None
     result: dict[str, Any] | None = None
@@ -236,14 +241,15 @@ def up(lab: Lab, mode: str = "direct", overrides: dict[str, Any] | None = None,
     return deploy(lab, progress)
 
 
-def down(lab: Lab, progress: Progress = _quiet, force: bool = False) -> dict[str, Any] | None:
+def down(lab: Lab, progress: Progress = _quiet, force: bool = False, unprotect: bool = False) -> dict[str, Any] | None:
     """The program's deletes (teardown drains the queue; a refusal stops here), then the whole lab."""
     result = None
     if (lab.state_dir / "runner-state.json").exists():
         reachable = lab.exists() and lab.info().jira.get("pid") is not None and _alive(lab.info().jira["pid"])
         progress("running the program's delete path")
         try:
-            result = deploy(lab, progress, action="down", skip_unreachable=force or not reachable)
+            result = deploy(lab, progress, action="down", skip_unreachable=force or not reachable,
+                            unprotect=unprotect or force)
         except DeployError:
             if not force:
                 raise

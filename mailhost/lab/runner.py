@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,23 @@ class Entry:
     outputs: dict[str, Any]
     id: str
     seq: int
+    urn: str = ""
+    deps: list[str] = field(default_factory=list)  # URNs this resource depends on
+    protect: bool = False
+    delete_before_replace: bool = False
+
+
+@dataclass
+class Options:
+    """Resource options the mocks API does not pass to new_resource (read from the register request)."""
+
+    urn: str = ""
+    deps: list[str] = field(default_factory=list)
+    protect: bool = False
+    delete_before_replace: bool = False
+
+
+_request = threading.local()  # the Options of the registration running on this worker thread
 
 
 class State:
@@ -180,19 +197,27 @@ class Applier:
         if not custom or typ.startswith("jira-mailhost:"):
             return f"{name}-component", {}
         inputs = unwrap(raw_inputs)
+        opts: Options = getattr(_request, "options", None) or Options()
         if old is not None and fingerprint(old.inputs) == fingerprint(inputs):
+            with self.state.lock:  # options change the state only, like `pulumi up` with only protect changed
+                self.state.put(key, Entry(typ, name, old.inputs, old.outputs, old.id, old.seq, opts.urn, opts.deps,
+                                          opts.protect, opts.delete_before_replace))
             self.note("same", typ, name)
             return old.id, old.outputs
         handler = self.handlers().get(typ)
         if handler is None:
             raise RunnerError(f"the lab cannot apply {typ} ({name}); it has no such thing")
         action = "create" if old is None else "update"
-        self.note(f"{action}-start", typ, name)
+        changed = [] if old is None else sorted(
+            k for k in {*inputs, *old.inputs} if fingerprint({k: inputs.get(k)}) != fingerprint({k: old.inputs.get(k)})
+        )
+        self.note(f"{action}-start", typ, name, changed=changed)  # names of changed inputs only, never values
         started = time.monotonic()
         rid, outputs, replaced = handler(name, inputs, old)
         with self.state.lock:  # creation order = dependency order: what depends on a resource waits for it
             seq = old.seq if old is not None else self.state.next_seq()
-            self.state.put(key, Entry(typ, name, inputs, outputs, rid, seq))
+            self.state.put(key, Entry(typ, name, inputs, outputs, rid, seq, opts.urn, opts.deps, opts.protect,
+                                      opts.delete_before_replace))
         self.note("replace" if replaced else action, typ, name, seconds=round(time.monotonic() - started, 2))
         return rid, outputs
 
@@ -263,11 +288,13 @@ class Applier:
             script, replaced = inputs.get("update"), False
         else:
             script, replaced = inputs.get("create"), True
+        old_delete = old.inputs.get("delete") if replaced and old is not None else None
+        if old_delete and old is not None and old.delete_before_replace:
+            self._ssh(name, old.inputs, old_delete, None)
         result = self._ssh(name, inputs, script, inputs.get("stdin"))
-        outputs = {"stdout": result[0], "stderr": result[1]}
-        if replaced and old is not None and old.inputs.get("delete"):
-            self._ssh(name, old.inputs, old.inputs["delete"], None)
-        return f"{name}-{fingerprint(inputs)[:12]}", outputs, replaced
+        if old_delete and old is not None and not old.delete_before_replace:
+            self._ssh(name, old.inputs, old_delete, None)
+        return f"{name}-{fingerprint(inputs)[:12]}", {"stdout": result[0], "stderr": result[1]}, replaced
 
     def _ssh(self, name: str, inputs: dict[str, Any], script: str | None, stdin: str | None) -> tuple[str, str]:
         from mailhost import sshexec
@@ -292,9 +319,12 @@ class Applier:
     def local(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
         replaced = old is not None and not inputs.get("update")
         script = inputs.get("update") if old is not None and inputs.get("update") else inputs.get("create")
+        old_delete = old.inputs.get("delete") if replaced and old is not None else None
+        if old_delete and old is not None and old.delete_before_replace:
+            self._local(name, old.inputs, old_delete)
         out, err = self._local(name, inputs, script)
-        if replaced and old is not None and old.inputs.get("delete"):
-            self._local(name, old.inputs, old.inputs["delete"])
+        if old_delete and old is not None and not old.delete_before_replace:
+            self._local(name, old.inputs, old_delete)
         return f"{name}-{fingerprint(inputs)[:12]}", {"stdout": out, "stderr": err}, replaced
 
     def _local(self, name: str, inputs: dict[str, Any], script: str | None) -> tuple[str, str]:
@@ -328,9 +358,20 @@ class Applier:
         self.state.drop(key)
         self.note("delete", entry.type, entry.name)
 
-    def delete_all(self, keys: list[str]) -> None:
-        for key in sorted(keys, key=lambda k: self.state.entries[k].seq, reverse=True):
+    def delete_all(self, keys: list[str], unprotect: bool = False) -> None:
+        """Delete dependents before what they depend on (ties: newest first); refuse protected ones first,
+        as `pulumi destroy` does, unless unprotect (the lab's `pulumi state unprotect`)."""
+        protected = [self.state.entries[k].name for k in keys if self.state.entries[k].protect]
+        if protected and not unprotect:
+            raise RunnerError(f"{', '.join(sorted(protected))}: protected (production stack), so the program "
+                              "refuses to delete them; unprotect first (`mailhost lab down --unprotect`)")
+        left = set(keys)
+        while left:
+            needed = {dep for k in left for dep in self.state.entries[k].deps}
+            free = [k for k in left if self.state.entries[k].urn not in needed] or list(left)
+            key = max(free, key=lambda k: self.state.entries[k].seq)
             self.delete(key, self.state.entries[key])
+            left.discard(key)
 
 
 def _unreachable(error: Exception) -> bool:
@@ -346,6 +387,7 @@ def _tail(text: str, lines: int = 25) -> str:
 def run_program(applier: Applier, config: dict[str, str], secret_keys: list[str], program: Path) -> None:
     import pulumi
     import pulumi.runtime
+    from pulumi.runtime.mocks import MockMonitor
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
@@ -366,7 +408,21 @@ def run_program(applier: Applier, config: dict[str, str], secret_keys: list[str]
                 raise RunnerError(f"no lab zone named {wanted!r}")
             raise RunnerError(f"the lab cannot answer {args.token}")
 
-    pulumi.runtime.set_mocks(LabMocks(), project=PROJECT, stack=STACK, preview=False)
+    class LabMonitor(MockMonitor):
+        def RegisterResource(self, request: Any) -> Any:
+            _request.options = Options(
+                urn=self.make_urn(request.parent, request.type, request.name),
+                deps=list(request.dependencies),
+                protect=bool(request.protect),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+            )
+            try:
+                return super().RegisterResource(request)
+            finally:
+                _request.options = None
+
+    mocks = LabMocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=STACK, preview=False, monitor=LabMonitor(mocks))
     pulumi.runtime.set_all_config(config, secret_keys)
     sys.path.insert(0, str(program.parent))
 
@@ -387,11 +443,11 @@ def up(lab: Lab, program: Path) -> dict[str, Any]:
     return summary(applier, started)
 
 
-def down(lab: Lab, skip_unreachable: bool) -> dict[str, Any]:
+def down(lab: Lab, skip_unreachable: bool, unprotect: bool = False) -> dict[str, Any]:
     state = State(lab.state_dir / "runner-state.json")
     applier = Applier(lab, state, skip_unreachable=skip_unreachable)
     started = time.monotonic()
-    applier.delete_all(list(state.entries))
+    applier.delete_all(list(state.entries), unprotect=unprotect)
     return summary(applier, started)
 
 
@@ -411,10 +467,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--program", type=Path, default=REPO / "__main__.py")
     parser.add_argument("--skip-unreachable", action="store_true",
                         help="down: forget resources whose host or DNS is gone (after a crash)")
+    parser.add_argument("--unprotect", action="store_true", help="down: delete protected resources too")
     args = parser.parse_args(argv)
     lab = Lab(args.state)
     try:
-        result = up(lab, args.program) if args.action == "up" else down(lab, args.skip_unreachable)
+        result = (up(lab, args.program) if args.action == "up"
+                  else down(lab, args.skip_unreachable, args.unprotect))
     except BaseException as error:  # the SDK re-raises whatever a resource raised
         message = str(error) or type(error).__name__
         if not isinstance(error, RunnerError | dnsupdate.DnsUpdateError):

@@ -28,7 +28,8 @@ from mailhost.lab.lab import REPO, Lab
 
 pytestmark = [pytest.mark.real, pytest.mark.lab]
 NO_V6_PTR = {"hosts": [{"name": "jira", "existing": {"ipv6Ptr": "none"}}]}
-STAGING = {"environment": "staging", "rerouteTo": ops.REROUTE_TO}
+STAGING = {"environment": "staging", "rerouteTo": ops.REROUTE_TO, "rerouteOptOut": None}
+PRODUCTION = {"environment": "production", "rerouteOptOut": None}
 cli = CliRunner()
 
 
@@ -112,6 +113,18 @@ def test_second_up_without_change_runs_no_remote_command(lab: Lab) -> None:
     result = ops.up(lab, "direct")
     assert result["remote_commands"] == []
     assert set(result["counts"]) == {"same"}, result["counts"]
+
+
+def test_production_resources_are_protected_from_down(lab: Lab) -> None:
+    ops.up(lab, "direct", PRODUCTION)
+    state = json.loads((lab.state_dir / "runner-state.json").read_text())
+    assert {e["name"] for e in state.values() if e["protect"]} >= {"jira-push", "jira-a", "spf"}
+    with pytest.raises(ops.DeployError, match="protected"):
+        ops.deploy(lab, action="down")
+    assert json.loads((lab.state_dir / "runner-state.json").read_text()).keys() == state.keys()  # nothing deleted
+    ops.up(lab, "direct")  # back to the lab stack: an up with protect off unprotects, as in Pulumi
+    state = json.loads((lab.state_dir / "runner-state.json").read_text())
+    assert not [e["name"] for e in state.values() if e["protect"]]
 
 
 def test_without_ipv6_ptr_the_host_stops_sending_over_ipv6(lab: Lab) -> None:
