@@ -49,7 +49,9 @@ def _burst(lab: Lab, count: int, size_kb: int, oversize: int, title: str) -> boo
     with console.status(f"sending {count} Jira notifications"):
         burst = ops.send(lab, count, size_kb=size_kb, oversize=oversize, recipients=recipients)
         recs, seconds = ops.wait_delivered(lab, burst)
-    rows = ops.assess(values, burst, recs, seconds, expect_refused=oversize)
+    relay = values.get("delivery", {}).get("mode") == "relay"
+    rows = ops.assess(values, burst, recs, seconds, expect_refused=oversize,
+                      relayed=ops.relayed(lab, burst.name) if relay else None)
     console.print(_table(title, rows))
     return all(row.ok for row in rows)
 

@@ -188,6 +188,11 @@ def records(lab: Lab, burst: str | None = None) -> list[dict[str, Any]]:
     return [r for r in found if burst is None or r.get("burst") == burst]
 
 
+def relayed(lab: Lab, burst: str) -> list[dict[str, Any]]:
+    """The smarthost's log entries of one burst (relay mode)."""
+    return [e for e in receiver.read_records(lab.smarthost_log) if e.get("burst") == burst]
+
+
 def wait_delivered(
     lab: Lab, burst: Burst, timeout: float = 180, settle: float = 1.0
 ) -> tuple[list[dict[str, Any]], float]:
@@ -271,7 +276,7 @@ class Row:
 
 
 def assess(values: dict[str, Any], burst: Burst, recs: list[dict[str, Any]], seconds: float,
-           expect_refused: int = 0) -> list[Row]:
+           expect_refused: int = 0, relayed: list[dict[str, Any]] | None = None) -> list[Row]:
     """The table `lab up` and `lab send` print: each line says what the MX saw and whether it is right."""
     n = len(recs)
     unique = len({r["message_id"] for r in recs})
@@ -296,6 +301,11 @@ def assess(values: dict[str, Any], burst: Burst, recs: list[dict[str, Any]], sec
     tls = count(lambda r: bool(r["tls"]))
     versions = sorted({str(r.get("tls_version")) for r in recs if r["tls"]})
     rows.append(Row("TLS to the MX", f"{tls}/{n} ({', '.join(versions)})", n > 0 and tls == n))
+    if relayed is not None:  # relay mode: what the smarthost saw of the jira host's sessions
+        auth = sum(1 for e in relayed if e.get("tls") and e.get("user"))
+        rows.append(Row("host → smarthost", f"{auth}/{len(relayed)} over STARTTLS with SASL AUTH as "
+                        f"{', '.join(sorted({str(e.get('user')) for e in relayed}))}",
+                        auth == len(relayed) == burst.sent))
     v4, v6 = count(lambda r: r["family"] == 4), count(lambda r: r["family"] == 6)
     ips = sorted({r["ip"] for r in recs})
     rows.append(Row("connections from", f"IPv4 {v4}, IPv6 {v6} ({', '.join(ips)})", True))

@@ -16,6 +16,7 @@ import json
 import smtplib
 import ssl
 import time
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,11 @@ class Relay:
         content = envelope.original_content or b""
         loop = asyncio.get_running_loop()
         user = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
+        headers = BytesHeaderParser().parsebytes(content)
         entry: dict[str, Any] = {"time": time.time(), "mail_from": envelope.mail_from,
-                                 "rcpt_to": list(envelope.rcpt_tos), "size": len(content), "user": user}
+                                 "rcpt_to": list(envelope.rcpt_tos), "size": len(content), "user": user,
+                                 "tls": session.ssl is not None, "message_id": str(headers.get("Message-ID", "")),
+                                 "burst": str(headers.get("X-Lab-Burst", ""))}
         try:
             await loop.run_in_executor(None, self.deliver, envelope.mail_from or "", list(envelope.rcpt_tos), content)
         except (OSError, smtplib.SMTPException, dns.exception.DNSException) as error:

@@ -162,7 +162,9 @@ def test_relay_mode_delivers_a_200_message_burst_via_the_smarthost(lab: Lab) -> 
     assert {r["ip"] for r in recs} == {smart.v4} and {r["helo"] for r in recs} == {f"smtp.{zones.RECIPIENT_DOMAIN}"}
     assert {r["spf_helo"] for r in recs} == {"pass"}
     relayed = ops.receiver.read_records(lab.smarthost_log)[relayed_before:]
-    assert len(relayed) == 200 and all(e["relayed"] and e["user"] == "jira-lab" for e in relayed)
+    assert len(relayed) == 200 and all(e["relayed"] and e["user"] == "jira-lab" and e["tls"] for e in relayed)
+    rows = ops.assess(ops.current_values(lab), sent, recs, seconds, relayed=ops.relayed(lab, sent.name))
+    assert all(row.ok for row in rows), rows
     note("relay burst", messages=200, submit_seconds=sent.seconds, drain_seconds=round(seconds, 1),
          verdicts=ops.verdict_table(recs))
 
