@@ -86,6 +86,10 @@ conf_value() { # file key: last value of an opendkim.conf-style "Key value" line
 
 odk_pidfile() { local p; p=$(conf_value /etc/opendkim.conf PidFile); printf '%s' "${p:-/run/opendkim/opendkim.pid}"; }
 
+odk_sig() { # what a reload cannot change: socket, pid file, user
+  printf '%s|%s|%s' "$(conf_value /etc/opendkim.conf Socket)" "$(odk_pidfile)" "$(conf_value /etc/opendkim.conf UserID)"
+}
+
 pid_alive() { # pid [name]
   local pid=$1 state
   [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
@@ -95,7 +99,7 @@ pid_alive() { # pid [name]
 }
 
 postfix_running() {
-  if have_systemd; then systemctl is-active --quiet postfix; else postfix status >/dev/null 2>&1; fi
+  postfix status >/dev/null 2>&1  # the master itself: Debian's postfix.service stays "active" without it
 }
 
 opendkim_running() { # [pidfile]
@@ -132,11 +136,15 @@ opendkim_start() {
 
 postfix_do() { # start|stop|reload|restart
   if have_systemd; then
-    [ "$1" = start ] || [ "$1" = restart ] && systemctl enable --quiet postfix 2>/dev/null
-    systemctl "$1" postfix
+    # Debian: postfix.service is a wrapper; the master runs in postfix@-.service.
+    case $1 in
+      start) systemctl enable --quiet postfix 2>/dev/null; systemctl start postfix postfix@- ;;
+      stop) systemctl stop postfix postfix@- ;;
+      *) systemctl "$1" postfix@- && systemctl start postfix ;;
+    esac
     return
   fi
-  if [ "$1" = start ] || [ "$1" = restart ] || [ "$1" = reload ]; then
+  if [ "$1" != stop ]; then
     # What Debian's unit runs first: copy resolv.conf, certificates etc. into the chroot.
     [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1
   fi
@@ -306,6 +314,9 @@ managed_list() { # every path this bundle manages, lookup tables included
 }
 managed_list >"$WORK/managed.new"
 [ -f "$STATE/managed" ] && cmp -s "$STATE/managed" "$WORK/managed.new" || unchanged=0
+# Files in place but never confirmed live (an earlier run was cut off): not "unchanged".
+sha256sum <"$WORK/bundle/MANIFEST" >"$WORK/applied"
+cmp -s "$WORK/applied" "$STATE/applied" 2>/dev/null || unchanged=0
 
 salt() { [ -s "$STATE/salt" ] || head -c 32 /dev/urandom | base64 >"$STATE/salt"; cat "$STATE/salt"; }
 config_id() { { salt; cat "$WORK/bundle/MANIFEST"; } | sha256sum | cut -c1-12; }
@@ -485,15 +496,12 @@ if [ -z "$failure" ]; then
 fi
 
 # ---------- (re)start what the change touches; check it really serves ----------
-odk_sig() { # what a reload cannot change: socket, pid file, user
-  printf '%s|%s|%s' "$(conf_value /etc/opendkim.conf Socket)" "$(odk_pidfile)" "$(conf_value /etc/opendkim.conf UserID)"
-}
-
 restart_services() { # reload when enough (opendkim needs ~6 s to stop), restart when needed
   local dkim=0 pf=0 p pid
   for p in ${CHANGED[@]+"${CHANGED[@]}"}; do
     case $p in /etc/opendkim*) dkim=1 ;; /etc/postfix/*) pf=1 ;; esac
   done
+  [ "${#CHANGED[@]}" -gt 0 ] || dkim=1 pf=1  # files already in place: make sure the daemons read them
   if manages opendkim && { [ $dkim = 1 ] || ! opendkim_running "$old_odk_pidfile"; }; then
     if opendkim_running "$old_odk_pidfile" && [ "$old_odk_sig" = "$(odk_sig)" ]; then
       if have_systemd; then systemctl reload opendkim
@@ -548,8 +556,9 @@ if [ -n "$failure" ]; then
 fi
 
 mv -f "$WORK/managed.new" "$STATE/managed"
+mv -f "$WORK/applied" "$STATE/applied"
 if [ "${#CHANGED[@]}" -eq 0 ]; then
-  say "unchanged: config $(config_id) already live on $(host_label)"
+  say "config $(config_id) was already on disk on $(host_label); postfix and opendkim reloaded it"
 else
   say "applied config $(config_id) on $(host_label): ${#CHANGED[@]} file(s) changed: ${CHANGED[*]}"
 fi

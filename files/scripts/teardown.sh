@@ -68,7 +68,7 @@ pid_alive() {
 postfix_installed() { command -v postqueue >/dev/null 2>&1 && command -v postfix >/dev/null 2>&1; }
 postfix_running() {
   postfix_installed || return 1
-  if have_systemd; then systemctl is-active --quiet postfix; else postfix status >/dev/null 2>&1; fi
+  postfix status >/dev/null 2>&1  # the master itself: Debian's postfix.service stays "active" without it
 }
 opendkim_stop() { # pidfile
   if have_systemd; then systemctl stop opendkim 2>/dev/null; return 0; fi
@@ -88,14 +88,21 @@ opendkim_start() {
   dir=$(dirname "$(odk_pidfile)") user=$(conf_value /etc/opendkim.conf UserID)
   user=${user:-opendkim} user=${user%%:*}
   install -d -m 0750 -o "$user" -g "$(id -gn "$user" 2>/dev/null || echo root)" "$dir"
-  opendkim -x /etc/opendkim.conf -P "$(odk_pidfile)"
+  opendkim -x /etc/opendkim.conf -P "$(odk_pidfile)" 9>&-
 }
 postfix_do() { # start|stop|restart
-  if have_systemd; then systemctl "$1" postfix; return; fi
+  if have_systemd; then
+    # Debian: postfix.service is a wrapper; the master runs in postfix@-.service.
+    case $1 in
+      stop) systemctl stop postfix postfix@- ;;
+      *) systemctl "$1" postfix@- && systemctl start postfix ;;
+    esac
+    return
+  fi
   [ "$1" = stop ] || { [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1; }
-  case $1 in
-    restart) postfix stop >/dev/null 2>&1; postfix start ;;
-    *) postfix "$1" ;;
+  case $1 in  # 9>&-: the daemons must not inherit our lock
+    restart) postfix stop >/dev/null 2>&1; postfix start 9>&- ;;
+    *) postfix "$1" 9>&- ;;
   esac
 }
 

@@ -7,8 +7,11 @@ host itself waits in the queue (that is what the drain test needs).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,17 +29,37 @@ JMP_HOST_INDEX = 10
 JMP_DEAD_RESOLVER = "203.0.113.250"  # nothing listens there
 
 
+@contextlib.contextmanager
+def _exclusive(name: str, timeout: float = 900) -> Iterator[None]:
+    """Two runs of this suite at once (a developer and CI) would tear down each other's namespaces."""
+    with open(Path(tempfile.gettempdir()) / f"jira-mailhost-{name}.lock", "w") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another run of the {name} lab tests held the lock for {timeout:.0f}s")
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="module")
 def jmp_topology() -> Iterator[Topology]:
-    destroy_prefix(JMP_PREFIX)  # a crashed earlier run
-    topology = Topology(JMP_PREFIX, JMP_NET4, JMP_NET6)
-    try:
-        topology.up()
-        yield topology
-    finally:
-        topology.destroy()
-    assert leftovers(JMP_PREFIX) == []
-    assert list(Path(tempfile.gettempdir()).glob(f"{JMP_PREFIX}-*-sshhost-*")) == []
+    with _exclusive(JMP_PREFIX):
+        destroy_prefix(JMP_PREFIX)  # a crashed earlier run
+        topology = Topology(JMP_PREFIX, JMP_NET4, JMP_NET6)
+        try:
+            topology.up()
+            yield topology
+        finally:
+            topology.destroy()
+        assert leftovers(JMP_PREFIX) == []
+        assert list(Path(tempfile.gettempdir()).glob(f"{JMP_PREFIX}-*-sshhost-*")) == []
 
 
 @pytest.fixture(scope="module")

@@ -155,6 +155,14 @@ def test_same_bundle_again_changes_nothing(ssh_host: SshHost, dkim_private_key_p
     assert stats(ssh_host, paths) == before
     assert master_pid(ssh_host) == pid_before
     assert_serving(ssh_host)
+    # A run cut off after the switch left the files but never confirmed them live: reload, touch nothing.
+    assert remote(ssh_host, "rm /var/lib/jira-mailhost/applied").ok
+    resumed = push(ssh_host, files)
+    assert resumed.rc == 0, out(resumed)
+    assert "was already on disk" in resumed.stdout and "reloaded" in resumed.stdout
+    assert stats(ssh_host, paths) == before
+    assert master_pid(ssh_host) == pid_before
+    assert push(ssh_host, files).stdout.startswith("jira-mailhost: unchanged")
 
 
 def test_changed_value_is_live_and_the_rest_untouched(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
