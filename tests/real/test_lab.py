@@ -9,6 +9,7 @@ Numbers measured along the way are printed (run with -s to see them).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mailhost.lab import jirahost, ops, zones
+from mailhost.lab import dnsupdate, jirahost, ops, zones
 from mailhost.lab.cli import lab_app
 from mailhost.lab.lab import REPO, Lab
 
@@ -55,8 +56,19 @@ def tmp_before() -> set[str]:
     return tmp_entries()
 
 
+def machine_mail_files() -> dict[str, str]:
+    """The machine's own Postfix/OpenDKIM files: the lab must never change them (the jira host has copies)."""
+    paths = [*Path("/etc/postfix").rglob("*"), Path("/etc/opendkim.conf"), Path("/etc/default/opendkim")]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()}
+
+
 @pytest.fixture(scope="module")
-def lab(state: Path, tmp_before: set[str]) -> Iterator[Lab]:
+def machine_before() -> dict[str, str]:
+    return machine_mail_files()
+
+
+@pytest.fixture(scope="module")
+def lab(state: Path, tmp_before: set[str], machine_before: dict[str, str]) -> Iterator[Lab]:
     the_lab = Lab(state)
     try:
         yield the_lab
@@ -127,6 +139,17 @@ def test_production_resources_are_protected_from_down(lab: Lab) -> None:
     assert not [e["name"] for e in state.values() if e["protect"]]
 
 
+def test_dns_drift_fails_the_up_with_the_verify_report(lab: Lab) -> None:
+    """Someone deletes the SPF record behind Pulumi's back: the records look unchanged to the program,
+    but the post-deploy verification (re-run because its settings changed) fails the up and says why."""
+    dnsupdate.delete(lab.world.dns.v4, zones.SENDER_DOMAIN, zones.SENDER_DOMAIN, "TXT")
+    with pytest.raises(ops.DeployError) as failed:
+        ops.up(lab, "direct", {"verify": {"waitSeconds": 1}})
+    message = str(failed.value)
+    assert "verify-dns" in message and "spf" in message.lower(), message
+    print(message)
+
+
 def test_without_ipv6_ptr_the_host_stops_sending_over_ipv6(lab: Lab) -> None:
     result = ops.up(lab, "direct", NO_V6_PTR)
     assert result["remote_commands"] == ["jira-push"]  # a changed setting re-runs only the push
@@ -188,7 +211,8 @@ def test_down_refuses_while_mail_is_queued_then_drains(lab: Lab, state: Path) ->
     note("down with queued mail", queued=10, delivered_after_restart=len(recs))
 
 
-def test_down_removes_everything(lab: Lab, state: Path, tmp_before: set[str]) -> None:
+def test_down_removes_everything(lab: Lab, state: Path, tmp_before: set[str],
+                                 machine_before: dict[str, str]) -> None:
     info = lab.info()
     knot_dir, jira_dir = info.knot_dir, info.jira["workdir"]
     result = invoke("down", "--state", str(state))
@@ -199,6 +223,7 @@ def test_down_removes_everything(lab: Lab, state: Path, tmp_before: set[str]) ->
     mounts = Path("/proc/self/mountinfo").read_text()
     assert "jmp-lab" not in mounts and str(state) not in mounts
     assert tmp_entries() - tmp_before == set()
+    assert machine_mail_files() == machine_before
 
 
 def test_down_after_a_crash_mid_deploy(tmp_path: Path) -> None:
