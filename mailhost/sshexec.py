@@ -3,9 +3,11 @@
 The lab runner executes the program's remote commands with this instead of a Pulumi
 provider.  It uses the OpenSSH client so host-key pinning is OpenSSH's own: a private
 known_hosts holding exactly the pinned key and StrictHostKeyChecking=yes, so a host
-presenting any other key is refused before the command runs.  The private key only ever
-lives in a 0600 temp file that is removed afterwards; it is never on a command line and
-never in a Result or an exception.
+presenting any other key is refused before the command runs.  The private key never
+touches a disk: it lives in a 0600 memfd of this process that ssh opens through
+/proc/<pid>/fd, closed when the call returns (and gone with the process if it is killed,
+where a temp file would have stayed behind).  It is never on a command line and never
+in a Result or an exception.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,19 @@ def _key_type(host_key: str) -> str:
     return parts[0]
 
 
+def _memfile(name: str, content: str) -> int:
+    """An anonymous in-memory 0600 file (close-on-exec); ssh reads it by path, see _fd_path."""
+    fd = os.memfd_create(name)
+    os.fchmod(fd, 0o600)
+    os.write(fd, content.encode())
+    return fd
+
+
+def _fd_path(fd: int) -> Path:
+    # Not /dev/fd/N: ssh closes inherited descriptors at start, so it opens ours via /proc.
+    return Path(f"/proc/{os.getpid()}/fd/{fd}")
+
+
 def ssh_argv(host: str, port: int, user: str, key_file: Path, known_hosts: Path, key_type: str,
              connect_timeout: int = 10) -> list[str]:
     """The ssh client invocation; no user or system ssh_config is read (-F /dev/null)."""
@@ -96,15 +110,10 @@ def run(host: str, port: int, user: str, private_key: str, host_key: str, comman
         raise FileNotFoundError("the OpenSSH client (ssh) is not installed; apt-get install openssh-client")
     key_type = _key_type(host_key)
     pinned = " ".join(host_key.split()[:2])
-    workdir = Path(tempfile.mkdtemp(prefix="mailhost-ssh-"))  # 0700
+    key_fd = _memfile("mailhost-ssh-key", private_key if private_key.endswith("\n") else private_key + "\n")
+    known_fd = _memfile("mailhost-known-hosts", f"{HOST_ALIAS} {pinned}\n")
     try:
-        key_file = workdir / "id"
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(private_key if private_key.endswith("\n") else private_key + "\n")
-        known_hosts = workdir / "known_hosts"
-        known_hosts.write_text(f"{HOST_ALIAS} {pinned}\n")
-        argv = [*ssh_argv(host, port, user, key_file, known_hosts, key_type), "--", command]
+        argv = [*ssh_argv(host, port, user, _fd_path(key_fd), _fd_path(known_fd), key_type), "--", command]
         pause = DIAL_PAUSE
         deadline = time.monotonic() + timeout
         for attempt in range(1, max(attempts, 1) + 1):
@@ -129,4 +138,5 @@ def run(host: str, port: int, user: str, private_key: str, host_key: str, comman
             pause = min(pause * 2, MAX_PAUSE)
         raise AssertionError("unreachable")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        os.close(key_fd)
+        os.close(known_fd)

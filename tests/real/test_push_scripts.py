@@ -17,6 +17,7 @@ import secrets
 import shlex
 import subprocess
 import tarfile
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -287,7 +288,13 @@ def test_teardown_keeps_queued_mail_then_restores_the_original(ssh_host: SshHost
     assert live(ssh_host, "myhostname") == FQDN  # nothing was changed
     assert_serving(ssh_host)
 
-    assert remote(ssh_host, "postsuper -d ALL").ok  # the admin decides to drop it
+    # With postfix stopped nothing can drain: still refused, and told why.
+    assert remote(ssh_host, "postfix stop").ok
+    stopped = teardown(ssh_host, settings)
+    assert stopped.rc == 1, out(stopped)
+    assert "1 messages still queued" in stopped.stderr and "postfix is not running" in stopped.stderr
+
+    assert remote(ssh_host, "postfix start && postsuper -d ALL").ok  # the admin decides to drop it
     done = timed("teardown", lambda: teardown(ssh_host, settings))
     assert done.rc == 0, out(done)
     assert "the original mail configuration is back" in done.stdout
@@ -324,6 +331,7 @@ def test_secrets_stay_private(ssh_host: SshHost, dkim_private_key_pem: str) -> N
 
 
 def test_pinned_key_mismatch_runs_nothing(ssh_host: SshHost) -> None:
+    temp_before = set(Path(tempfile.gettempdir()).iterdir())
     other = ssh_host.workdir / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     wrong = " ".join(Path(f"{other}.pub").read_text().split()[:2])
@@ -332,6 +340,16 @@ def test_pinned_key_mismatch_runs_nothing(ssh_host: SshHost) -> None:
                     "touch /var/lib/mismatch-ran", timeout=30)
     assert not ssh_host.upper("/var/lib/mismatch-ran").exists()
     assert remote(ssh_host, "echo reached").stdout.strip() == "reached"
+    # The client key never touched the disk (memfd), so nothing new can be left in /tmp.
+    assert {p for p in set(Path(tempfile.gettempdir()).iterdir()) - temp_before if "ssh" in p.name} == set()
+
+
+def test_dial_retries_are_bounded(ssh_host: SshHost) -> None:
+    started = time.monotonic()
+    result = sshexec.run(ssh_host.address, 2222, "root", ssh_host.private_key, ssh_host.host_key, "true",
+                         timeout=30, attempts=3)
+    assert result.rc == 255 and "Connection refused" in result.stderr
+    assert 1.4 < time.monotonic() - started < 10  # two pauses (0.5 s, 1 s), then it gives up
 
 
 def test_machine_files_untouched(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
