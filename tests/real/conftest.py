@@ -31,8 +31,11 @@ JMP_DEAD_RESOLVER = "203.0.113.250"  # nothing listens there
 
 @contextlib.contextmanager
 def _exclusive(name: str, timeout: float = 900) -> Iterator[None]:
-    """Two runs of this suite at once (a developer and CI) would tear down each other's namespaces."""
-    with open(Path(tempfile.gettempdir()) / f"jira-mailhost-{name}.lock", "w") as handle:
+    """Two runs of this suite at once (a developer and CI) would tear down each other's namespaces.
+
+    The lock is taken on this file itself, so no lock file is created or left behind.
+    """
+    with open(__file__) as handle:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -65,6 +68,16 @@ def jmp_topology() -> Iterator[Topology]:
 @pytest.fixture(scope="module")
 def jmp_netns_host(jmp_topology: Topology) -> Host:
     return jmp_topology.add("mx", JMP_HOST_INDEX, resolver=JMP_DEAD_RESOLVER)
+
+
+@pytest.fixture(scope="module")
+def ssh_host_shared(jmp_topology: Topology) -> Iterator[SshHost]:
+    """A second host for tests that leave it as they found it (rejected pushes), to save a push each."""
+    host = start_ssh_host(jmp_topology.add("mx2", JMP_HOST_INDEX + 1, resolver=JMP_DEAD_RESOLVER))
+    try:
+        yield host
+    finally:
+        host.stop()
 
 
 @pytest.fixture
