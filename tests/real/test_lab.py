@@ -121,6 +121,14 @@ def test_oversize_is_refused_at_submission_and_nothing_else_is_lost(lab: Lab) ->
     assert ops.queue(lab) == []
 
 
+def test_status_shows_hosts_queue_and_records(lab: Lab, state: Path) -> None:
+    result = invoke("status", "--state", str(state))
+    assert result.exit_code == 0
+    for expected in ("jm-jira", lab.host("jira").ipv6, "mail queue: 0", "_dmarc.example.com", "jira.example.com.",
+                     "v=spf1 ip4:198.51.100.10", "postfix/smtp"):
+        assert expected in result.output, expected
+
+
 def test_second_up_without_change_runs_no_remote_command(lab: Lab) -> None:
     result = ops.up(lab, "direct")
     assert result["remote_commands"] == []
@@ -171,6 +179,8 @@ def test_staging_reroutes_every_recipient_to_one_address(lab: Lab) -> None:
     assert sent.sent == 32 and len({r["message_id"] for r in recs}) == 32
     assert {rcpt for r in recs for rcpt in r["rcpt_to"]} == {ops.REROUTE_TO}
     assert all(passes(r) for r in recs) and ops.queue(lab) == []
+    more = invoke("send", "--count", "4", "--size-kb", "300", "--state", str(lab.state_dir))
+    assert more.exit_code == 0 and f"MX saw {ops.REROUTE_TO}" in more.output
 
 
 def test_relay_mode_delivers_a_200_message_burst_via_the_smarthost(lab: Lab) -> None:
