@@ -20,7 +20,7 @@
 #   1  rejected before anything changed (bad bundle, validation failed, cannot install or
 #      cannot become root): the host still runs its previous configuration
 #   2  failed after switching; the previous configuration was restored and is running again
-#   3  failed and the restore failed too: the host needs an admin (see /var/log/mail.log)
+#   3  the host needs an admin: the restore failed too, or an unchanged config does not serve
 # State, root-only (0700): /var/lib/jira-mailhost
 #   original/  the host's own files before the first apply (restored by teardown.sh)
 #   backup/    the files live before the latest switch    managed  paths of the latest apply
@@ -327,8 +327,8 @@ if [ "$unchanged" = 1 ]; then
   if manages postfix && ! postfix_running; then postfix_do start >/dev/null 2>&1; started+=" postfix"; fi
   if ! health "${MANAGED[@]}"; then
     warn "ERROR: the configuration is unchanged but $HEALTH_PROBLEM on $(host_label)."
-    warn "see /var/log/mail.log (journalctl -u postfix -u opendkim on systemd hosts)"
-    exit 2
+    warn "the host needs an admin: see /var/log/mail.log (journalctl -u postfix -u opendkim on systemd hosts)"
+    exit 3
   fi
   say "unchanged: config $(config_id) already live on $(host_label)${started:+ (started$started)}"
   exit 0
@@ -409,7 +409,8 @@ if [ -f "$(staged /etc/opendkim.conf)" ]; then
   for i in "${!P[@]}"; do
     p=${P[$i]}
     [ "$p" = /etc/opendkim.conf ] && continue
-    sed -i -E "s#(^|[[:space:]:,])$p([[:space:],]|\$)#\1$(staged "$p")\2#g" "$check_conf"
+    p_re=$(printf '%s' "$p" | sed 's/[.+]/\\&/g')
+    sed -i -E "s#(^|[[:space:]:,])$p_re([[:space:],]|\$)#\1$(staged "$p")\2#g" "$check_conf"
   done
   opendkim -n -x "$check_conf" >"$WORK/out" 2>&1
   if [ $? -ne 0 ] || [ -s "$WORK/out" ]; then

@@ -106,14 +106,30 @@ postfix_do() { # start|stop|restart
   esac
 }
 
-queue_count() { # messages in any queue, hold included
+spool_count() { # queue files on disk: needs no running postfix
   local qdir
-  if postfix_running; then
-    postqueue -j 2>/dev/null | grep -c '"queue_id"'
-    return 0
-  fi
   qdir=$(postconf -h queue_directory 2>/dev/null || echo /var/spool/postfix)
   find "$qdir/maildrop" "$qdir/incoming" "$qdir/active" "$qdir/deferred" "$qdir/hold" -type f 2>/dev/null | wc -l
+}
+
+queue_count() { # messages in any queue, hold included; never 0 because a tool failed
+  local listing
+  if postfix_running && listing=$(postqueue -j 2>/dev/null); then
+    printf '%s\n' "$listing" | grep -c '"queue_id"'
+    return 0
+  fi
+  spool_count
+}
+
+refuse() { # count: the message a Jira admin sees in `pulumi destroy`
+  warn "ERROR: $1 messages still queued on $HOST; they were not dropped: fix delivery (postqueue -p, /var/log/mail.log) and run the destroy again."
+  if postfix_running; then
+    warn "(waited ${DRAIN}s for the queue to drain; messages on hold must be released with postsuper -H or deleted deliberately with postsuper -d.)"
+  else
+    warn "(postfix is not running, so nothing can be delivered: start it with 'postfix start' or 'systemctl start postfix' first.)"
+  fi
+  warn "nothing was changed on $HOST."
+  exit 1
 }
 
 # ---------- 1. never lose mail ----------
@@ -130,16 +146,7 @@ if postfix_installed; then
     done
   fi
   count=$(queue_count)
-  if [ "$count" -gt 0 ]; then
-    warn "ERROR: $count messages still queued on $HOST; they were not dropped: fix delivery (postqueue -p, /var/log/mail.log) and run the destroy again."
-    if postfix_running; then
-      warn "(waited ${DRAIN}s for the queue to drain; messages on hold must be released with postsuper -H or deleted deliberately with postsuper -d.)"
-    else
-      warn "(postfix is not running, so nothing can be delivered: start it with 'postfix start' or 'systemctl start postfix' first.)"
-    fi
-    warn "nothing was changed on $HOST."
-    exit 1
-  fi
+  [ "$count" -gt 0 ] && refuse "$count"
 fi
 
 # ---------- 2. restore the host's own configuration ----------
@@ -147,6 +154,15 @@ if [ ! -f "$STATE/original/PATHS" ]; then
   rm -rf "$STATE"
   say "nothing to restore on $HOST: jira-mailhost never changed its configuration."
   exit 0
+fi
+was() { awk -v s="$1" '$1 == s { print $2 }' "$STATE/original/SERVICES" 2>/dev/null; }
+enabled() { awk -v s="$1" '$1 == s { print $3 }' "$STATE/original/SERVICES" 2>/dev/null; }
+summary=()
+# Stop accepting mail before taking the config away; mail that slipped in meanwhile keeps us here.
+if postfix_installed && [ "$(was postfix)" != running ] && postfix_running; then
+  postfix_do stop >/dev/null 2>&1
+  count=$(spool_count)
+  if [ "$count" -gt 0 ]; then postfix_do start >/dev/null 2>&1; refuse "$count"; fi
 fi
 ours_pidfile=$(odk_pidfile)
 failed=0
@@ -164,9 +180,6 @@ if [ "$failed" = 1 ]; then
 fi
 for d in ${dirs[@]+"${dirs[@]}"}; do rmdir "$d" 2>/dev/null; done
 
-was() { awk -v s="$1" '$1 == s { print $2 }' "$STATE/original/SERVICES" 2>/dev/null; }
-enabled() { awk -v s="$1" '$1 == s { print $3 }' "$STATE/original/SERVICES" 2>/dev/null; }
-summary=()
 opendkim_stop "$ours_pidfile" >/dev/null 2>&1
 if [ "$(was opendkim)" = running ]; then
   opendkim_start >/dev/null 2>&1 && summary+=("opendkim restarted with its own config") || summary+=("opendkim FAILED to restart with its own config")
@@ -177,7 +190,6 @@ if postfix_installed; then
   if [ "$(was postfix)" = running ]; then
     postfix_do restart >/dev/null 2>&1 && summary+=("postfix restarted with its own config") || summary+=("postfix FAILED to restart with its own config")
   else
-    postfix_running && postfix_do stop >/dev/null 2>&1
     summary+=("postfix stopped")
   fi
 fi
