@@ -31,16 +31,14 @@ if settings.reverse_zones.ipv4:
 if settings.reverse_zones.ipv6:
     zone_ids["reverse6"] = settings.reverse_zones.ipv6
 
-hosts: dict[str, JiraHost] = {}
-keys: dict[str, DkimKey] = {}
-pushes: dict[str, PostfixConfig] = {}
-for host in settings.hosts:
-    hosts[host.name] = JiraHost(settings, host, admin_public)
-    keys[host.name] = DkimKey(settings, host)
-    pushes[host.name] = PostfixConfig(settings, host, hosts[host.name], ssh_private_key,
-                                      keys[host.name].private_key_pem, relay_password)
-
+hosts = {host.name: JiraHost(settings, host, admin_public) for host in settings.hosts}
+keys = {host.name: DkimKey(settings, host) for host in settings.hosts}
 dns = MailDns(settings, zone_ids, hosts, {name: key.public_p for name, key in keys.items()})
+pushes = {
+    host.name: PostfixConfig(settings, host, hosts[host.name], ssh_private_key, keys[host.name].private_key_pem,
+                             relay_password, after=[*dns.by_host[host.name], *dns.domain_records])
+    for host in settings.hosts
+}
 
 if settings.verify.enabled:
     DnsVerification(

@@ -52,9 +52,16 @@ def _pick(key: str) -> Callable[[dict[str, plan.Record]], plan.Record]:
 
 
 class MailDns(pulumi.ComponentResource):
-    """All records of the stack; `expected` is what `mailhost verify` should then find."""
+    """All records of the stack; `expected` is what `mailhost verify` should then find.
+
+    Pushes depend on their host's records (`by_host`) and the domain's: a new PTR, AAAA or
+    DKIM key is published before Postfix uses it, and one that goes away is deleted only
+    after the push that stopped using it (Pulumi deletes removed resources last).
+    """
 
     records: dict[str, aws.route53.Record]
+    by_host: dict[str, list[pulumi.Resource]]
+    domain_records: list[pulumi.Resource]
     expected: pulumi.Output[Expected]
 
     def __init__(self, settings: Settings, zone_ids: Mapping[plan.Zone, pulumi.Input[str]],
@@ -66,6 +73,7 @@ class MailDns(pulumi.ComponentResource):
         addresses = _addresses(hosts)
         keys = pulumi.Output.all(**dkim_p)
         self.records = {}
+        self.by_host = {host.name: [] for host in settings.hosts}
 
         def record(r: pulumi.Output[plan.Record], key: str, zone: plan.Zone, rtype: str,
                    opts: pulumi.ResourceOptions) -> aws.route53.Record:
@@ -86,7 +94,8 @@ class MailDns(pulumi.ComponentResource):
             host_plan = pulumi.Output.all(addresses, keys).apply(_host_records(settings, host))
             for key, zone, rtype in plan.record_keys(settings, host):
                 is_dkim = key.endswith("-dkim")
-                record(host_plan.apply(_pick(key)), key, zone, rtype, rotated if is_dkim else kept)
+                made = record(host_plan.apply(_pick(key)), key, zone, rtype, rotated if is_dkim else kept)
+                self.by_host[host.name].append(made)
             if settings.ptr_source(host, 4) is PtrSource.EIP:
                 jira = hosts[host.name]
                 assert jira.allocation_id is not None
@@ -99,10 +108,13 @@ class MailDns(pulumi.ComponentResource):
                                                 depends_on=[self.records[f"{host.name}-a"]]),
                 )
                 self.records[f"{host.name}-ptr4"] = ptr  # type: ignore[assignment]
+                self.by_host[host.name].append(ptr)
 
         spf = addresses.apply(lambda a: plan.spf_record(settings, a))
-        record(spf, "spf", "forward", "TXT", kept)
-        record(pulumi.Output.from_input(plan.dmarc_record(settings)), "dmarc", "forward", "TXT", kept)
+        self.domain_records = [
+            record(spf, "spf", "forward", "TXT", kept),
+            record(pulumi.Output.from_input(plan.dmarc_record(settings)), "dmarc", "forward", "TXT", kept),
+        ]
         self.expected = pulumi.Output.all(addresses, keys).apply(lambda v: plan.expected(settings, v[0], v[1]))
         self.spf_value = spf.apply(lambda r: r.value)
         self.register_outputs({"spf": self.spf_value})

@@ -9,6 +9,7 @@ diff, hence no remote command.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 
 import pulumi
 import pulumi_command as command
@@ -42,7 +43,7 @@ class PostfixConfig(pulumi.ComponentResource):
 
     def __init__(self, settings: Settings, host: Host, target: JiraHost, ssh_private_key: pulumi.Input[str],
                  dkim_private_key_pem: pulumi.Output[str], relay_password: pulumi.Output[str] | None,
-                 opts: pulumi.ResourceOptions | None = None):
+                 after: Sequence[pulumi.Resource] = (), opts: pulumi.ResourceOptions | None = None):
         super().__init__("jira-mailhost:index:Postfix", host.name, None, opts)
         stack = pulumi.get_stack()
         # Rendered with placeholders: every non-secret byte is known at preview time.
@@ -75,6 +76,7 @@ class PostfixConfig(pulumi.ComponentResource):
                 protect=settings.production,
                 delete_before_replace=True,  # a new host: drain the old one before configuring the new
                 additional_secret_outputs=["stdin"],
+                depends_on=list(after),  # DNS first: never sign or send with what is not yet published
             ),
         )
         self.digest = bundle.public_digest(public_files)

@@ -67,13 +67,19 @@ def sending_addresses(settings: Settings, host: Host, addresses: Addresses) -> l
     return out
 
 
+def host_addresses(settings: Settings, host: Host, addresses: Addresses) -> list[str]:
+    """Every address the host has, PTR or not: SPF lists them all, so no change of
+    inet_protocols can ever send from an address SPF has just dropped."""
+    return [addresses.ipv4] + ([addresses.ipv6] if settings.has_ipv6(host) and addresses.ipv6 else [])
+
+
 def reverse_name(address: str) -> str:
     return ipaddress.ip_address(address).reverse_pointer
 
 
 def spf_record(settings: Settings, addresses: dict[str, Addresses]) -> Record:
-    sending = [a for host in settings.hosts for a in sending_addresses(settings, host, addresses[host.name])]
-    value = spf.build_spf(sending, settings.spf_extra, settings.spf_all)
+    every = [a for host in settings.hosts for a in host_addresses(settings, host, addresses[host.name])]
+    value = spf.build_spf(every, settings.spf_extra, settings.spf_all)
     return Record("spf", "forward", settings.domain, "TXT", value)
 
 
@@ -88,11 +94,14 @@ def dmarc_record(settings: Settings) -> Record:
 
 
 def host_records(settings: Settings, host: Host, addresses: Addresses, dkim_p: str) -> list[Record]:
-    """A, AAAA, PTRs published in Route53 reverse zones, and the host's DKIM key."""
+    """A, AAAA, SPF of the HELO name, PTRs published in Route53 reverse zones, and the DKIM key."""
     fqdn = settings.fqdn(host)
     records = [Record(f"{host.name}-a", "forward", fqdn, "A", addresses.ipv4)]
     if settings.has_ipv6(host) and addresses.ipv6:
         records.append(Record(f"{host.name}-aaaa", "forward", fqdn, "AAAA", addresses.ipv6))
+    if fqdn != settings.domain:  # at the apex the domain's own SPF record already covers the HELO name
+        helo_spf = spf.build_spf(host_addresses(settings, host, addresses), [], "-all")
+        records.append(Record(f"{host.name}-spf", "forward", fqdn, "TXT", helo_spf))
     reverse: tuple[tuple[Literal[4, 6], Zone, str | None], ...] = (
         (4, "reverse4", addresses.ipv4),
         (6, "reverse6", addresses.ipv6),

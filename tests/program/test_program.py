@@ -55,10 +55,21 @@ def test_existing_host_records_carry_the_configured_addresses(staging: Run) -> N
     assert recs["jira-ptr6"]["zoneId"] == "ZREV6" and recs["jira-ptr6"]["name"].endswith("ip6.arpa")
 
 
+def spf_by_name(run: Run) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in run.all(TXT):
+        for value in unwrap(r.inputs)["records"]:
+            if "v=spf1" in value:
+                out.setdefault(unwrap(r.inputs)["name"], []).append(value)
+    return out
+
+
 def test_exactly_one_spf_record_covering_each_sending_address_and_the_relay(staging: Run) -> None:
-    spf = [v for v in txt_values(staging) if v.startswith("v=spf1")]
-    assert spf == ["v=spf1 ip4:198.51.100.20 ip6:2001:db8:5100::20 include:_spf.relay.example.net ~all"]
-    assert sum("v=spf1" in v for v in txt_values(staging)) == 1
+    spf = spf_by_name(staging)
+    assert spf["staging.example.com"] == [
+        "v=spf1 ip4:198.51.100.20 ip6:2001:db8:5100::20 include:_spf.relay.example.net ~all"]
+    assert spf["jira.staging.example.com"] == ["v=spf1 ip4:198.51.100.20 ip6:2001:db8:5100::20 -all"], "HELO SPF"
+    assert set(spf) == {"staging.example.com", "jira.staging.example.com"}, "never a second v=spf1 at one name"
 
 
 def test_dkim_record_is_one_value_split_in_strings_and_matches_the_signing_key(staging: Run) -> None:
@@ -117,6 +128,12 @@ def test_push_command_line_holds_only_the_script(staging: Run) -> None:
     assert push["connection"]["dialErrorLimit"] > 1, "wait for SSH with a bounded retry"
 
 
+def test_push_waits_for_its_host_records_and_the_domain_records(staging: Run) -> None:
+    push = staging.one("jira-push")
+    for name in ("jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-dkim", "jira-spf", "spf", "dmarc"):
+        assert staging.urn(name) in push.dependencies, name
+
+
 def test_staging_push_is_not_protected_and_drains_before_replacing(staging: Run) -> None:
     push = staging.one("jira-push")
     assert push.protect is False and push.delete_before_replace is True
@@ -170,9 +187,10 @@ def test_ipv6_without_ptr_is_not_used_for_sending(production: Run) -> None:
     confluence_main = pushed_files(production, "confluence")["/etc/postfix/main.cf"]
     assert "inet_protocols = all" in jira_main  # IPv6 PTR in the Route53 reverse zone
     assert "inet_protocols = ipv4" in confluence_main  # no IPv6 address
-    spf = [v for v in txt_values(production) if v.startswith("v=spf1")]
+    spf = spf_by_name(production)["example.com"]
     assert len(spf) == 1
     assert spf[0].count("ip4:") == 2 and spf[0].count("ip6:") == 1 and spf[0].endswith(" ~all")
+    assert all(len(values) == 1 for values in spf_by_name(production).values())
     assert "smtp_tls_security_level = may" in jira_main and "relayhost =\n" in jira_main
 
 

@@ -74,7 +74,7 @@ def test_inet_protocols_only_covers_addresses_with_ptr(over: dict, protocols: st
     sending = plan.sending_addresses(s, host, addresses)
     assert ("2001:db8::5" in sending) == (protocols == "all")
     spf_value = plan.spf_record(s, {"jira": addresses}).value
-    assert ("ip6:2001:db8::5" in spf_value) == (protocols == "all")
+    assert ("ip6:2001:db8::5" in spf_value) == ("ipv6" in over), "SPF lists every address, sending or not yet"
 
 
 def test_two_hosts_share_one_spf_record_and_get_own_dkim_selectors() -> None:
@@ -84,7 +84,19 @@ def test_two_hosts_share_one_spf_record_and_get_own_dkim_selectors() -> None:
     addresses = {"jira": plan.Addresses("198.51.100.20"), "confluence": plan.Addresses("198.51.100.21")}
     spf_rec = plan.spf_record(s, addresses)
     assert spf_rec.value == "v=spf1 ip4:198.51.100.20 ip4:198.51.100.21 ~all" and spf_rec.name == "example.com"
-    names = [r.name for h in s.hosts for r in plan.host_records(s, h, addresses[h.name], "P") if r.type == "TXT"]
-    assert names == ["jm1-jira._domainkey.example.com", "jm1-confluence._domainkey.example.com"]
+    txt = [(r.name, r.value) for h in s.hosts for r in plan.host_records(s, h, addresses[h.name], "P")
+           if r.type == "TXT"]
+    assert [n for n, v in txt if "DKIM1" in v] == ["jm1-jira._domainkey.example.com",
+                                                   "jm1-confluence._domainkey.example.com"]
+    assert [(n, v) for n, v in txt if "spf1" in v] == [("jira.example.com", "v=spf1 ip4:198.51.100.20 -all"),
+                                                      ("confluence.example.com", "v=spf1 ip4:198.51.100.21 -all")]
     zone = plan.zone_text(s, addresses, {"jira": "P", "confluence": "Q"})
-    assert zone.count("v=spf1") == 1 and zone.count("v=DMARC1") == 1
+    assert zone.count("\nexample.com. 300 IN TXT \"v=spf1") == 1 and zone.count("v=DMARC1") == 1
+
+
+def test_a_host_at_the_apex_gets_no_second_spf_record() -> None:
+    s = parse_settings(base(hosts=[{**existing(), "fqdn": "example.com"}]), SECRETS)
+    records = plan.host_records(s, s.hosts[0], plan.Addresses("198.51.100.20"), "P")
+    names = [r.name for r in records if "spf1" in r.value] + [plan.spf_record(s, {"jira": plan.Addresses(
+        "198.51.100.20")}).name]
+    assert names == ["example.com"]
