@@ -23,12 +23,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import dkim
 import pytest
 
 from components.postfix import apply_command, teardown_command
 from mailhost import bundle, sshexec
 from mailhost.bundle import RenderedFile
 from mailhost.config import Settings, parse_settings
+from mailhost.dkim import public_key_b64
+from mailhost.dkim import txt_value as dkim_txt
 from mailhost.lab.sshhost import SshHost
 from mailhost.render import SCRIPTS, HostSecrets, render_host
 
@@ -269,6 +272,17 @@ def test_failure_after_the_switch_rolls_back(ssh_host: SshHost, dkim_private_key
     assert push(ssh_host, files).stdout.startswith("jira-mailhost: unchanged")
 
 
+def assert_signed_with_pushed_key(host: SshHost, queue_id: str, dkim_pem: str) -> None:
+    """The queued message carries a DKIM signature that verifies against the pushed key's public half."""
+    shown = remote(host, f"postcat -bh -q {queue_id}")
+    assert shown.ok, out(shown)
+    message = "\r\n".join(line for line in shown.stdout.splitlines() if not line.startswith("*** ")).encode()
+    assert b"DKIM-Signature:" in message and b"d=lab.example" in message and b"s=jm1-jira" in message
+    record = dkim_txt(public_key_b64(dkim_pem)).encode()
+    assert dkim.verify(message, dnsfunc=lambda name, timeout=5: record if name == b"jm1-jira._domainkey.lab.example."
+                       else None)
+
+
 def queue_ids(host: SshHost) -> list[str]:
     result = remote(host, "postqueue -j")
     assert result.ok, out(result)
@@ -291,6 +305,7 @@ def test_teardown_keeps_queued_mail_then_restores_the_original(ssh_host: SshHost
         time.sleep(0.2)
     queued = queue_ids(ssh_host)
     assert len(queued) == 1, remote(ssh_host, "postqueue -p; tail -n 30 /var/log/mail.log").stdout
+    assert_signed_with_pushed_key(ssh_host, queued[0], dkim_private_key_pem)
 
     refused = timed("teardown refusing (3 s drain)", lambda: teardown(ssh_host, settings))
     assert refused.rc == 1, out(refused)
