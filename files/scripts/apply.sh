@@ -224,6 +224,32 @@ health() { # services...: wait (bounded) until each really serves; a daemon that
   return 1
 }
 
+port_holder() { # port: the program listening there, if any
+  ss -Hltnp "( sport = :$1 )" 2>/dev/null | grep -o 'users:(("[^"]*"' | head -n 1 | cut -d'"' -f2
+}
+
+port_hint() { # problem text: name who holds the port the failed daemon wanted
+  local port="" holder spec
+  case $1 in
+    opendkim*) spec=$(conf_value /etc/opendkim.conf Socket)
+               case $spec in inet*:*@*) port=${spec#*:} port=${port%%@*} ;; esac ;;
+    postfix*) port=$(smtpd_endpoint) port=${port##* } ;;
+  esac
+  [ -n "$port" ] || return 0
+  holder=$(port_holder "$port")
+  [ -n "$holder" ] && printf ' (port %s is already in use by %s)' "$port" "$holder"
+}
+
+log_hint() { # what the mail log gained since the switch (errors only; logs hold no file contents)
+  local lines=""
+  if [ -r "$LOGFILE" ]; then
+    lines=$(tail -c +"$((LOG_OFFSET + 1))" "$LOGFILE" | grep -E 'fatal|panic|error|warning' | tail -n 5)
+  elif have_systemd; then
+    lines=$(journalctl -q -u postfix@- -u opendkim --since "@$LOG_START" -p warning -n 5 -o cat 2>/dev/null)
+  fi
+  [ -z "$lines" ] || printf '%s\n' "$lines" | sed "s/^/$NAME:   log: /" >&2
+}
+
 running_services() { # the managed services running now, for rollback and health
   local out=""
   manages opendkim && opendkim_running && out+=" opendkim"
@@ -439,6 +465,10 @@ if [ ! -f "$STATE/original/SERVICES" ]; then
   done >"$STATE/original/SERVICES"
 fi
 
+# Where the new config logs, and how far that log is now: on failure we quote what it adds.
+LOGFILE=$(postconf -c "$STAGE/postfix" -h maillog_file 2>/dev/null)
+LOGFILE=${LOGFILE:-/var/log/mail.log} LOG_START=$EPOCHSECONDS
+LOG_OFFSET=$(stat -c %s "$LOGFILE" 2>/dev/null || echo 0)
 old_inet="$(postconf -h inet_interfaces 2>/dev/null) $(postconf -h inet_protocols 2>/dev/null)"
 new_inet="$(postconf -c "$STAGE/postfix" -h inet_interfaces) $(postconf -c "$STAGE/postfix" -h inet_protocols)"
 old_odk_pidfile=$(odk_pidfile) old_odk_sig=$(odk_sig)
@@ -533,7 +563,8 @@ if [ -z "$failure" ]; then
 fi
 
 if [ -n "$failure" ]; then
-  warn "ERROR: the new configuration failed on $(host_label): $failure"
+  warn "ERROR: the new configuration failed on $(host_label): $failure$(port_hint "$failure")"
+  log_hint
   warn "restoring the previous configuration..."
   # Put the old files back, then bring back exactly the services that ran before the switch.
   old_odk_pidfile=$(odk_pidfile) old_odk_sig=$(odk_sig) old_inet=$new_inet

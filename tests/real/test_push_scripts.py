@@ -250,8 +250,10 @@ def _smtpd_port_taken(host: SshHost, dkim_pem: str) -> list[RenderedFile]:
 
 
 BAD_RUNTIME = {
-    "milter port already taken": _milter_port_taken,
-    "smtpd port already taken": _smtpd_port_taken,
+    "milter port already taken": (_milter_port_taken,
+                                  "opendkim is not running (port 8892 is already in use by python3)"),
+    "smtpd port already taken": (_smtpd_port_taken,
+                                 "postfix is not running (port 2525 is already in use by python3)"),
 }
 
 
@@ -261,10 +263,11 @@ def test_failure_after_the_switch_rolls_back(ssh_host: SshHost, dkim_private_key
     assert push(ssh_host, files).ok
     managed = [f.path for f in files]
     hashes = remote(ssh_host, "sha256sum " + " ".join(managed)).stdout
-    bad = BAD_RUNTIME[case](ssh_host, dkim_private_key_pem)
+    make_bad, reason = BAD_RUNTIME[case]
+    bad = make_bad(ssh_host, dkim_private_key_pem)
     result = timed(f"rollback ({case})", lambda: push(ssh_host, bad))
     assert result.rc == 2, out(result)
-    assert "the new configuration failed" in result.stderr
+    assert f"the new configuration failed on {FQDN}: {reason}" in result.stderr
     assert "the previous configuration is live again" in result.stderr
     assert remote(ssh_host, "sha256sum " + " ".join(managed)).stdout == hashes
     assert live(ssh_host, "inet_interfaces") == "loopback-only"
