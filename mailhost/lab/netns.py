@@ -9,6 +9,7 @@ so it also cleans up after a crash.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -158,10 +159,8 @@ def kill_namespace_processes(ns: str) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline and sh(["ip", "netns", "pids", ns], check=False).split():
             time.sleep(0.1)
