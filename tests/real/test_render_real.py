@@ -84,7 +84,7 @@ def test_postfix_accepts_the_rendered_config(shape: str, tmp_path: Path, dkim_pe
     assert conf["inet_interfaces"] == "loopback-only" and conf["mydestination"] == ""
     assert conf["smtp_tls_connection_reuse"] == "yes"
     assert conf["message_size_limit"] == str(settings.message_size_limit)
-    assert conf["smtpd_milters"] == "inet:127.0.0.1:8891" and conf["non_smtpd_milters"] == "$smtpd_milters"
+    assert conf["smtpd_milters"] == "unix:/run/opendkim/opendkim.sock" and conf["non_smtpd_milters"] == "$smtpd_milters"
     relay = settings.delivery.mode == "relay"
     assert conf["smtp_tls_security_level"] == ("encrypt" if relay else "may"), "TLS in both modes (Oefenweb trap)"
     assert conf["relayhost"] == ("[smtp.relay.example.net]:587" if relay else "")
