@@ -16,11 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mailhost.dnstext import MAX_STRING
+from mailhost.spf import LOOKUP_MECHANISMS, MAX_LOOKUPS
+
 Status = Literal["pass", "warn", "fail"]
 AnswerStatus = Literal["ok", "nxdomain", "nodata", "error"]
 
-MAX_SPF_LOOKUPS = 10  # RFC 7208 4.6.4: more is a permerror at every receiver
-TXT_STRING_MAX = 255
+MAX_SPF_LOOKUPS = MAX_LOOKUPS  # RFC 7208 4.6.4: more is a permerror at every receiver
+TXT_STRING_MAX = MAX_STRING
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ def check_helo(ip: str, ptr_name: str, helo: str, required: bool) -> CheckResult
 
 # -- SPF ----------------------------------------------------------------------------------------
 _MECHANISMS = ("all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists")
-_LOOKUP_MECHANISMS = ("include", "a", "mx", "ptr", "exists")
+_LOOKUP_MECHANISMS = LOOKUP_MECHANISMS
 _DOMAIN_SPEC = re.compile(r"^[A-Za-z0-9_.%{}+\-=,/|]+$")
 
 

@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         staging: Annotated[bool, typer.Option(help="not production: p=none is fine")] = False,
         outputs: Annotated[
-            str | None, typer.Option(help="JSON of `pulumi stack output --json --show-secrets` ('-': stdin)")
+            str | None, typer.Option(help="JSON of `pulumi stack output --json` ('-': stdin)")
         ] = None,
         stack: Annotated[str | None, typer.Option(help="read Pulumi.NAME.yaml (adopted hosts only)")] = None,
         expected_env: Annotated[

@@ -8,25 +8,21 @@ Here only the record's own terms are counted; `mailhost verify` follows includes
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
-LOOKUP_TERMS = ("include:", "a", "mx", "ptr", "exists:", "redirect=")
+LOOKUP_MECHANISMS = ("include", "a", "mx", "ptr", "exists")
+LOOKUP_MODIFIERS = ("redirect",)
 MAX_LOOKUPS = 10
 
 
-def _bare(term: str) -> str:
-    return term.lstrip("+-~?").lower()
-
-
 def costs_lookup(term: str) -> bool:
-    bare = _bare(term)
-    for prefix in LOOKUP_TERMS:
-        if prefix.endswith((":", "=")):
-            if bare.startswith(prefix):
-                return True
-        elif bare == prefix or bare.startswith((prefix + ":", prefix + "/")):
-            return True
-    return False
+    """Whether one term of a record costs a DNS lookup (mechanism with any qualifier, or redirect=)."""
+    bare = term.lstrip("+-~?").lower()
+    if bare.partition("=")[0] in LOOKUP_MODIFIERS and "=" in bare:
+        return True
+    name = re.split(r"[:/]", bare, maxsplit=1)[0]
+    return name in LOOKUP_MECHANISMS
 
 
 def lookup_terms(record: str) -> list[str]:

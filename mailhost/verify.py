@@ -287,7 +287,7 @@ def expected_from_settings(settings: Any) -> Expected:
     if unknown:
         raise ExpectedError(
             f"host(s) {', '.join(unknown)} are EC2 instances whose addresses exist only after deploy; "
-            "use `pulumi stack output --json --show-secrets > out.json` and `mailhost verify --outputs out.json`"
+            "use `pulumi stack output --json > out.json` and `mailhost verify --outputs out.json`"
         )
     addresses = {h.name: plan.Addresses(h.existing.ipv4, h.existing.ipv6) for h in settings.hosts}
     expected = plan.expected(settings, addresses, {})

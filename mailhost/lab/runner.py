@@ -227,35 +227,17 @@ class Applier:
 
     # tls:PrivateKey
     def private_key(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
-        from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
         algorithm = inputs.get("algorithm", "RSA")
         if algorithm == "RSA":
             key: Any = rsa.generate_private_key(public_exponent=65537, key_size=int(inputs.get("rsaBits", 2048)))
-            pem_format = serialization.PrivateFormat.TraditionalOpenSSL
         elif algorithm == "ED25519":
             key = ed25519.Ed25519PrivateKey.generate()
-            pem_format = serialization.PrivateFormat.PKCS8
         else:
             raise RunnerError(f"{name}: the lab makes RSA and ED25519 keys, not {algorithm}")
-        none = serialization.NoEncryption()
-        public = key.public_key()
-        openssh_pub = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        outputs = {
-            **inputs,
-            "privateKeyPem": key.private_bytes(serialization.Encoding.PEM, pem_format, none).decode(),
-            "privateKeyOpenssh": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                                   none).decode(),
-            "privateKeyPemPkcs8": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    none).decode(),
-            "publicKeyPem": public.public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
-            "publicKeyOpenssh": openssh_pub + "\n",
-            "publicKeyFingerprintSha256": "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode(),
-        }
-        return hashlib.sha1(der).hexdigest(), outputs, old is not None
+        outputs = tls_outputs(key)
+        return outputs.pop("_id"), {**inputs, **outputs}, old is not None
 
     # route53:Record
     def _zone(self, zone_id: str) -> str:
@@ -372,6 +354,31 @@ class Applier:
             key = max(free, key=lambda k: self.state.entries[k].seq)
             self.delete(key, self.state.entries[key])
             left.discard(key)
+
+
+def tls_outputs(key: Any) -> dict[str, str]:
+    """The outputs pulumi_tls's PrivateKey has, for an RSA or Ed25519 key (plus `_id`, its id)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    none = serialization.NoEncryption()
+    pem_format = (serialization.PrivateFormat.TraditionalOpenSSL if isinstance(key, rsa.RSAPrivateKey)
+                  else serialization.PrivateFormat.PKCS8)
+    public = key.public_key()
+    openssh_pub = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {
+        "_id": hashlib.sha1(der).hexdigest(),
+        "privateKeyPem": key.private_bytes(serialization.Encoding.PEM, pem_format, none).decode(),
+        "privateKeyOpenssh": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                               none).decode(),
+        "privateKeyPemPkcs8": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                none).decode(),
+        "publicKeyPem": public.public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+        "publicKeyOpenssh": openssh_pub + "\n",
+        "publicKeyFingerprintSha256": "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode(),
+    }
 
 
 def _unreachable(error: Exception) -> bool:

@@ -21,8 +21,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pulumi.runtime import mocks as pulumi_mocks
 
+from mailhost.lab import runner
+from mailhost.lab.runner import SECRET_SIG, unwrap
+
 ROOT = Path(__file__).resolve().parents[2]
-SECRET_SIG = "4dabf18193072939515e22adb298388d"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
@@ -43,22 +45,10 @@ def admin_key_openssh() -> str:
 
 
 def tls_outputs(name: str, algorithm: str) -> dict[str, str]:
-    key: Any = rsa_key(name) if algorithm == "RSA" else ed_key(name)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL if algorithm == "RSA" else serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = key.public_key()
-    return {
-        "privateKeyPem": private_pem,
-        "privateKeyOpenssh": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                               serialization.NoEncryption()).decode(),
-        "publicKeyPem": public.public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
-        "publicKeyOpenssh": public.public_bytes(serialization.Encoding.OpenSSH,
-                                                serialization.PublicFormat.OpenSSH).decode() + "\n",
-    }
+    """What pulumi_tls returns, from the lab runner's own helper, for a key cached by name."""
+    outputs = runner.tls_outputs(rsa_key(name) if algorithm == "RSA" else ed_key(name))
+    outputs.pop("_id")
+    return outputs
 
 
 @dataclass
@@ -136,17 +126,6 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
-def unwrap(value: Any) -> Any:
-    """Secret inputs arrive wrapped; give the plain value (tests only, never logged)."""
-    if isinstance(value, dict):
-        if value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
-            return unwrap(value["value"])
-        return {k: unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    return value
-
-
 def has_unknown(value: Any) -> bool:
     """Whether a value (as the engine got it) holds something only known after `up`."""
     if isinstance(value, dict):
@@ -157,7 +136,7 @@ def has_unknown(value: Any) -> bool:
 
 
 def is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270"
+    return isinstance(value, dict) and SECRET_SIG in value
 
 
 @dataclass

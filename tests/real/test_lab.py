@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.real, pytest.mark.lab]
 NO_V6_PTR = {"hosts": [{"name": "jira", "existing": {"ipv6Ptr": "none"}}]}
 STAGING = {"environment": "staging", "rerouteTo": ops.REROUTE_TO, "rerouteOptOut": None}
 PRODUCTION = {"environment": "production", "rerouteOptOut": None}
-cli = CliRunner()
+cli = CliRunner(env={"COLUMNS": "240"})  # rich wraps tables to the terminal: keep rows whole
 
 
 def note(what: str, **numbers: Any) -> None:
@@ -126,7 +126,7 @@ def test_status_shows_hosts_queue_and_records(lab: Lab, state: Path) -> None:
     result = invoke("status", "--state", str(state))
     assert result.exit_code == 0
     for expected in ("jm-jira", lab.host("jira").ipv6, "mail queue: 0", "_dmarc.example.com", "jira.example.com.",
-                     "v=spf1 ip4:198.51.100.10", "postfix/smtp"):
+                     "v=spf1 ip4:198.51.100.10", " postfix/"):  # the mail log tail (smtp or tlsproxy lines)
         assert expected in result.output, expected
 
 
