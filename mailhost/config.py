@@ -19,6 +19,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mailhost.keys import load_private_key
+
 PROJECT = "jira-mailhost"
 SECRET_KEYS = ("sshPrivateKey", "relayPassword")
 
@@ -458,6 +460,23 @@ def _problems_from(error: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
+def secret_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Check the secret values that are at hand (never echoing them), before anything is created."""
+    problems = []
+    ssh_key = values.get("sshPrivateKey")
+    if isinstance(ssh_key, str) and ssh_key:
+        try:
+            load_private_key(ssh_key)
+        except ValueError as error:
+            problems.append(("sshPrivateKey", f"is not a private key without passphrase ({error}); set it with "
+                             "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519` (no passphrase)"))
+    password = values.get("relayPassword")
+    if isinstance(password, str) and password and any(c in password for c in "\r\n"):
+        problems.append(("relayPassword", "must be one line; set it again with "
+                         "`pulumi config set --secret relayPassword`"))
+    return problems
+
+
 def parse_settings(values: Mapping[str, Any], secrets_set: set[str] | frozenset[str] = frozenset(),
                    require_secrets: bool = True) -> Settings:
     """Validate raw stack values (keys without the project prefix); raise ConfigError listing every problem.
@@ -468,9 +487,12 @@ def parse_settings(values: Mapping[str, Any], secrets_set: set[str] | frozenset[
     present = set(SECRET_KEYS) if not require_secrets else {k for k in SECRET_KEYS if values.get(k) not in (None, "")}
     data["secretsSet"] = frozenset(secrets_set) | present
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_problems_from(error)) from None
+        raise ConfigError(_problems_from(error) + secret_problems(values)) from None
+    if problems := secret_problems(values):
+        raise ConfigError(problems)
+    return settings
 
 
 def values_from_stack_file(path: Path) -> tuple[dict[str, Any], set[str]]:

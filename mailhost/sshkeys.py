@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives import serialization
 
+from mailhost.keys import load_private_key
 from mailhost.render import _template
 
 
 def public_openssh(private_key: str) -> str:
     """`ssh-ed25519 AAAA...` for a private key in OpenSSH or PEM form (no passphrase)."""
-    data = private_key.encode()
     try:
-        key = (
-            serialization.load_ssh_private_key(data, password=None)
-            if b"OPENSSH PRIVATE KEY" in data
-            else serialization.load_pem_private_key(data, password=None)
-        )
-    except (ValueError, TypeError) as error:
+        key = load_private_key(private_key)
+    except ValueError as error:
         raise ValueError(
             f"jira-mailhost:sshPrivateKey: not a readable private key without passphrase ({error}); "
             "set it with `pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`"

@@ -253,7 +253,29 @@ def test_exports_give_jira_settings_and_no_secret() -> None:
 ])
 def test_bad_config_stops_before_any_resource(change: dict, key: str) -> None:
     values = {k: v for k, v in (stacks.existing_relay_staging() | change).items() if v is not None}
-    with pytest.raises(Exception) as caught:
-        run_program(values, SECRETS)
-    assert key in str(caught.value)
-    assert re.search(r"set|give|add|remove|check|list|pin|write", str(caught.value)), "the fix is named"
+    message = refused(values, SECRETS)
+    assert key in message
+    assert re.search(r"set|give|add|remove|check|list|pin|write", message), "the fix is named"
+
+
+def refused(values: dict, secrets: dict[str, str]) -> str:
+    """Run the program expecting a settings error; prove nothing was registered first."""
+    run = configure(values, secrets, preview=True)
+
+    @pulumi.runtime.test
+    def program() -> None:
+        execute(run)
+
+    with pytest.raises(pulumi.RunError) as caught:
+        program()
+    assert run.monitor.registrations == [], "a bad setting must stop the program before any resource"
+    return str(caught.value)
+
+
+def test_unusable_secrets_are_refused_without_showing_them() -> None:
+    bad = {"sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nnot really\n-----END OPENSSH PRIVATE KEY-----",
+           "relayPassword": "line one\nline two"}
+    message = refused(stacks.existing_relay_staging(), bad)
+    assert "jira-mailhost:sshPrivateKey: is not a private key without passphrase" in message
+    assert "jira-mailhost:relayPassword: must be one line" in message
+    assert "not really" not in message and "line two" not in message
