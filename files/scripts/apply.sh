@@ -453,18 +453,24 @@ if [ -f "$(staged /etc/opendkim.conf)" ]; then
 fi
 
 # ---------- save the host's originals once, back up what is live, switch file by file ----------
-mkdir -p "$STATE/original/tree"
-touch "$STATE/original/PATHS"
+snapshot() { # dir what paths...: copy each path into dir/tree, noting "present|absent path" in dir/PATHS
+  local dir=$1 what=$2 p
+  shift 2
+  mkdir -p "$dir/tree" && touch "$dir/PATHS"
+  for p in "$@"; do
+    if [ -e "$p" ] || [ -L "$p" ]; then
+      cp -a --parents "$p" "$dir/tree" || reject "cannot $what $p"
+      echo "present $p" >>"$dir/PATHS"
+    else
+      echo "absent $p" >>"$dir/PATHS"
+    fi
+  done
+}
+
 TARGETS=("${P[@]}" ${COMPANIONS[@]+"${COMPANIONS[@]}"})
-for p in "${TARGETS[@]}"; do
-  [ -n "$(orig_state "$p")" ] && continue
-  if [ -e "$p" ] || [ -L "$p" ]; then
-    cp -a --parents "$p" "$STATE/original/tree" || reject "cannot save the original $p"
-    echo "present $p" >>"$STATE/original/PATHS"
-  else
-    echo "absent $p" >>"$STATE/original/PATHS"
-  fi
-done
+unsaved=()
+for p in "${TARGETS[@]}"; do [ -n "$(orig_state "$p")" ] || unsaved+=("$p"); done
+snapshot "$STATE/original" "save the original" ${unsaved[@]+"${unsaved[@]}"}
 if [ ! -f "$STATE/original/SERVICES" ]; then
   for s in opendkim postfix; do
     if { [ $s = postfix ] && postfix_running; } || { [ $s = opendkim ] && opendkim_running; }; then r=running; else r=stopped; fi
@@ -483,15 +489,8 @@ old_odk_pidfile=$(odk_pidfile) old_odk_sig=$(odk_sig)
 PRE_RUNNING=$(running_services)
 
 BACKUP=$STATE/backup
-rm -rf "$BACKUP" && mkdir -p "$BACKUP/tree" && : >"$BACKUP/PATHS"
-for p in "${TARGETS[@]}" ${RETIRED[@]+"${RETIRED[@]}"}; do
-  if [ -e "$p" ] || [ -L "$p" ]; then
-    cp -a --parents "$p" "$BACKUP/tree" || reject "cannot back up $p"
-    echo "present $p" >>"$BACKUP/PATHS"
-  else
-    echo "absent $p" >>"$BACKUP/PATHS"
-  fi
-done
+rm -rf "$BACKUP"
+snapshot "$BACKUP" "back up" "${TARGETS[@]}" ${RETIRED[@]+"${RETIRED[@]}"}
 
 mkparents() { # create missing parent dirs 0755, remembered so teardown removes them
   local dir=$1 missing=()
