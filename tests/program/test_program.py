@@ -279,3 +279,35 @@ def test_unusable_secrets_are_refused_without_showing_them() -> None:
     assert "jira-mailhost:sshPrivateKey: is not a private key without passphrase" in message
     assert "jira-mailhost:relayPassword: must be one line" in message
     assert "not really" not in message and "line two" not in message
+
+
+def test_stack_outputs_tell_the_admin_what_to_enter_and_hold_no_secret() -> None:
+    run = configure(stacks.existing_relay_staging(), SECRETS, preview=False)
+    seen: dict = {}
+
+    @pulumi.runtime.test
+    def check() -> pulumi.Output[None]:
+        execute(run)
+        outputs = pulumi.runtime.settings.get_root_resource().outputs  # type: ignore[union-attr]
+        names = sorted(outputs)
+        values = [pulumi.Output.from_input(outputs[n]) for n in names]
+        secrecy = [v.is_secret() for v in values]
+
+        def collect(resolved: list) -> None:
+            seen.update(zip(names, resolved, strict=True))
+
+        return pulumi.Output.all(pulumi.Output.all(*values).apply(collect), *secrecy).apply(
+            lambda flags: seen.update(secret_flags=flags[1:]))
+
+    check()
+    assert not any(seen.pop("secret_flags")), "no stack output may be a secret"
+    jira = seen["hosts"]["jira"]
+    assert (jira["fqdn"], jira["ipv4"], jira["sendingProtocols"], jira["dkimSelector"]) == (
+        "jira.staging.example.com", "198.51.100.20", "all", "jm1-jira")
+    assert seen["jiraOutgoingMail"]["host"] == "localhost" and seen["jiraOutgoingMail"]["port"] == 25
+    assert seen["jiraOutgoingMail"]["from"] == "jira@staging.example.com"
+    assert seen["deliveryMode"] == "relay" and seen["rerouteTo"] == "qa@example.com"
+    assert seen["spf"].startswith("v=spf1 ip4:198.51.100.20") and seen["dkim"]["jira"].startswith("v=DKIM1;")
+    assert Expected.from_json(seen["verification"]).hosts[0].fqdn == "jira.staging.example.com"
+    everything = json.dumps(seen)
+    assert stacks.RELAY_PASSWORD not in everything and "PRIVATE KEY" not in everything
