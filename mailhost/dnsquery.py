@@ -49,7 +49,7 @@ class ResolverSpec:
     port: int = 53  # also used for discovered authoritative servers (labs on a high port)
     authoritative: bool = False
     timeout: float = 5.0  # per lookup, all retries and servers included
-    max_in_flight: int = 128  # outstanding queries: more overflows a server's socket buffer (Knot drops >~200)
+    max_in_flight: int = 256  # outstanding queries; spread over the socket pool, Knot on 2 cores drops none
 
 
 @dataclass(frozen=True)
@@ -120,21 +120,25 @@ class _Mux(asyncio.DatagramProtocol):
 
 
 class _Udp:
-    """Multiplexed UDP queries: a socket per address family instead of one per query, which
-    is most of a lookup's CPU cost when hundreds run at once (see bench/verify_scale.py)."""
+    """Multiplexed UDP queries over a small pool of sockets per address family, not one per
+    query (per-query sockets are most of a lookup's CPU when hundreds run at once, see
+    bench/verify_scale.py).  Each query takes a random socket of the pool, so answers must
+    match a random id and one of several random ports."""
+
+    POOL = 8
 
     def __init__(self) -> None:
-        self._endpoints: dict[int, tuple[asyncio.DatagramTransport, _Mux]] = {}
+        self._endpoints: dict[int, list[tuple[asyncio.DatagramTransport, _Mux]]] = {}
         self._lock = asyncio.Lock()
 
     async def _endpoint(self, family: int) -> tuple[asyncio.DatagramTransport, _Mux]:
         async with self._lock:
-            if family not in self._endpoints:
+            pool = self._endpoints.setdefault(family, [])
+            if len(pool) < self.POOL:
                 loop = asyncio.get_running_loop()
                 local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-                transport, mux = await loop.create_datagram_endpoint(_Mux, local_addr=local, family=family)
-                self._endpoints[family] = (transport, mux)
-            return self._endpoints[family]
+                pool.append(await loop.create_datagram_endpoint(_Mux, local_addr=local, family=family))
+            return secrets.choice(pool)
 
     async def exchange(self, query: dns.message.Message, server: str, port: int, timeout: float) -> dns.message.Message:
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
@@ -152,8 +156,9 @@ class _Udp:
             mux.pending.pop(qid, None)
 
     def close(self) -> None:
-        for transport, _ in self._endpoints.values():
-            transport.close()
+        for pool in self._endpoints.values():
+            for transport, _ in pool:
+                transport.close()
         self._endpoints.clear()
 
 
