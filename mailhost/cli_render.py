@@ -18,11 +18,9 @@ PLACEHOLDER_DKIM_P = "GENERATED-AT-DEPLOY"
 
 def placeholder_addresses(settings: Settings) -> dict[str, plan.Addresses]:
     """Known addresses for adopted hosts; 192.0.2.x / 2001:db8::x stand-ins for EC2 ones."""
-    out = {}
+    out = plan.stated_addresses(settings)
     for index, host in enumerate(settings.hosts, start=1):
-        if host.existing:
-            out[host.name] = plan.Addresses(host.existing.ipv4, host.existing.ipv6)
-        else:
+        if host.name not in out:
             ipv6 = f"2001:db8::{index}" if settings.has_ipv6(host) else None
             out[host.name] = plan.Addresses(f"192.0.2.{index}", ipv6)
     return out

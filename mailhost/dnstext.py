@@ -29,6 +29,15 @@ def zone_value(text: str) -> str:
     return " ".join(f'"{chunk}"' for chunk in split_txt(text))
 
 
+def route53_to_zone(value: str) -> str:
+    """Inverse of route53_value: a Route53 TXT entry (strings joined by "") as zone-file RDATA.
+
+    Tolerates the outer quotes some tools add, and escapes what a zone file would misread."""
+    if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+        value = value[1:-1]
+    return " ".join('"' + chunk.replace("\\", "\\\\").replace('"', '\\"') + '"' for chunk in value.split('""'))
+
+
 def join_strings(strings: list[str] | tuple[str, ...]) -> str:
     """What a receiver does with a multi-string TXT record: concatenate without separators."""
     return "".join(strings)

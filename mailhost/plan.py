@@ -46,6 +46,11 @@ class Record:
         return f"{self.name}. {self.ttl} IN {self.type} {rdata}"
 
 
+def stated_addresses(settings: Settings) -> dict[str, Addresses]:
+    """The addresses the stack file itself gives: those of adopted hosts (EC2 ones exist after deploy)."""
+    return {h.name: Addresses(h.existing.ipv4, h.existing.ipv6) for h in settings.hosts if h.existing}
+
+
 def inet_protocols(settings: Settings, host: Host) -> str:
     """Postfix's inet_protocols: only the families whose address has forward-confirmed PTR."""
     v4, v6 = settings.sends_over(host, 4), settings.sends_over(host, 6)

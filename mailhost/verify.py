@@ -8,7 +8,6 @@ until it passes or the wait runs out, for records that are still propagating.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import json
 import time
@@ -289,8 +288,4 @@ def expected_from_settings(settings: Any) -> Expected:
             f"host(s) {', '.join(unknown)} are EC2 instances whose addresses exist only after deploy; "
             "use `pulumi stack output --json > out.json` and `mailhost verify --outputs out.json`"
         )
-    addresses = {h.name: plan.Addresses(h.existing.ipv4, h.existing.ipv6) for h in settings.hosts}
-    expected = plan.expected(settings, addresses, {})
-    if expected.dmarc_policy is None:
-        expected = dataclasses.replace(expected, dmarc_policy=settings.dmarc.policy)
-    return expected
+    return plan.expected(settings, plan.stated_addresses(settings), {})

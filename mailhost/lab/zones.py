@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from mailhost import dnstext
+
 SENDER_DOMAIN = "example.com"
 RECIPIENT_DOMAIN = "example.net"
 OTHER_DOMAIN = "example.org"  # a recipient domain the lab does not serve (reroute tests)
@@ -86,7 +88,4 @@ def _zone(origin: str, lines: list[str]) -> str:
 
 def route53_to_rdata(record_type: str, value: str) -> str:
     """A Route53 `records` entry as zone-file RDATA: TXT chunks joined by "" become quoted strings."""
-    if record_type != "TXT":
-        return value
-    text = value[1:-1] if len(value) >= 2 and value.startswith('"') and value.endswith('"') else value
-    return " ".join('"' + chunk.replace("\\", "\\\\").replace('"', '\\"') + '"' for chunk in text.split('""'))
+    return dnstext.route53_to_zone(value) if record_type == "TXT" else value

@@ -100,3 +100,9 @@ def test_a_host_at_the_apex_gets_no_second_spf_record() -> None:
     names = [r.name for r in records if "spf1" in r.value] + [plan.spf_record(s, {"jira": plan.Addresses(
         "198.51.100.20")}).name]
     assert names == ["example.com"]
+
+
+def test_route53_value_reads_back_as_the_same_zone_strings() -> None:
+    text = "v=DKIM1; k=rsa; p=" + "B" * 400
+    assert dnstext.route53_to_zone(dnstext.route53_value(text)) == dnstext.zone_value(text)
+    assert dnstext.route53_to_zone('"quoted by a tool"') == '"quoted by a tool"'
