@@ -12,11 +12,16 @@ from mailhost.config import PROJECT, SECRET_KEYS, ConfigError, Settings, parse_s
 
 
 def _value(raw: str) -> Any:
-    """Structured values arrive as JSON text; plain strings stay strings."""
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
+    """Structured values (objects, lists) arrive as JSON text; everything else stays the string it was.
+
+    Decoding scalars too would turn `dkimSelector: "2025"` into a number; the settings model
+    converts "120" or "true" itself where a field wants a number or a flag."""
+    if raw.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
 
 
 def stack_values() -> dict[str, Any]:

@@ -6,6 +6,8 @@ and addresses that only a deploy can know (EC2) show documentation placeholders.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import typer
@@ -16,33 +18,53 @@ from mailhost.config import ConfigError, Settings, load_stack_file, stack_file
 PLACEHOLDER_DKIM_P = "GENERATED-AT-DEPLOY"
 
 
-def placeholder_addresses(settings: Settings) -> dict[str, plan.Addresses]:
-    """Known addresses for adopted hosts; 192.0.2.x / 2001:db8::x stand-ins for EC2 ones."""
-    out = plan.stated_addresses(settings)
-    for index, host in enumerate(settings.hosts, start=1):
-        if host.name not in out:
-            ipv6 = f"2001:db8::{index}" if settings.has_ipv6(host) else None
-            out[host.name] = plan.Addresses(f"192.0.2.{index}", ipv6)
-    return out
+MARKER = ".mailhost-render"  # names a directory this command wrote, so it may replace it whole
+
+
+class OutDirError(Exception):
+    """--out cannot be written safely; the message says why and what to give instead."""
+
+
+def prepare_out(out: Path) -> None:
+    """A fresh OUT: refuse links and foreign content; an earlier render is replaced whole, never merged."""
+    if out.is_symlink():
+        raise OutDirError(f"{out} is a symbolic link; give the real directory, so nothing is written elsewhere")
+    if out.exists():
+        if not out.is_dir():
+            raise OutDirError(f"{out} is not a directory; give a new or empty directory")
+        marker = out / MARKER
+        if any(out.iterdir()) and (marker.is_symlink() or not marker.is_file()):
+            raise OutDirError(f"{out} is not empty and holds no earlier render ({MARKER}); give a new or empty "
+                              "directory")
+        shutil.rmtree(out)  # removes links inside, never what they point to
+    out.mkdir(mode=0o755, parents=True)
+    _write(out / MARKER, "written by `mailhost render`; the next render replaces this directory\n", 0o644)
+
+
+def _write(target: Path, content: str, mode: int) -> None:
+    """Create a new file only: never through a link, never over something already there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    os.chmod(target, mode)
 
 
 def write_tree(settings: Settings, out: Path, stack: str) -> list[Path]:
-    """Write OUT/<host>/<absolute path> for each file, OUT/<host>/scripts/*, OUT/dns.zone."""
+    """Write OUT/<host>/<absolute path> for each file, OUT/<host>/scripts/*, OUT/dns.zone into a fresh OUT."""
+    prepare_out(out)
     written = []
     for host in settings.hosts:
         base = out / host.name
         for f in render.render_host(settings, host, render.PLACEHOLDERS, stack):
             target = base / f.path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(f.content)
-            target.chmod(0o600 if f.secret else 0o644)
+            _write(target, f.content, 0o600 if f.secret else 0o644)
             written.append(target)
         for name in ("apply.sh", "teardown.sh"):
             target = base / "scripts" / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(render.script(name))
+            _write(target, render.script(name), 0o644)
             written.append(target)
-    addresses = placeholder_addresses(settings)
+    addresses = plan.placeholder_addresses(settings)
     header = [f"; DNS records of stack {stack} for {settings.domain}"]
     for host in settings.hosts:
         if host.ec2:
@@ -53,7 +75,7 @@ def write_tree(settings: Settings, out: Path, stack: str) -> list[Path]:
     header.append("; DKIM public keys are generated at deploy (p=GENERATED-AT-DEPLOY)")
     zone = out / "dns.zone"
     dkim = {host.name: PLACEHOLDER_DKIM_P for host in settings.hosts}
-    zone.write_text("\n".join(header) + "\n" + plan.zone_text(settings, addresses, dkim))
+    _write(zone, "\n".join(header) + "\n" + plan.zone_text(settings, addresses, dkim), 0o644)
     written.append(zone)
     return written
 
@@ -73,6 +95,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{path}: {error}", err=True)
             raise typer.Exit(2) from None
         name = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
-        files = write_tree(settings, out, name)
+        try:
+            files = write_tree(settings, out, name)
+        except OutDirError as error:
+            typer.echo(f"--out: {error}", err=True)
+            raise typer.Exit(2) from None
         for f in files:
             typer.echo(str(f))

@@ -19,16 +19,17 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mailhost import grammar, spf
 from mailhost.keys import load_private_key
 
 PROJECT = "jira-mailhost"
 SECRET_KEYS = ("sshPrivateKey", "relayPassword")
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_MAILBOX = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _HOST_KEY = re.compile(
-    r"^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) [A-Za-z0-9+/=]{40,}( .*)?$"
+    r"(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) [A-Za-z0-9+/=]{40,4096}"
 )
+_SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+MAX_SSH_COVERAGE = {4: 2 ** (32 - 8), 6: 2 ** (128 - 8)}  # all sshCidrs together: at most a /8 per family
 
 
 class ConfigError(Exception):
@@ -40,16 +41,12 @@ class ConfigError(Exception):
         super().__init__("invalid stack configuration:\n  " + "\n  ".join(lines))
 
 
-def _fqdn(value: str, what: str) -> str:
-    name = value.strip().rstrip(".").lower()
-    labels = name.split(".")
-    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels) or len(name) > 253:
-        raise ValueError(f"{value!r} is not a fully qualified domain name; give {what} such as 'example.com'")
-    return name
+_fqdn = grammar.fqdn
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # coerce_numbers_to_str: `dkimSelector: 2025` is a name, not a number.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, coerce_numbers_to_str=True)
 
 
 class PtrSource(StrEnum):
@@ -72,23 +69,29 @@ class Ec2Host(Model):
     @field_validator("subnet_id")
     @classmethod
     def _subnet(cls, value: str) -> str:
-        if not re.match(r"^subnet-[0-9a-f]{8,17}$", value):
-            raise ValueError(f"{value!r} is not a subnet id; copy it from the VPC console (subnet-0123abcd...)")
-        return value
+        return grammar.aws_id(value, grammar.SUBNET_ID, "a subnet id", "subnet-0123abcd")
+
+    @field_validator("ami")
+    @classmethod
+    def _ami(cls, value: str | None) -> str | None:
+        return None if value is None else grammar.aws_id(value, grammar.AMI_ID, "an AMI id", "ami-0123456789abcdef0")
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, value: str) -> str:
+        return grammar.aws_id(value, grammar.INSTANCE_TYPE, "an EC2 instance type", "t3.small")
 
     @field_validator("ssh_cidrs")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
-        out = []
-        for cidr in value:
-            try:
-                net = ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"{cidr!r} is not a CIDR; write e.g. '203.0.113.7/32' for your admin host") from None
-            if net.prefixlen == 0:
-                raise ValueError(f"{cidr!r} opens SSH to the whole Internet; list your admin networks instead")
-            out.append(str(net))
-        return out
+        nets = [grammar.network(cidr, "the networks allowed to SSH in") for cidr in value]
+        for version, limit in MAX_SSH_COVERAGE.items():
+            family = [n for n in nets if n.version == version]
+            covered = sum(n.num_addresses for n in ipaddress.collapse_addresses(family))  # type: ignore[type-var,misc]
+            if covered > limit:
+                raise ValueError(f"together these IPv{version} ranges open SSH to more than a /8; "
+                                 "list only your admin networks")
+        return [str(n) for n in nets]
 
 
 class ExistingHost(Model):
@@ -101,31 +104,23 @@ class ExistingHost(Model):
     @field_validator("ipv4")
     @classmethod
     def _v4(cls, value: str) -> str:
-        try:
-            return str(ipaddress.IPv4Address(value))
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IPv4 address; give the host's public IPv4") from None
+        return grammar.public_address(value, 4, "the host's public IPv4")
 
     @field_validator("ipv6")
     @classmethod
     def _v6(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            return str(ipaddress.IPv6Address(value))
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IPv6 address; give the host's public IPv6 or leave it out") from None
+        return None if value is None else grammar.public_address(value, 6, "the host's public IPv6 or leave it out")
 
     @field_validator("host_key")
     @classmethod
     def _host_key(cls, value: str) -> str:
-        value = value.strip()
+        grammar.printable(value, "hostKey")
         parts = value.split()
         if len(parts) >= 3 and not parts[0].startswith(("ssh-", "ecdsa-")):
             parts = parts[1:]  # a known_hosts line: drop the host name
         pinned = " ".join(parts[:2])
         try:
-            if not _HOST_KEY.match(pinned):
+            if not _HOST_KEY.fullmatch(pinned):
                 raise ValueError
             serialization.load_ssh_public_key(pinned.encode())
         except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -147,8 +142,13 @@ class Host(Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _LABEL.match(value):
-            raise ValueError(f"{value!r} must be one lowercase DNS label (letters, digits, '-'), e.g. 'jira'")
+        return grammar.label(value, "the host (its DNS name and resources)", "jira")
+
+    @field_validator("ssh_user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not _SSH_USER.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Unix user name; give the SSH login, e.g. 'admin' or 'root'")
         return value
 
     @field_validator("fqdn")
@@ -173,12 +173,30 @@ class Host(Model):
 class Relay(Model):
     host: str
     port: int = Field(587, ge=1, le=65535)
-    username: str
+    username: str = Field(max_length=256)
+    tls_fingerprint: str | None = Field(None, alias="tlsFingerprint")
 
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
         return _fqdn(value, "the smarthost name")
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        return grammar.sasl_username(value)
+
+    @field_validator("tls_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        digits = value.replace(":", "").upper()
+        paired = re.fullmatch(r"(?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}", value)
+        if not re.fullmatch(r"[0-9A-F]{64}", digits) or (":" in value and not paired):
+            raise ValueError("is not a SHA-256 certificate fingerprint; take it from `openssl s_client -starttls smtp "
+                             "-connect HOST:587 | openssl x509 -noout -fingerprint -sha256` (64 hex digits)")
+        return ":".join(digits[i:i + 2] for i in range(0, 64, 2))
 
 
 class Delivery(Model):
@@ -205,15 +223,19 @@ class Dmarc(Model):
     def _rua(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        address = value.removeprefix("mailto:")
-        if not _MAILBOX.match(address):
-            raise ValueError(f"{value!r} is not a report address; write e.g. 'dmarc-reports@example.com'")
-        return address
+        return grammar.mailbox(value.removeprefix("mailto:"), "the DMARC report address (rua)")
+
+
+def _zone_id(value: str | None) -> str | None:
+    return None if value is None else grammar.aws_id(value, grammar.ZONE_ID, "a Route53 hosted zone id",
+                                                     "Z0123456789ABCDEFGHIJ")
 
 
 class ReverseZones(Model):
     ipv4: str | None = None
     ipv6: str | None = None
+
+    _ids = field_validator("ipv4", "ipv6")(_zone_id)
 
 
 class Verify(Model):
@@ -227,13 +249,11 @@ class Verify(Model):
     def _ns(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        grammar.printable(value, "verify.nameserver")
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:
             raise ValueError(f"{value!r} is not an IP address; give the resolver's address, e.g. '1.1.1.1'") from None
-
-
-_SPF_MECHANISM = re.compile(r"^[+~?-]?(ip4:|ip6:|include:|a|mx|exists:|ptr)", re.IGNORECASE)
 
 
 class Settings(Model):
@@ -258,12 +278,12 @@ class Settings(Model):
     verify: Verify = Field(default_factory=Verify)
     secrets_set: frozenset[str] = Field(default_factory=frozenset, alias="secretsSet")
 
+    _zone = field_validator("zone_id")(_zone_id)
+
     @field_validator("environment")
     @classmethod
     def _env(cls, value: str) -> str:
-        if not _LABEL.match(value):
-            raise ValueError(f"{value!r} must be a short lowercase name such as 'production' or 'staging'")
-        return value
+        return grammar.label(value, "the stack's environment", "staging")
 
     @field_validator("domain")
     @classmethod
@@ -273,34 +293,32 @@ class Settings(Model):
     @field_validator("dkim_selector")
     @classmethod
     def _selector(cls, value: str) -> str:
-        if not _LABEL.match(value):
-            raise ValueError(f"{value!r} must be one DNS label, e.g. 'jm1'; change it to rotate the DKIM keys")
-        return value
+        return grammar.label(value, "the DKIM key generation; change it to rotate the keys", "jm1")
 
     @field_validator("spf_extra")
     @classmethod
     def _spf_extra(cls, value: list[str]) -> list[str]:
-        for term in value:
-            if term.lower().startswith("v=spf1") or term.lower().endswith("all") or not _SPF_MECHANISM.match(term):
-                raise ValueError(
-                    f"{term!r} is not an SPF mechanism to merge; list only mechanisms such as "
-                    "'include:_spf.relay.example' or 'ip4:198.51.100.7' (v=spf1 and all are added for you)"
-                )
-        return value
+        terms = [spf.check_term(term) for term in value]
+        lookups = [t for t in terms if spf.costs_lookup(t)]
+        if len(lookups) > spf.MAX_LOOKUPS:
+            raise ValueError(f"these terms cost {len(lookups)} DNS lookups before any include is followed; receivers "
+                             f"allow {spf.MAX_LOOKUPS}: replace includes by the ip4:/ip6: ranges they stand for")
+        return terms
 
-    @field_validator("from_address", "reroute_to")
+    @field_validator("from_address")
     @classmethod
-    def _mailbox(cls, value: str | None) -> str | None:
-        if value is not None and not _MAILBOX.match(value):
-            raise ValueError(f"{value!r} is not an e-mail address")
-        return value
+    def _from(cls, value: str | None) -> str | None:
+        return None if value is None else grammar.mailbox(value, "the sender address (fromAddress)")
+
+    @field_validator("reroute_to")
+    @classmethod
+    def _reroute(cls, value: str | None) -> str | None:
+        return None if value is None else grammar.mailbox(value, "the staging reroute address (rerouteTo)")
 
     @field_validator("maillog_file")
     @classmethod
     def _maillog(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/var/log/"):
-            raise ValueError(f"{value!r} must be a file under /var/log/, e.g. /var/log/postfix.log")
-        return value
+        return None if value is None else grammar.log_file(value)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
@@ -436,6 +454,11 @@ def _key(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...(cut)"
+
+
 def _problems_from(error: ValidationError) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for item in error.errors():
@@ -456,7 +479,7 @@ def _problems_from(error: ValidationError) -> list[tuple[str, str]]:
         elif kind == "value_error":
             problems.append((key, str(inner) if inner else item["msg"]))
         else:
-            problems.append((key, f"{item['msg']} (got {item.get('input')!r})"))
+            problems.append((key, f"{item['msg']} (got {_shown(item.get('input'))})"))
     return problems
 
 
@@ -471,9 +494,8 @@ def secret_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
             problems.append(("sshPrivateKey", f"is not a private key without passphrase ({error}); set it with "
                              "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519` (no passphrase)"))
     password = values.get("relayPassword")
-    if isinstance(password, str) and password and any(c in password for c in "\r\n"):
-        problems.append(("relayPassword", "must be one line; set it again with "
-                         "`pulumi config set --secret relayPassword`"))
+    if isinstance(password, str) and password and (why := grammar.sasl_password_problem(password)):
+        problems.append(("relayPassword", f"{why}; set it again with `pulumi config set --secret relayPassword`"))
     return problems
 
 
@@ -490,7 +512,9 @@ def parse_settings(values: Mapping[str, Any], secrets_set: set[str] | frozenset[
         settings = Settings.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_problems_from(error) + secret_problems(values)) from None
-    if problems := secret_problems(values):
+    from mailhost import preflight  # renders through this module's types: imported late to avoid a cycle
+
+    if problems := secret_problems(values) + preflight.problems(settings):
         raise ConfigError(problems)
     return settings
 
@@ -499,11 +523,15 @@ def values_from_stack_file(path: Path) -> tuple[dict[str, Any], set[str]]:
     """Read Pulumi.<stack>.yaml: our keys without the prefix, and which of them are secure."""
     try:
         document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError([("(stack file)", f"cannot read {path}: {error}")]) from None
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(config, dict | None):
+        raise ConfigError([("(stack file)", f"{path}: 'config:' must be a mapping of 'jira-mailhost:<key>: value' "
+                            "lines, as `pulumi config set` writes it")])
     values: dict[str, Any] = {}
     secure: set[str] = set()
-    for full_key, value in (document.get("config") or {}).items():
+    for full_key, value in (config or {}).items():
         namespace, _, key = str(full_key).partition(":")
         if namespace != PROJECT:
             continue

@@ -51,6 +51,15 @@ def stated_addresses(settings: Settings) -> dict[str, Addresses]:
     return {h.name: Addresses(h.existing.ipv4, h.existing.ipv6) for h in settings.hosts if h.existing}
 
 
+def placeholder_addresses(settings: Settings) -> dict[str, Addresses]:
+    """Known addresses for adopted hosts; 192.0.2.x / 2001:db8::x stand-ins for EC2 ones (known after deploy)."""
+    out = stated_addresses(settings)
+    for index, host in enumerate(settings.hosts, start=1):
+        if host.name not in out:
+            out[host.name] = Addresses(f"192.0.2.{index}", f"2001:db8::{index}" if settings.has_ipv6(host) else None)
+    return out
+
+
 def inet_protocols(settings: Settings, host: Host) -> str:
     """Postfix's inet_protocols: only the families whose address has forward-confirmed PTR."""
     v4, v6 = settings.sends_over(host, 4), settings.sends_over(host, 6)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jinja2
 
+from mailhost import allowlist, grammar
 from mailhost.bundle import RenderedFile
 from mailhost.config import Host, Settings
 from mailhost.plan import inet_protocols
@@ -29,6 +30,7 @@ REROUTE_MAP = "/etc/postfix/jira-mailhost-reroute"
 OPENDKIM_CONF = "/etc/opendkim.conf"
 DKIM_KEY_DIR = "/etc/opendkim/keys"
 SETTINGS_ENV = "/var/lib/jira-mailhost/settings.env"
+SHAPED_PATHS = {"main.cf": MAIN_CF, "opendkim.conf": OPENDKIM_CONF, "reroute": REROUTE_MAP, "sasl_passwd": SASL_PASSWD}
 PACKAGES = ("postfix", "opendkim", "opendkim-tools", "libsasl2-modules", "ca-certificates")
 
 _env = jinja2.Environment(
@@ -104,6 +106,10 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 production=settings.production,
                 packages=PACKAGES,
                 drain_seconds=settings.drain_seconds,
+                main_cf_parameters=sorted(allowlist.main_cf_parameters(settings)),
+                reroute_to=settings.reroute_to or "",
+                reroute_map=REROUTE_MAP if settings.reroute_to else "",
+                relay_key=f"[{relay.host}]:{relay.port}" if relay else "",
             ),
             mode=0o600,
         ),
@@ -112,8 +118,8 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
         files.append(RenderedFile(REROUTE_MAP, _template("reroute.j2", **common, reroute_to=settings.reroute_to)))
     if relay:
         password = secrets.relay_password or ""
-        if not password or any(c in password for c in "\r\n"):
-            raise ValueError("jira-mailhost:relayPassword: must be one non-empty line; set it again with "
+        if why := grammar.sasl_password_problem(password):
+            raise ValueError(f"jira-mailhost:relayPassword: {why}; set it again with "
                              "`pulumi config set --secret relayPassword`")
         files.append(
             RenderedFile(
@@ -124,6 +130,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 postmap=True,
             )
         )
+    allowlist.check_files(settings, {f.path: f.content for f in files}, SHAPED_PATHS)
     return sorted(files, key=lambda f: f.path)
 
 

@@ -14,6 +14,9 @@
 #              SERVICES="postfix opendkim"      services this config drives (others are left alone)
 #              DRAIN_SECONDS=120                teardown.sh's default wait for the queue to drain
 #              HOST_FQDN, STACK, PRODUCTION     only used in messages
+#              MAIN_CF_PARAMETERS="a b ..."     exactly the parameters `postconf -n` must show
+#              REROUTE_TO, REROUTE_MAP          staging: every recipient must become REROUTE_TO
+#              RELAY_KEY=[host]:port            relay: the one sasl_passwd entry
 #            Unknown keys are ignored.
 # Exit codes (the message on stderr says what failed and what is live now)
 #   0  applied, or unchanged
@@ -56,6 +59,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 S_PACKAGES="" S_SERVICES="postfix opendkim" S_FQDN="" S_STACK="" S_PRODUCTION=0
+S_PARAMETERS="" S_REROUTE_TO="" S_REROUTE_MAP="" S_RELAY_KEY=""
 host_label() { printf '%s' "${S_FQDN:-$(hostname -f 2>/dev/null || hostname)}"; }
 
 read_settings() { # file: KEY=VALUE lines, parsed, never sourced
@@ -70,6 +74,10 @@ read_settings() { # file: KEY=VALUE lines, parsed, never sourced
       HOST_FQDN) S_FQDN=$value ;;
       STACK) S_STACK=$value ;;
       PRODUCTION) S_PRODUCTION=$value ;;
+      MAIN_CF_PARAMETERS) S_PARAMETERS=$value ;;
+      REROUTE_TO) S_REROUTE_TO=$value ;;
+      REROUTE_MAP) S_REROUTE_MAP=$value ;;
+      RELAY_KEY) S_RELAY_KEY=$value ;;
     esac
   done <"$1"
 }
@@ -431,6 +439,37 @@ for i in "${!P[@]}"; do
   COMPANIONS+=("${P[$i]}.$SUFFIX")
 done
 managed_list >"$WORK/managed.new"
+
+# ---------- the shape of what would go live (defence behind the stack's grammars) ----------
+[ -n "$S_PARAMETERS" ] || reject "settings.env has no MAIN_CF_PARAMETERS: render the bundle with this program"
+# postconf -c shows config_directory = the stage itself: not the file's own, unless it writes one.
+{ postconf -c "$STAGE/postfix" -n 2>/dev/null | awk '$1 != "config_directory" { print $1 }'
+  grep -Eo '^[[:space:]]*config_directory[[:space:]]*=' "$STAGE/postfix/main.cf" | tr -d ' =\t'; } | sort >"$WORK/params.live"
+tr ' ' '\n' <<<"$S_PARAMETERS" | sort >"$WORK/params.want"
+if ! cmp -s "$WORK/params.live" "$WORK/params.want"; then
+  diff "$WORK/params.want" "$WORK/params.live" | grep '^[<>]' | sed -e 's/^</missing:/' -e 's/^>/unexpected:/' | errors
+  reject "main.cf sets other parameters than the templates write for this mode (above)"
+fi
+staged_conf() { postconf -c "$STAGE/postfix" -h "$1" 2>/dev/null; }
+if [ -n "$S_REROUTE_TO" ]; then
+  # Staging must never mail real users: every recipient, whatever it looks like, becomes REROUTE_TO.
+  [ "$(staged_conf virtual_alias_maps)" = "regexp:$S_REROUTE_MAP" ] ||
+    reject "virtual_alias_maps is not the reroute map $S_REROUTE_MAP: staging would mail real users"
+  for probe in "jm-probe-$RANDOM$RANDOM@probe.invalid" "ceo@customer.example" "a.b+tag@sub.example.org"; do
+    got=$(postmap -c "$STAGE/postfix" -q "$probe" "regexp:$(staged "$S_REROUTE_MAP")" 2>"$WORK/out")
+    if [ "$got" != "$S_REROUTE_TO" ] || [ -s "$WORK/out" ]; then
+      errors <"$WORK/out"; reject "the reroute map sends $probe to '${got:-nothing}', not $S_REROUTE_TO"
+    fi
+  done
+fi
+if [ -n "$S_RELAY_KEY" ]; then
+  # Exactly one password entry, for the relay itself (the entries are counted, never printed).
+  [ "$(staged_conf relayhost)" = "$S_RELAY_KEY" ] || reject "relayhost is not $S_RELAY_KEY"
+  sasl_map="$(staged_conf default_database_type):$(staged /etc/postfix/sasl_passwd)"
+  postmap -c "$STAGE/postfix" -s "$sasl_map" 2>/dev/null | awk '{ print $1 }' >"$WORK/sasl.keys"
+  [ "$(cat "$WORK/sasl.keys")" = "$S_RELAY_KEY" ] ||
+    reject "sasl_passwd must hold exactly one entry, for $S_RELAY_KEY (it holds $(wc -l <"$WORK/sasl.keys"))"
+fi
 
 postfix -c "$STAGE/postfix" check >"$WORK/out" 2>&1
 if [ $? -ne 0 ] || grep -qiE 'warning|fatal|error' "$WORK/out"; then

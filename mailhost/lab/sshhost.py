@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailhost.lab import freshetc
 from mailhost.lab.netns import Host, LabError, sh
 
 PRIVATE_ROOTS = ("/etc", "/var", "/run")
@@ -62,6 +63,9 @@ for root in {roots}; do
   layers="lowerdir=$root,upperdir=$dir/overlay/$name/upper,workdir=$dir/overlay/$name/work"
   mount -t overlay "jmp-lab$name" -o "$layers" "$root"
 done
+# A fresh Debian install's /etc/postfix ("No configuration"), whatever the machine's own holds.
+rm -rf /etc/postfix
+cp -a "$dir/fresh-postfix" /etc/postfix
 if [ -n "${{RESOLVER:-}}" ]; then printf 'nameserver %s\\n' "$RESOLVER" > "$dir/resolv.conf"; fi
 rm -f /etc/resolv.conf
 cat "$dir/resolv.conf" > /etc/resolv.conf
@@ -203,6 +207,7 @@ def start_ssh_host(host: Host, resolver: str | None = None, port: int = 22) -> S
         (workdir / "authorized_keys").write_text(client_pub + "\n")
         (workdir / "authorized_keys").chmod(0o644)
         (workdir / "sshd_config").write_text(_SSHD_CONFIG.format(name=host.name, port=port, dir=workdir))
+        freshetc.build(workdir / "fresh-postfix")
         script = _SETUP.format(roots=" ".join(PRIVATE_ROOTS), sshd=SSHD)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **({"RESOLVER": resolver} if resolver else {})}
         with open(workdir / "setup.log", "ab") as log:

@@ -91,12 +91,12 @@ def pushed_files(run: Run, host: str = "jira") -> dict[str, str]:
             if name.startswith("files/")}
 
 
-def test_relay_config_is_pushed_with_sasl_map_and_encrypted_relay(staging: Run) -> None:
+def test_relay_config_is_pushed_with_sasl_map_and_verified_relay_tls(staging: Run) -> None:
     files = pushed_files(staging)
     assert files["/etc/postfix/sasl_passwd"] == f"[smtp.relay.example.net]:587 jira:{stacks.RELAY_PASSWORD}\n"
     main = files["/etc/postfix/main.cf"]
     assert "relayhost = [smtp.relay.example.net]:587" in main
-    assert "smtp_tls_security_level = encrypt" in main
+    assert "smtp_tls_security_level = secure\nsmtp_tls_secure_cert_match = nexthop\n" in main, "verify the relay"
     assert "virtual_alias_maps = regexp:/etc/postfix/jira-mailhost-reroute" in main
     assert "inet_protocols = all" in main  # both addresses have PTRs in Route53 reverse zones
 
@@ -277,7 +277,7 @@ def test_unusable_secrets_are_refused_without_showing_them() -> None:
            "relayPassword": "line one\nline two"}
     message = refused(stacks.existing_relay_staging(), bad)
     assert "jira-mailhost:sshPrivateKey: is not a private key without passphrase" in message
-    assert "jira-mailhost:relayPassword: must be one line" in message
+    assert "jira-mailhost:relayPassword: must be printable ASCII on one line" in message
     assert "not really" not in message and "line two" not in message
 
 

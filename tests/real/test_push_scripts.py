@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import hashlib
 import io
 import json
 import re
@@ -199,6 +198,18 @@ BAD_STATIC = {
     # Postfix's tools refuse an address the host does not have, so this never reaches the switch.
     "inet_interfaces not on the host": ("/etc/postfix/main.cf", lambda c: FOREIGN_INET.sub(INET_99, c),
                                         "no local interface found for 203.0.113.99"),
+    # What a value that slipped past the grammars could do; the host refuses it by itself.
+    "a parameter the templates do not write": ("/etc/postfix/main.cf",
+                                               lambda c: c + "always_bcc = spy@elsewhere.test\n",
+                                               "main.cf sets other parameters than the templates write"),
+    "reroute off": ("/etc/postfix/main.cf", lambda c: c.replace("virtual_alias_maps = regexp:", "virtual_alias_maps = "
+                                                                "hash:"), "virtual_alias_maps is not the reroute map"),
+    "$ in the reroute address": ("/etc/postfix/jira-mailhost-reroute", lambda c: c.replace("qa@", "qa$@"),
+                                 "the reroute map sends"),
+    "reroute rule that misses addresses": ("/etc/postfix/jira-mailhost-reroute", lambda c: c.replace("/@/", "/^qa@/"),
+                                           "the reroute map sends"),
+    "a second password entry": ("/etc/postfix/sasl_passwd", lambda c: c + "[other.test]:587 jira:pw\n",
+                                "sasl_passwd must hold exactly one entry"),
 }
 
 
@@ -295,9 +306,11 @@ def queue_ids(host: SshHost) -> list[str]:
 
 
 def test_teardown_keeps_queued_mail_then_restores_the_original(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
-    original = hashlib.sha256(Path("/etc/postfix/main.cf").read_bytes()).hexdigest()
+    # The host starts as a fresh Debian install ("No configuration"): no main.cf, whatever the machine has.
+    original = remote(ssh_host, "sha256sum /etc/postfix/main.cf 2>/dev/null || echo absent").stdout.split()[0]
+    assert original == "absent"
     watched = [Path("/etc/postfix/main.cf"), Path("/etc/postfix/master.cf"), Path("/etc/opendkim.conf")]
-    machine_before = {p: p.read_bytes() for p in watched}
+    machine_before = {p: p.read_bytes() if p.exists() else None for p in watched}
     machine_absent = [p for p in (Path("/etc/opendkim"), Path("/var/lib/jira-mailhost")) if not p.exists()]
     machine_spool = sorted(str(p) for p in Path("/var/spool/postfix").rglob("*"))
     settings = settings_for(ssh_host)
@@ -330,7 +343,8 @@ def test_teardown_keeps_queued_mail_then_restores_the_original(ssh_host: SshHost
     done = timed("teardown", lambda: teardown(ssh_host, settings))
     assert done.rc == 0, out(done)
     assert "the original mail configuration is back" in done.stdout
-    after = remote(ssh_host, "sha256sum /etc/postfix/main.cf; test -e /var/lib/jira-mailhost || echo no-state;"
+    after = remote(ssh_host, "{ sha256sum /etc/postfix/main.cf 2>/dev/null || echo absent; };"
+                   " test -e /var/lib/jira-mailhost || echo no-state;"
                    " test -e /etc/opendkim || echo no-opendkim-dir; postfix status 2>&1 || echo postfix-stopped;"
                    " ss -Hlx src /run/opendkim/opendkim.sock | wc -l")
     assert after.stdout.split()[0] == original
@@ -340,7 +354,7 @@ def test_teardown_keeps_queued_mail_then_restores_the_original(ssh_host: SshHost
     again = teardown(ssh_host, settings)
     assert again.rc == 0 and "nothing to restore" in again.stdout
     # All of it happened in the host's private tree: the machine's own files never changed.
-    assert {p: p.read_bytes() for p in watched} == machine_before
+    assert {p: p.read_bytes() if p.exists() else None for p in watched} == machine_before
     assert [p for p in machine_absent if p.exists()] == []
     assert sorted(str(p) for p in Path("/var/spool/postfix").rglob("*")) == machine_spool
 

@@ -57,3 +57,40 @@ def test_render_of_a_broken_stack_names_the_key(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "jira-mailhost:hosts[0].existing.hostKey: is required; pin the host key" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def render_into(out: Path) -> tuple[int, str]:
+    result = runner.invoke(app, ["render", "--stack", "staging", "--out", str(out), "--project-dir", str(ROOT)])
+    return result.exit_code, result.output
+
+
+def test_render_refuses_a_symlinked_out_and_writes_nothing_through_it(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "out").symlink_to(victim)
+    code, output = render_into(tmp_path / "out")
+    assert code == 2 and "symbolic link" in output
+    assert list(victim.iterdir()) == []
+
+
+def test_render_refuses_a_directory_that_holds_other_things(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    code, output = render_into(tmp_path)
+    assert code == 2 and "holds no earlier render" in output
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_render_replaces_an_earlier_render_whole_without_following_links(tmp_path: Path) -> None:
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("untouched")
+    assert render_into(out)[0] == 0
+    (out / "stale-from-an-old-stack").write_text("old")
+    (out / "jira" / "link").symlink_to(outside)
+    (out / "jira" / "etc" / "postfix" / "main.cf").unlink()
+    (out / "jira" / "etc" / "postfix" / "main.cf").symlink_to(outside / "keep")
+    assert render_into(out)[0] == 0
+    assert not (out / "stale-from-an-old-stack").exists() and not (out / "jira" / "link").exists()
+    main_cf = out / "jira" / "etc" / "postfix" / "main.cf"
+    assert not main_cf.is_symlink() and "relayhost" in main_cf.read_text()
+    assert (outside / "keep").read_text() == "untouched"

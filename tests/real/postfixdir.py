@@ -1,0 +1,45 @@
+"""A rendered config laid out in a temp dir and read back by the real Postfix tools (always with -c).
+
+The support files come from a fresh Debian install's /etc/postfix (mailhost.lab.freshetc),
+never from this machine's own, so what passes here passes on a brand-new machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mailhost.bundle import RenderedFile
+from mailhost.lab import freshetc
+
+
+def tool(*argv: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which(argv[0]) is None:
+        pytest.fail(f"{argv[0]} is not installed: run setup.sh (Debian packages postfix, opendkim)")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def materialise(tmp: Path, files: list[RenderedFile]) -> Path:
+    """Lay the files out under tmp/<path>, paths in their contents rewritten to the temp tree."""
+    confdir = freshetc.build(tmp / "etc/postfix")
+    for f in files:
+        target = tmp / f.path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        content = f.content.replace("/etc/postfix/", f"{confdir}/").replace("/etc/opendkim/", f"{tmp}/etc/opendkim/")
+        target.write_text(content)
+        target.chmod(f.mode)
+    return confdir
+
+
+def postconf_n(confdir: Path) -> dict[str, str]:
+    """`postconf -n` as a mapping; any warning fails the test."""
+    done = tool("postconf", "-c", str(confdir), "-n")
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+    values = {}
+    for line in done.stdout.splitlines():
+        name, _, value = line.partition(" =")
+        values[name] = value.strip()
+    return values
