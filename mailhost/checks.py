@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mailhost.dnstext import MAX_STRING
-from mailhost.spf import LOOKUP_MECHANISMS, MAX_LOOKUPS
+from mailhost.spf import LOOKUP_MECHANISMS, MAX_LOOKUPS, MIN_PREFIX
 
 Status = Literal["pass", "warn", "fail"]
 AnswerStatus = Literal["ok", "nxdomain", "nodata", "error"]
@@ -450,6 +450,30 @@ def check_spf_all(domain: str, record: SpfRecord) -> CheckResult:
             "replace ?all by ~all (or -all)",
         )
     return CheckResult("spf:all", "pass", f"SPF of {domain} ends in {qualifier}all")
+
+
+def _breadth(term: SpfTerm) -> int | None:
+    """The shortest prefix a mechanism authorises (0 for all), or None when it names hosts, not ranges."""
+    if term.name == "all":
+        return 0
+    lengths = [int(n) for n in re.findall(r"/([0-9]{1,3})", term.value)]
+    if term.name in ("ip4", "ip6") and not lengths:
+        return None
+    return min(lengths) if lengths else None
+
+
+def check_spf_breadth(domain: str, record: SpfRecord) -> CheckResult:
+    """A passing term wider than a /8 (or a passing all anywhere) lets most of the Internet send as the domain."""
+    terms = record.mechanisms()
+    if terms and terms[-1].name == "all":
+        terms = terms[:-1]  # the closing all is spf:all's to judge
+    wide = [t for t in terms if t.qualifier in "+?" and (b := _breadth(t)) is not None and b < MIN_PREFIX]
+    if wide:
+        shown = ", ".join(f"{t.qualifier}{t.name}{':' if t.value and not t.value.startswith('/') else ''}{t.value}"
+                          for t in wide)
+        return CheckResult("spf:breadth", "fail", f"SPF of {domain} authorises more than a /{MIN_PREFIX}: {shown}",
+                           "list only your senders' own networks (spfExtra) and end with ~all or -all")
+    return CheckResult("spf:breadth", "pass", f"SPF of {domain} authorises no range wider than a /{MIN_PREFIX}")
 
 
 def check_spf_helo(helo: str, answer: Answer, result: str | None, explanation: str = "") -> CheckResult:

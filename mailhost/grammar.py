@@ -54,7 +54,8 @@ def fqdn(value: str, what: str, service_labels: bool = False) -> str:
     name = value.removesuffix(".").lower()
     labels = name.split(".")
     pattern = SERVICE_LABEL if service_labels else LABEL
-    if len(labels) < 2 or len(name) > MAX_FQDN or not all(pattern.fullmatch(part) for part in labels):
+    numeric_top = labels[-1].isdigit()  # RFC 7208 §7.1 toplabel; Postfix would take it for an address
+    if len(labels) < 2 or len(name) > MAX_FQDN or numeric_top or not all(pattern.fullmatch(p) for p in labels):
         raise ValueError(f"{value!r} is not a fully qualified domain name; give {what} such as 'example.com'")
     return name
 

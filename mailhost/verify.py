@@ -145,6 +145,7 @@ async def _domain_checks(lookup: Lookup, expected: Expected) -> list[CheckResult
             tree = await _spf_tree(lookup, domain, spf_answer)
             out.append(c.check_spf_lookups(domain, c.spf_lookup_cost(domain, tree)))
             out.append(c.check_spf_all(domain, record))
+            out.append(c.check_spf_breadth(domain, record))
             if expected.spf_includes:
                 out.append(c.check_spf_includes(domain, record, expected.spf_includes))
     out += dkim

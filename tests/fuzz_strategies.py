@@ -38,6 +38,8 @@ def labels(draw: st.DrawFn, max_size: int = 63) -> str:
 @st.composite
 def fqdns(draw: st.DrawFn) -> str:
     parts = draw(st.lists(labels(max_size=20), min_size=2, max_size=4))
+    if parts[-1].isdigit():
+        parts[-1] += "x"  # a top-level label needs a letter (RFC 7208 §7.1)
     return ".".join(parts)
 
 

@@ -168,6 +168,11 @@ CASES: dict[str, tuple[Callable[[World], None], dict[str, str], str]] = {
     "11 SPF lookups": (_eleven_lookups, {"spf:lookups": "fail"}, "include:_a.example.com costs 6"),
     "+all": (lambda w: _spf(w, f"v=spf1 ip4:{V4} ip6:{V6} +all"), {"spf:all": "fail"}, "every host"),
     "?all": (lambda w: _spf(w, f"v=spf1 ip4:{V4} ip6:{V6} ?all"), {"spf:all": "warn"}, "neutral"),
+    "+all before ~all": (lambda w: _spf(w, f"v=spf1 ip4:{V4} ip6:{V6} +all ~all"), {"spf:breadth": "fail"}, "/8"),
+    "whole IPv4 Internet": (lambda w: _spf(w, f"v=spf1 ip4:{V4} ip6:{V6} ip4:0.0.0.0/0 ~all"),
+                            {"spf:breadth": "fail"}, "ip4:0.0.0.0/0"),
+    "half the IPv6 Internet": (lambda w: _spf(w, f"v=spf1 ip4:{V4} ip6:{V6} ?ip6:8000::/1 -all"),
+                               {"spf:breadth": "fail"}, "?ip6:8000::/1"),
     "SPF cut into separate records": (
         lambda w: w.forward["@"].__setitem__(
             slice(2, 3), [f'TXT "v=spf1 ip4:{V4}"', f'TXT "ip6:{V6} ~all"']

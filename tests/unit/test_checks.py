@@ -222,3 +222,14 @@ def test_dnsbl() -> None:
 def test_json_shape_of_a_result() -> None:
     result = c.check_mx("example.com", Answer("e", "MX", "nodata"))
     assert set(result.to_dict()) == {"id", "status", "detail", "fix"}
+
+
+def test_spf_breadth_fails_whatever_lets_the_internet_send() -> None:
+    def status(record: str) -> str:
+        return c.check_spf_breadth("example.com", c.parse_spf(record)).status
+
+    assert status("v=spf1 ip4:198.51.100.7 ip6:2001:db8::/32 include:_spf.x.example a/24 ~all") == "pass"
+    assert status("v=spf1 ip4:10.0.0.0/8 -ip4:0.0.0.0/0 -all") == "pass"  # a failing wide term protects
+    for wide in ("+all ~all", "ip4:0.0.0.0/0 ~all", "ip6:::/0 -all", "?ip4:0.0.0.0/1 -all", "a/0 -all",
+                 "mx//7 ~all", "ip4:128.0.0.0/1 ip4:0.0.0.0/1 ~all"):
+        assert status(f"v=spf1 {wide}") == "fail", wide

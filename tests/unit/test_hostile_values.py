@@ -58,6 +58,8 @@ HOSTILE: dict[str, tuple[dict[str, Any], str, str]] = {
     "a/0": (base(spfExtra=["a/0"]), "spfExtra", "more than a /8"),
     "redirect": (base(spfExtra=["redirect=_spf.evil.test"]), "spfExtra", "redirect="),
     "two terms in one": (base(spfExtra=["include:_spf.x.test ip4:0.0.0.0/1"]), "spfExtra", "not one SPF term"),
+    "numeric top-level label": (base(spfExtra=["include:_spf.a.0"]), "spfExtra", "not a fully qualified"),
+    "numeric domain": (base(domain="example.123"), "domain", "not a fully qualified"),
     "macro": (base(spfExtra=["exists:%{i}.evil.test"]), "spfExtra", "macros"),
     "11 lookups": (base(spfExtra=[f"include:s{i}.example.net" for i in range(11)]), "spfExtra", "11 DNS lookups"),
     "quote in an SPF term": (base(spfExtra=['include:x"y.test']), "spfExtra", "not a fully qualified"),
