@@ -27,6 +27,10 @@
 # State, root-only (0700): /var/lib/jira-mailhost
 #   original/  the host's own files before the first apply (restored by teardown.sh)
 #   backup/    the files live before the latest switch    managed  paths of the latest apply
+#   journal    present from just before a switch until it is confirmed or rolled back: a run that
+#              finds it (the earlier one was killed mid-switch) first puts backup/ back
+# A dropped SSH session (SIGHUP, SIGPIPE on stdout/stderr) does not stop a run: it completes or
+# rolls back; daemons it starts get the default signal handling back.
 # File contents are never printed; there is no `set -x`.
 set -uo pipefail
 umask 077
@@ -57,6 +61,12 @@ if [ "$(id -u)" -ne 0 ]; then
   fi
   exec sudo -n -- bash "$0"
 fi
+
+# From here on the run finishes what it starts, whatever happens to the SSH session that started it.
+trap '' HUP PIPE
+daemon() { # run a daemon's start command with default HUP/PIPE handling (ours are ignored)
+  if env --default-signal=HUP true 2>/dev/null; then env --default-signal=HUP,PIPE "$@"; else "$@"; fi
+}
 
 S_PACKAGES="" S_SERVICES="postfix opendkim" S_FQDN="" S_STACK="" S_PRODUCTION=0
 S_PARAMETERS="" S_REROUTE_TO="" S_REROUTE_MAP="" S_RELAY_KEY=""
@@ -147,7 +157,7 @@ milter_group() { # a unix milter socket: postfix must be in opendkim's group to 
 opendkim_start() {
   run_dir
   if have_systemd; then systemctl enable --quiet opendkim 2>/dev/null; systemctl restart opendkim; return; fi
-  opendkim -x /etc/opendkim.conf -P "$(odk_pidfile)" 9>&-  # the daemon must not keep our lock
+  daemon opendkim -x /etc/opendkim.conf -P "$(odk_pidfile)" 9>&-  # the daemon must not keep our lock
 }
 
 postfix_do() { # start|stop|reload|restart
@@ -165,8 +175,8 @@ postfix_do() { # start|stop|reload|restart
     [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1
   fi
   case $1 in  # 9>&-: the daemons must not inherit our lock
-    restart) postfix stop >/dev/null 2>&1; postfix start 9>&- ;;
-    *) postfix "$1" 9>&- ;;
+    restart) postfix stop >/dev/null 2>&1; daemon postfix start 9>&- ;;
+    *) daemon postfix "$1" 9>&- ;;
   esac
 }
 
@@ -273,6 +283,17 @@ running_services() { # the managed services running now, for rollback and health
   printf '%s' "$out"
 }
 
+restore_from() { # dir: put every path listed in dir/PATHS back as it was (atomic per file)
+  local state p rc=0
+  while read -r state p; do
+    case $state in
+      present) { cp -a "$1/tree$p" "$p.jm-new" && mv -f "$p.jm-new" "$p"; } || { warn "could not restore $p"; rc=1; } ;;
+      absent) rm -f "$p" ;;
+    esac
+  done <"$1/PATHS"
+  return $rc
+}
+
 # ---------- bundle ----------
 install -d -m 0700 -o root -g root "$STATE"
 chmod 0700 "$STATE"
@@ -281,6 +302,18 @@ flock -w 300 9 || reject "another jira-mailhost apply or teardown is still runni
 WORK=$STATE/work
 rm -rf "$WORK" && mkdir -m 0700 "$WORK" || reject "cannot create $WORK"
 trap 'rm -rf "$WORK"' EXIT
+
+JOURNAL=$STATE/journal
+if [ -f "$JOURNAL" ]; then
+  # An earlier run was cut off between its backup and its confirmation: never leave a mix of two configs.
+  warn "an earlier apply on $(host_label) stopped during its switch; putting back the files live before it"
+  [ -f "$STATE/backup/PATHS" ] && restore_from "$STATE/backup" ||
+    { warn "ERROR: could not restore $STATE/backup; the host needs an admin (saved files are there)"; exit 3; }
+  rm -f "$JOURNAL" "$STATE/applied"
+  postfix_running && postfix_do reload >/dev/null 2>&1
+  if opendkim_running; then opendkim_stop >/dev/null 2>&1; opendkim_start >/dev/null 2>&1; fi
+  warn "the configuration live before that apply is back; applying the new one now"
+fi
 
 cat >"$WORK/payload.b64"
 [ -s "$WORK/payload.b64" ] || reject "no bundle on stdin: the remote command must get the rendered bundle as its stdin"
@@ -547,19 +580,10 @@ switch_in() { # staged-source live-path: atomic replace, skipped when identical
   mkparents "$(dirname "$p")" && cp -a "$src" "$p.jm-new" && mv -f "$p.jm-new" "$p" || return 1
   CHANGED+=("$p")
 }
-restore_from() { # dir: put every path listed in dir/PATHS back as it was (atomic per file)
-  local state p rc=0
-  while read -r state p; do
-    case $state in
-      present) { cp -a "$1/tree$p" "$p.jm-new" && mv -f "$p.jm-new" "$p"; } || { warn "could not restore $p"; rc=1; } ;;
-      absent) rm -f "$p" ;;
-    esac
-  done <"$1/PATHS"
-  return $rc
-}
 
 CHANGED=()
 failure=""
+config_id >"$JOURNAL"  # from here until confirmed or rolled back, a new run restores backup/ first
 for p in "${TARGETS[@]}"; do
   switch_in "$(staged "$p")" "$p" || { failure="could not install $p"; break; }
 done
@@ -621,6 +645,7 @@ if [ -n "$failure" ]; then
     manages opendkim || opendkim_stop "$old_odk_pidfile" >/dev/null 2>&1
     manages postfix || { postfix_running && postfix_do stop >/dev/null 2>&1; }
     if [ -z "$PRE_RUNNING" ] || { restart_services && health $PRE_RUNNING; }; then
+      rm -f "$JOURNAL"
       warn "the previous configuration is live again${PRE_RUNNING:+ (running:$PRE_RUNNING, answering)}; nothing else was changed."
       warn "fix the stack settings and run pulumi up again."
       exit 2
@@ -635,6 +660,7 @@ fi
 
 mv -f "$WORK/managed.new" "$STATE/managed"
 mv -f "$WORK/applied" "$STATE/applied"
+rm -f "$JOURNAL"
 if [ "${#CHANGED[@]}" -eq 0 ]; then
   say "config $(config_id) was already on disk on $(host_label); postfix and opendkim reloaded it"
 else

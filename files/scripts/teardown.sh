@@ -37,6 +37,12 @@ if [ "$(id -u)" -ne 0 ]; then
   exec sudo -n -- env MAILHOST_DRAIN_SECONDS="$drain" bash "$0"
 fi
 
+# A dropped SSH session (SIGHUP, SIGPIPE) does not stop a teardown half-way: it runs to its end.
+trap '' HUP PIPE
+daemon() { # a daemon's start command with default HUP/PIPE handling (ours are ignored)
+  if env --default-signal=HUP true 2>/dev/null; then env --default-signal=HUP,PIPE "$@"; else "$@"; fi
+}
+
 setting() { # KEY from settings.env, parsed, never sourced
   [ -r "$STATE/settings.env" ] || return 0
   awk -F= -v k="$1" '$1 == k { v = substr($0, length(k) + 2); gsub(/^"|"$/, "", v) } END { print v }' "$STATE/settings.env"
@@ -88,7 +94,7 @@ opendkim_start() {
   dir=$(dirname "$(odk_pidfile)") user=$(conf_value /etc/opendkim.conf UserID)
   user=${user:-opendkim} user=${user%%:*}
   install -d -m 0750 -o "$user" -g "$(id -gn "$user" 2>/dev/null || echo root)" "$dir"
-  opendkim -x /etc/opendkim.conf -P "$(odk_pidfile)" 9>&-
+  daemon opendkim -x /etc/opendkim.conf -P "$(odk_pidfile)" 9>&-
 }
 postfix_do() { # start|stop|restart
   if have_systemd; then
@@ -101,8 +107,8 @@ postfix_do() { # start|stop|restart
   fi
   [ "$1" = stop ] || { [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1; }
   case $1 in  # 9>&-: the daemons must not inherit our lock
-    restart) postfix stop >/dev/null 2>&1; postfix start 9>&- ;;
-    *) postfix "$1" 9>&- ;;
+    restart) postfix stop >/dev/null 2>&1; daemon postfix start 9>&- ;;
+    *) daemon postfix "$1" 9>&- ;;
   esac
 }
 

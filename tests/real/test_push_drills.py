@@ -1,0 +1,150 @@
+"""Fault drills for the push: the SSH session dies during the switch, or the apply itself is killed.
+
+The rule: the host ends on the old or the new config, never a mix, and the next push completes.
+A dropped session (client killed, or its stderr closed) must not stop the remote run; a run
+killed outright mid-switch leaves a journal, and the next run first puts the backup back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from components.postfix import apply_command
+from mailhost import bundle, sshexec
+from mailhost.bundle import RenderedFile
+from mailhost.lab.sshhost import SshHost
+from tests.real.test_push_scripts import assert_serving, edit, files_for, hold_port, out, push, remote
+
+pytestmark = [pytest.mark.real]
+JOURNAL = "/var/lib/jira-mailhost/journal"
+
+
+def start_push(host: SshHost, files: list[RenderedFile], known_hosts: Path) -> subprocess.Popen[str]:
+    """The push as the program runs it, but as a process the drill can kill while it runs."""
+    known_hosts.write_text(f"{sshexec.HOST_ALIAS} {host.host_key}\n")
+    argv = [*sshexec.ssh_argv(host.address, host.port, host.user, host.client_key_path, known_hosts,
+                              host.host_key.split()[0]), "--", apply_command()]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None
+    proc.stdin.write(bundle.pack(files))
+    proc.stdin.close()
+    return proc
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def apply_running(host: SshHost) -> bool:
+    return subprocess.run(host.nsenter(["pgrep", "-f", "jira-mailhost-apply"]), capture_output=True).returncode == 0
+
+
+def live_digest(host: SshHost, files: list[RenderedFile]) -> str:
+    """sha256 of the non-secret managed files as the host has them, in bundle order."""
+    result = remote(host, "cat " + " ".join(f.path for f in files if not f.secret) + " | sha256sum")
+    assert result.ok, out(result)
+    return result.stdout.split()[0]
+
+
+def digest(files: list[RenderedFile]) -> str:
+    return hashlib.sha256("".join(f.content for f in files if not f.secret).encode()).hexdigest()
+
+
+def bigger(files: list[RenderedFile]) -> list[RenderedFile]:
+    """The same config with a changed main.cf and opendkim.conf: a switch of several files."""
+    files = edit(files, "/etc/postfix/main.cf", lambda c: re.sub(r"(?m)^message_size_limit = .*$",
+                                                                  "message_size_limit = 52428800", c))
+    changed = edit(files, "/etc/opendkim.conf", lambda c: re.sub(r"(?m)^(SyslogSuccess +)yes$", r"\1no", c))
+    return changed
+
+
+@pytest.mark.parametrize("drop", ["client killed", "client stderr closed"])
+def test_dropped_session_during_the_switch_still_ends_on_the_new_config(ssh_host: SshHost, dkim_private_key_pem: str,
+                                                                        drop: str, tmp_path: Path) -> None:
+    old = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, old).ok
+    new = bigger(old)
+    assert len({f.content for f in new} - {f.content for f in old}) == 2, "two files change"
+    proc = start_push(ssh_host, new, tmp_path / "known_hosts")
+    try:
+        wait_for(lambda: ssh_host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
+        assert proc.poll() is None, "the push ended before its switch: " + (proc.stderr.read() if proc.stderr else "")
+        if drop == "client killed":
+            proc.kill()
+        else:
+            assert proc.stderr is not None and proc.stdout is not None
+            proc.stderr.close()
+            proc.stdout.close()
+        assert apply_running(ssh_host), "the drill must drop the session while the remote run is still going"
+    finally:
+        proc.kill()
+        proc.wait(10)
+    wait_for(lambda: not apply_running(ssh_host), 60, "the remote apply to finish")
+    assert not ssh_host.upper(JOURNAL).exists(), "the run finished its switch and confirmed it"
+    assert live_digest(ssh_host, new) == digest(new), "all of the new config"
+    assert_serving(ssh_host)
+    again = push(ssh_host, new)
+    assert again.ok and again.stdout.startswith("jira-mailhost: unchanged"), out(again)
+
+
+def test_apply_killed_mid_switch_is_rolled_back_by_the_next_run(ssh_host: SshHost, dkim_private_key_pem: str,
+                                                                 tmp_path: Path) -> None:
+    old = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, old).ok
+    proc = start_push(ssh_host, bigger(old), tmp_path / "known_hosts")
+    try:
+        wait_for(lambda: ssh_host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
+        subprocess.run(ssh_host.nsenter(["pkill", "-KILL", "-f", "jira-mailhost-apply"]), check=False)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert ssh_host.upper(JOURNAL).exists(), "a run killed mid-switch leaves its journal"
+    # The next run is refused (a broken bundle), yet first puts the whole old config back.
+    broken = edit(old, "/etc/postfix/main.cf", lambda c: c + "jira_mailhost_typo = yes\n")
+    refused = push(ssh_host, broken)
+    assert refused.rc == 1 and "stopped during its switch" in refused.stderr, out(refused)
+    assert not ssh_host.upper(JOURNAL).exists()
+    assert live_digest(ssh_host, old) == digest(old), "all of the old config, no mix"
+    assert_serving(ssh_host)
+    done = push(ssh_host, bigger(old))
+    assert done.ok, out(done)
+    assert live_digest(ssh_host, bigger(old)) == digest(bigger(old))
+
+
+@pytest.mark.parametrize("drop", ["client killed", "client stderr closed"])
+def test_dropped_session_during_a_failing_switch_still_rolls_back(ssh_host: SshHost, dkim_private_key_pem: str,
+                                                                  drop: str, tmp_path: Path) -> None:
+    """The rollback writes its story to stderr: with the session gone that write must not kill the run."""
+    old = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, old).ok
+    hold_port(ssh_host, 2525)
+    failing = edit(old, "/etc/postfix/master.cf", lambda c: re.sub(r"(?m)^smtp +inet ", "127.0.0.1:2525 inet ", c))
+    proc = start_push(ssh_host, failing, tmp_path / "known_hosts")
+    try:
+        wait_for(lambda: ssh_host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
+        if drop == "client killed":
+            proc.kill()
+        else:
+            assert proc.stderr is not None and proc.stdout is not None
+            proc.stderr.close()
+            proc.stdout.close()
+        assert apply_running(ssh_host), "the drill must drop the session while the remote run is still going"
+    finally:
+        proc.kill()
+        proc.wait(10)
+    wait_for(lambda: not apply_running(ssh_host), 60, "the remote apply to finish")
+    assert not ssh_host.upper(JOURNAL).exists(), "the rollback ran to its end"
+    assert live_digest(ssh_host, old) == digest(old), "all of the old config, no mix"
+    assert_serving(ssh_host)
+    assert push(ssh_host, old).stdout.startswith("jira-mailhost: unchanged")
