@@ -1,8 +1,13 @@
 """Postfix + OpenDKIM config of one host, pushed over SSH by files/scripts/apply.sh.
 
-The payload (all files, secrets included) travels on stdin as a Pulumi secret; the
-command line holds only the script.  Triggers carry the non-secret files as text, so
-`pulumi preview` shows the config diff readably, and an unchanged config gives no
+The payload (all files, secrets included) travels on stdin as a Pulumi secret.  The
+command runs the script, followed by the non-secret files as shell comment lines: so
+`pulumi preview --diff` shows the config diff readably as a change of `create`/`update`,
+which pulumi-command updates in place.  Not through `triggers`: its SDK registers every
+Command with replace_on_changes=["triggers[*]"] (pulumi-command 1.2.1,
+sdk/python/pulumi_command/remote/command.py; upstream #855), so a config kept there
+would replace the push (teardown, then apply) on every change, and in production,
+where the push is protected, refuse the whole `up`.  An unchanged config gives no
 diff, hence no remote command.
 """
 
@@ -24,8 +29,10 @@ SSH_DIAL_ATTEMPTS = 40  # × per-dial timeout: a fresh EC2 instance needs a minu
 SSH_DIAL_TIMEOUT = 15
 
 
-def apply_command() -> str:
-    return f"bash -c {shlex.quote(render.script('apply.sh'))} jira-mailhost-apply"
+def apply_command(readable: str = "") -> str:
+    """The script as one argument, then (for the preview diff) the readable config as comment lines."""
+    command = f"bash -c {shlex.quote(render.script('apply.sh'))} jira-mailhost-apply"
+    return f"{command}\n{readable}" if readable else command
 
 
 def teardown_command(settings: Settings) -> str:
@@ -33,9 +40,16 @@ def teardown_command(settings: Settings) -> str:
             f"bash -c {shlex.quote(render.script('teardown.sh'))} jira-mailhost-teardown")
 
 
-def readable_config(files: list[bundle.RenderedFile]) -> dict[str, str]:
-    """Non-secret files by path, for the preview diff; secret ones by name only."""
-    return {f.path: ("(secret)" if f.secret else f.content) for f in files}
+def readable_config(files: list[bundle.RenderedFile]) -> str:
+    """Every file as shell comment lines: the non-secret ones whole, the secret ones by path only.
+
+    Each line the shell could end (splitlines splits on more than newline) gets its own '#'."""
+    lines = [f"# jira-mailhost config {bundle.public_digest(files)}"]
+    for f in files:
+        lines.append(f"# ==> {f.path}" + (" (secret: not shown)" if f.secret else ""))
+        if not f.secret:
+            lines += [f"#   {line}".rstrip() for line in f.content.splitlines()]
+    return "\n".join(lines)
 
 
 class PostfixConfig(pulumi.ComponentResource):
@@ -53,6 +67,7 @@ class PostfixConfig(pulumi.ComponentResource):
             lambda s: bundle.pack(render.render_host(settings, host, render.HostSecrets(s[0], s[1]), stack))
         )
         payload = secret_str(packed)
+        apply = apply_command(readable_config(public_files))
         connection = command.remote.ConnectionArgsDict(
             host=target.ipv4,
             port=target.port,
@@ -65,11 +80,10 @@ class PostfixConfig(pulumi.ComponentResource):
         self.push = command.remote.Command(
             f"{host.name}-push",
             connection=connection,
-            create=apply_command(),
-            update=apply_command(),  # an update re-runs apply in place; never a replace (= teardown)
+            create=apply,
+            update=apply,  # an update re-runs apply in place; never a replace (= teardown)
             delete=teardown_command(settings),
             stdin=payload,
-            triggers=[bundle.public_digest(public_files), readable_config(public_files)],
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(
                 parent=self,

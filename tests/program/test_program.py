@@ -8,6 +8,7 @@ import re
 import pulumi
 import pytest
 
+from components.postfix import apply_command
 from mailhost import bundle
 from mailhost.expected import Expected
 from tests.program import stacks
@@ -112,10 +113,11 @@ def test_secrets_stay_secret_everywhere(staging: Run) -> None:
         assert stacks.RELAY_PASSWORD not in visible, reg.name
         assert "PRIVATE KEY" not in visible, reg.name
         assert dkim_pem.splitlines()[1] not in visible, reg.name
-    # The readable trigger names the secret files but never shows them.
-    readable = push.inputs["triggers"][1]
-    assert readable["/etc/postfix/sasl_passwd"] == "(secret)"
-    assert "relayhost = [smtp.relay.example.net]:587" in readable["/etc/postfix/main.cf"]
+    # The readable config in the command names the secret files but never shows them.
+    readable = push.inputs["update"]
+    assert "# ==> /etc/postfix/sasl_passwd (secret: not shown)\n# ==> " in readable
+    assert "#   relayhost = [smtp.relay.example.net]:587\n" in readable
+    assert stacks.RELAY_PASSWORD not in readable and "PRIVATE KEY" not in readable
 
 
 def test_push_command_line_holds_only_the_script(staging: Run) -> None:
@@ -207,8 +209,7 @@ def test_preview_of_new_ec2_stack_shows_config_but_not_unknown_values() -> None:
     assert has_unknown(recs["spf"]["records"]), "SPF needs the EIPs: unknown until up"
     assert recs["dmarc"]["records"] == ["v=DMARC1; p=reject; rua=mailto:dmarc@example.com; adkim=r; aspf=r"]
     push = run.one("jira-push")
-    readable = push.inputs["triggers"][1]
-    assert "myhostname = jira.example.com" in readable["/etc/postfix/main.cf"], "preview diff shows the config"
+    assert "\n#   myhostname = jira.example.com\n" in push.inputs["update"], "preview diff shows the config"
     assert has_unknown(push.inputs["stdin"]), "the payload waits for the generated DKIM key"
     assert has_unknown(run.one("verify-dns").inputs["environment"])
     assert not has_unknown(recs["dmarc"]), "what depends on settings alone is known in preview"
@@ -218,13 +219,27 @@ def test_preview_and_up_of_an_unchanged_stack_give_the_same_push_inputs() -> Non
     first = run_program(stacks.existing_relay_staging(), SECRETS)
     second = run_program(stacks.existing_relay_staging(), SECRETS)
     a, b = first.one("jira-push").inputs, second.one("jira-push").inputs
-    assert unwrap(a["stdin"]) == unwrap(b["stdin"]) and a["triggers"] == b["triggers"]
+    assert unwrap(a["stdin"]) == unwrap(b["stdin"]) and a["update"] == b["update"] and a["create"] == b["create"]
     changed = stacks.existing_relay_staging() | {"messageSizeLimit": 40_000_000}
     third = run_program(changed, SECRETS)
     c = third.one("jira-push").inputs
-    assert c["triggers"][0] != a["triggers"][0]
-    diff = {p for p, text in c["triggers"][1].items() if text != a["triggers"][1][p]}
-    assert diff == {"/etc/postfix/main.cf"}
+    removed = set(a["update"].splitlines()) - set(c["update"].splitlines())
+    added = set(c["update"].splitlines()) - set(a["update"].splitlines())
+    assert {line for line in removed if not line.startswith("# jira-mailhost config ")} == {
+        "#   message_size_limit = 26214400"}
+    assert {line for line in added if not line.startswith("# jira-mailhost config ")} == {
+        "#   message_size_limit = 40000000"}
+
+
+def test_a_config_change_updates_the_push_in_place_never_replaces_it() -> None:
+    """pulumi-command's SDK makes any change of `triggers` a replace (teardown + apply; refused when protected)."""
+    run = run_program(stacks.existing_relay_staging(), SECRETS)
+    push = run.one("jira-push")
+    assert "triggers" not in push.inputs or not push.inputs["triggers"], "nothing that changes may sit in triggers"
+    assert push.inputs["update"] == push.inputs["create"], "an update runs the same apply"
+    assert push.inputs["update"].startswith(apply_command() + "\n"), "the script first, then only comments"
+    comments = push.inputs["update"][len(apply_command()) + 1:].split("\n")
+    assert len(comments) > 50 and all(line.startswith("#") for line in comments)
 
 
 def test_exports_give_jira_settings_and_no_secret() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from components.postfix import apply_command
+from components.postfix import apply_command, readable_config
 from mailhost import bundle, sshexec
 from mailhost.bundle import RenderedFile
 from mailhost.lab.sshhost import SshHost
@@ -30,7 +30,7 @@ def start_push(host: SshHost, files: list[RenderedFile], known_hosts: Path) -> s
     """The push as the program runs it, but as a process the drill can kill while it runs."""
     known_hosts.write_text(f"{sshexec.HOST_ALIAS} {host.host_key}\n")
     argv = [*sshexec.ssh_argv(host.address, host.port, host.user, host.client_key_path, known_hosts,
-                              host.host_key.split()[0]), "--", apply_command()]
+                              host.host_key.split()[0]), "--", apply_command(readable_config(files))]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdin is not None
     proc.stdin.write(bundle.pack(files))

@@ -25,7 +25,7 @@ from typing import Any
 import dkim
 import pytest
 
-from components.postfix import apply_command, teardown_command
+from components.postfix import apply_command, readable_config, teardown_command
 from mailhost import bundle, sshexec
 from mailhost.bundle import RenderedFile
 from mailhost.config import Settings, parse_settings
@@ -74,7 +74,8 @@ def remote(host: SshHost, command: str, stdin: str | None = None, timeout: float
 
 
 def push(host: SshHost, files: list[RenderedFile]) -> sshexec.Result:
-    return remote(host, apply_command(), bundle.pack(files))
+    """As the program pushes: the script, the readable config as comment lines, the bundle on stdin."""
+    return remote(host, apply_command(readable_config(files)), bundle.pack(files))
 
 
 def teardown(host: SshHost, settings: Settings) -> sshexec.Result:
@@ -489,7 +490,10 @@ def test_scripts_pass_shellcheck_and_fit_one_argument() -> None:
     lint = subprocess.run(["shellcheck", "-s", "bash", "-S", "warning", *scripts], capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout
     # sshd hands the command to the login shell as one argument: Linux caps one at 128 KiB.
-    assert len(apply_command()) < 128 * 1024 and len(teardown_command(settings_for_lint())) < 128 * 1024
+    assert len(apply_command()) < 100 * 1024 and len(teardown_command(settings_for_lint())) < 128 * 1024
+    big = apply_command(readable_config(render_host(settings_for_lint(), settings_for_lint().hosts[0],
+                                                    HostSecrets("KEY", "pw"))))
+    assert len(big) < 128 * 1024, "with the readable config as comments"
 
 
 def settings_for_lint() -> Settings:
