@@ -1,7 +1,10 @@
 """The mail DNS of a sender domain in Route53: A/AAAA, PTR, SPF, DKIM, DMARC.
 
-Which records exist follows from the settings alone, so `pulumi preview` lists them all;
-their values come from mailhost.plan through one apply over the addresses and keys.
+Which records exist, and their names, follow from the settings alone: `name` and `zoneId` force
+a replace in the Route53 provider, so an unknown name at preview would plan to replace (and, in
+production, refuse to touch) a protected record.  Only a PTR's name comes from its own host's
+address.  Values come from mailhost.plan through one apply per host over that host's own
+addresses and key, so adding a host or rotating one key never touches another host's records.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from mailhost.config import Host, PtrSource, Settings
 from mailhost.expected import Expected
 
 from .host import JiraHost
+
+
+def _host_addresses(host: JiraHost) -> pulumi.Output[plan.Addresses]:
+    return pulumi.Output.all(host.ipv4, host.ipv6).apply(lambda p: plan.Addresses(ipv4=p[0], ipv6=p[1]))
 
 
 def _addresses(hosts: Mapping[str, JiraHost]) -> pulumi.Output[dict[str, plan.Addresses]]:
@@ -41,8 +48,8 @@ def _values(r: plan.Record) -> list[str]:
 
 def _host_records(settings: Settings, host: Host) -> Callable[[list[Any]], dict[str, plan.Record]]:
     def records(values: list[Any]) -> dict[str, plan.Record]:
-        addresses, keys = values
-        return {r.key: r for r in plan.host_records(settings, host, addresses[host.name], keys[host.name])}
+        addresses, key = values
+        return {r.key: r for r in plan.host_records(settings, host, addresses, key)}
 
     return records
 
@@ -76,11 +83,11 @@ class MailDns(pulumi.ComponentResource):
         self.by_host = {host.name: [] for host in settings.hosts}
 
         def record(r: pulumi.Output[plan.Record], key: str, zone: plan.Zone, rtype: str,
-                   opts: pulumi.ResourceOptions) -> aws.route53.Record:
+                   opts: pulumi.ResourceOptions, name: str | None = None) -> aws.route53.Record:
             resource = aws.route53.Record(
                 key,
                 zone_id=zone_ids[zone],
-                name=r.apply(_name),
+                name=name if name is not None else r.apply(_name),
                 type=rtype,
                 ttl=r.apply(_ttl),
                 records=r.apply(_values),
@@ -91,10 +98,14 @@ class MailDns(pulumi.ComponentResource):
             return resource
 
         for host in settings.hosts:
-            host_plan = pulumi.Output.all(addresses, keys).apply(_host_records(settings, host))
-            for key, zone, rtype in plan.record_keys(settings, host):
+            own = _host_addresses(hosts[host.name])
+            # Address records wait for the addresses only; the DKIM record for the key as well.
+            by_address = pulumi.Output.all(own, "").apply(_host_records(settings, host))
+            with_key = pulumi.Output.all(own, dkim_p[host.name]).apply(_host_records(settings, host))
+            for key, zone, rtype, name in plan.record_keys(settings, host):
                 is_dkim = key.endswith("-dkim")
-                made = record(host_plan.apply(_pick(key)), key, zone, rtype, rotated if is_dkim else kept)
+                source = with_key if is_dkim else by_address
+                made = record(source.apply(_pick(key)), key, zone, rtype, rotated if is_dkim else kept, name)
                 self.by_host[host.name].append(made)
             if settings.ptr_source(host, 4) is PtrSource.EIP:
                 jira = hosts[host.name]
@@ -111,9 +122,10 @@ class MailDns(pulumi.ComponentResource):
                 self.by_host[host.name].append(ptr)
 
         spf = addresses.apply(lambda a: plan.spf_record(settings, a))
+        dmarc = plan.dmarc_record(settings)
         self.domain_records = [
-            record(spf, "spf", "forward", "TXT", kept),
-            record(pulumi.Output.from_input(plan.dmarc_record(settings)), "dmarc", "forward", "TXT", kept),
+            record(spf, "spf", "forward", "TXT", kept, settings.domain),
+            record(pulumi.Output.from_input(dmarc), "dmarc", "forward", "TXT", kept, dmarc.name),
         ]
         self.expected = pulumi.Output.all(addresses, keys).apply(lambda v: plan.expected(settings, v[0], v[1]))
         self.spf_value = spf.apply(lambda r: r.value)

@@ -135,10 +135,13 @@ def host_records(settings: Settings, host: Host, addresses: Addresses, dkim_p: s
     return records
 
 
-def record_keys(settings: Settings, host: Host) -> list[tuple[str, Zone, str]]:
-    """(key, zone, type) of each record a host gets: known before any address is."""
+def record_keys(settings: Settings, host: Host) -> list[tuple[str, Zone, str, str | None]]:
+    """(key, zone, type, name) of each record a host gets, known before any address is.
+
+    The name is None for a PTR: it is the reverse name of the host's own address."""
     placeholder = Addresses("192.0.2.1", "2001:db8::1" if settings.has_ipv6(host) else None)
-    return [(r.key, r.zone, r.type) for r in host_records(settings, host, placeholder, "")]
+    return [(r.key, r.zone, r.type, None if r.type == "PTR" else r.name)
+            for r in host_records(settings, host, placeholder, "")]
 
 
 def expected(settings: Settings, addresses: dict[str, Addresses], dkim_p: dict[str, str]) -> Expected:

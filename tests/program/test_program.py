@@ -213,6 +213,11 @@ def test_preview_of_new_ec2_stack_shows_config_but_not_unknown_values() -> None:
     assert has_unknown(push.inputs["stdin"]), "the payload waits for the generated DKIM key"
     assert has_unknown(run.one("verify-dns").inputs["environment"])
     assert not has_unknown(recs["dmarc"]), "what depends on settings alone is known in preview"
+    # Route53 replaces a record whose name changes or is unknown at preview: names come from settings.
+    names = {key: inputs["name"] for key, inputs in recs.items()}
+    assert names["jira-a"] == "jira.example.com" and names["spf"] == "example.com"
+    assert names["jira-dkim"] == "jm1-jira._domainkey.example.com" and names["jira-spf"] == "jira.example.com"
+    assert not any(has_unknown(r.inputs["name"]) for r in run.all(TXT) if r.inputs["type"] != "PTR")
 
 
 def test_preview_and_up_of_an_unchanged_stack_give_the_same_push_inputs() -> None:
@@ -326,3 +331,15 @@ def test_stack_outputs_tell_the_admin_what_to_enter_and_hold_no_secret() -> None
     assert Expected.from_json(seen["verification"]).hosts[0].fqdn == "jira.staging.example.com"
     everything = json.dumps(seen)
     assert stacks.RELAY_PASSWORD not in everything and "PRIVATE KEY" not in everything
+
+
+def test_a_new_host_leaves_the_other_hosts_records_known_at_preview() -> None:
+    """Each host's records come from its own values: adding an EC2 host plans nothing for an adopted one."""
+    values = stacks.existing_relay_staging()
+    ec2 = {"subnetId": "subnet-0123456789abcdef0", "sshCidrs": ["203.0.113.0/24"], "ipv6": False}
+    values["hosts"] = [*values["hosts"], {"name": "confluence", "ec2": ec2}]
+    run = run_program(values, SECRETS, preview=True)
+    recs = {r.name: r.inputs for r in run.all(TXT)}
+    assert has_unknown(recs["confluence-a"]["records"]), "the new host's address is known only after up"
+    for key in ("jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-spf"):
+        assert not has_unknown(recs[key]), f"{key} must not wait for another host"
