@@ -34,6 +34,32 @@ def start(lab: Lab, info: LabInfo) -> dict[str, Any]:
     }
 
 
+# Run inside the host: what `update-ca-certificates` does for a CA under /usr/local/share, done
+# in the host's private /etc (its /usr is the machine's own): the PEM, its `<subject hash>.N`
+# link for CApath users (Postfix: smtp_tls_CApath = /etc/ssl/certs), and the bundle for CAfile users.
+_TRUST = """\
+set -eu
+cd /etc/ssl/certs
+cat > {name}
+chmod 0644 {name}
+n=0
+while [ -e "$1.$n" ]; do n=$((n + 1)); done
+ln -s {name} "$1.$n"
+cat {name} >> ca-certificates.crt
+"""
+CA_FILE = "jira-mailhost-lab-ca.pem"
+
+
+def trust_ca(info: LabInfo, ca_pem: bytes) -> None:
+    """Make the jira host trust the lab CA as a Debian host trusts a public CA; never the machine's /etc/ssl."""
+    subject_hash = subprocess.run(["openssl", "x509", "-noout", "-subject_hash"], input=ca_pem,
+                                  capture_output=True, check=True, timeout=10).stdout.decode().strip()
+    done = subprocess.run(nsenter(info, ["/bin/sh", "-c", _TRUST.format(name=CA_FILE), "trust-ca", subject_hash]),
+                          input=ca_pem, capture_output=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"installing the lab CA in the jira host failed: {done.stderr.decode().strip()}")
+
+
 def stop(lab: Lab, info: LabInfo) -> None:
     """Kill everything in the host's namespaces and remove its temp dir (also leftovers of a crash)."""
     jira = info.jira

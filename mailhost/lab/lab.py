@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailhost.lab import netns, zones
+from mailhost.lab import netns, tlscert, zones
 from mailhost.lab.knot import Knot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +32,7 @@ DEFAULT_STATE = REPO / ".lab"
 PREFIX = "jm"
 INDEX = {"dns": 53, "jira": 10, "mx": 25, "smarthost": 87}
 RELAY_USER = "jira-lab"
+SMARTHOST_NAME = f"smtp.{zones.RECIPIENT_DOMAIN}"
 Progress = Callable[[str], None]
 
 
@@ -61,11 +63,7 @@ class LabInfo:
 
 def private_file(path: Path, text: str) -> Path:
     """Write a file only its owner can read (secrets: keys, passwords)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    return path
+    return tlscert.write_private(path, text.encode())
 
 
 def wait_port(address: str, port: int, timeout: float = 20, what: str = "service") -> None:
@@ -109,8 +107,24 @@ class Lab:
         return self.state_dir / "smarthost.jsonl"
 
     @property
+    def smarthost_events(self) -> Path:
+        return self.state_dir / "smarthost-events.jsonl"
+
+    @property
     def relay_password_file(self) -> Path:
         return self.state_dir / "relay-password"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.state_dir / "lab-ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.state_dir / "lab-ca.key"
+
+    def cert_paths(self, label: str) -> tuple[Path, Path]:
+        """Where a lab server certificate and its 0600 key live."""
+        return self.state_dir / f"{label}.crt", self.state_dir / f"{label}.key"
 
     def exists(self) -> bool:
         return self.info_path.exists() and bool(netns.namespaces(self.prefix))
@@ -149,8 +163,9 @@ class Lab:
             self._start_dns(info)
             progress("MX receiver")
             self.start_receiver(info)
-            progress("smarthost")
+            progress("smarthost (certificate from the lab CA)")
             self.relay_password()  # made once per lab
+            self._make_ca()
             self.start_smarthost(info)
             if with_jira:
                 progress("jira host (sshd)")
@@ -200,14 +215,26 @@ class Lab:
             private_file(self.relay_password_file, secrets.token_urlsafe(18))
         return self.relay_password_file.read_text().strip()
 
-    def start_smarthost(self, info: LabInfo | None = None) -> None:
+    def _make_ca(self) -> None:
+        """A CA for this lab only (its key 0600 in the state dir), and the smarthost's certificate from it."""
+        ca = tlscert.LabCA.create(self.prefix)
+        ca.save(self.ca_cert, self.ca_key)
+        ca.issue(SMARTHOST_NAME).write(*self.cert_paths("smarthost"))
+
+    def lab_ca(self) -> tlscert.LabCA:
+        return tlscert.LabCA.load(self.ca_cert, self.ca_key)
+
+    def start_smarthost(self, info: LabInfo | None = None, cert: str = "smarthost") -> None:
+        """Start the smarthost presenting the certificate stored under `cert` (see cert_paths)."""
         info = info or self.info()
         sh = self.world.smarthost
+        cert_path, key_path = self.cert_paths(cert)
         self._spawn(info, "smarthost", "smarthost", [
             "mailhost.lab.smarthost", "--listen", sh.v4, "--listen", sh.v6, "--port", "587",
-            "--hostname", f"smtp.{zones.RECIPIENT_DOMAIN}", "--source", sh.v4, "--dns", self.world.dns.v4,
+            "--hostname", SMARTHOST_NAME, "--source", sh.v4, "--dns", self.world.dns.v4,
             "--username", RELAY_USER, "--password-file", str(self.relay_password_file),
-            "--log", str(self.smarthost_log),
+            "--log", str(self.smarthost_log), "--cert", str(cert_path), "--key", str(key_path),
+            "--events", str(self.smarthost_events),
         ])
         wait_port(sh.v4, 587, what="smarthost")
 
@@ -223,6 +250,7 @@ class Lab:
 
         info.jira = jirahost.start(self, info)
         self.save(info)
+        jirahost.trust_ca(info, self.ca_cert.read_bytes())
 
     # -- teardown --------------------------------------------------------------------------
     def teardown(self, progress: Progress = _quiet) -> None:
@@ -252,15 +280,17 @@ class Lab:
         found = netns.leftovers(self.prefix)
         if self.state_dir.exists():
             found.append(f"dir {self.state_dir}")
+        # Only this lab's own names: other tools may use paths such as /tmp/jm-fuzz-… at the same time.
+        ours = re.compile(rf"/{re.escape(self.prefix)}-(?:hub|{'|'.join(INDEX)})(?![\w.])")
         mounts = Path("/proc/self/mountinfo").read_text()
         found += [f"mount {line.split()[4]}" for line in mounts.splitlines()
-                  if f"/{self.prefix}-" in line.split()[4] or str(self.state_dir) in line]
+                  if ours.search(line.split()[4]) or str(self.state_dir) in line]
         for pid_dir in Path("/proc").glob("[0-9]*"):
             if int(pid_dir.name) in (os.getpid(), os.getppid()):
                 continue
             with contextlib.suppress(OSError):
                 cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                if str(self.state_dir) in cmd or f"/{self.prefix}-" in cmd:
+                if str(self.state_dir) in cmd or ours.search(cmd):
                     found.append(f"process {pid_dir.name}: {cmd[:120]}")
         return found
 

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from mailhost.lab import jirahost, receiver, runner, zones
-from mailhost.lab.lab import RELAY_USER, REPO, Lab, LabError
+from mailhost.lab.lab import RELAY_USER, REPO, SMARTHOST_NAME, Lab, LabError
 
 Progress = Callable[[str], None]
 DEFAULT_LIMIT = 2 * 1024 * 1024  # small, so attachments near the limit stay quick
@@ -65,7 +65,7 @@ def lab_values(lab: Lab, mode: str = "direct") -> tuple[dict[str, Any], dict[str
     }
     secrets = {"sshPrivateKey": Path(jira["client_key_path"]).read_text()}
     if mode == "relay":
-        values["delivery"] = {"mode": "relay", "relay": {"host": f"smtp.{zones.RECIPIENT_DOMAIN}", "port": 587,
+        values["delivery"] = {"mode": "relay", "relay": {"host": SMARTHOST_NAME, "port": 587,
                                                          "username": RELAY_USER}}
         sh = lab.world.smarthost
         values["spfExtra"] = [f"ip4:{sh.v4}", f"ip6:{sh.v6}"]

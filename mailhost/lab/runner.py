@@ -10,9 +10,12 @@ A lab tool, not part of the program: `__main__.py` runs unchanged under
 - components → pass through.
 
 Like the Pulumi engine, a state file (0600) remembers each resource's inputs and outputs,
+and which of them the program marked secret (as Pulumi's checkpoint would encrypt them),
 so a second `up` without changes runs nothing; changed inputs run `update` (or replace:
 create, then the old delete); resources gone from the program, and everything on
-`down`, are deleted in reverse creation order.  Progress goes to stdout as JSON lines.
+`down`, are deleted in reverse creation order.  Progress goes to stdout as JSON lines;
+the stack outputs go to `stack-outputs.json`, secret ones shown as `[secret]` like
+`pulumi stack output --json` does.
 Run as `python -m mailhost.lab.runner up|down --state DIR`, one process per run,
 because the Pulumi SDK keeps global state.
 """
@@ -63,6 +66,15 @@ def unwrap(value: Any) -> Any:
     if isinstance(value, list):
         return [unwrap(v) for v in value]
     return value
+
+
+def holds_secret(value: Any) -> bool:
+    """Whether a raw input (as the mocks get it) is, or contains, a Pulumi secret."""
+    if isinstance(value, dict):
+        return SECRET_SIG in value or any(holds_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(holds_secret(v) for v in value)
+    return False
 
 
 def fingerprint(inputs: dict[str, Any]) -> str:
@@ -123,6 +135,15 @@ class Entry:
     deps: list[str] = field(default_factory=list)  # URNs this resource depends on
     protect: bool = False
     delete_before_replace: bool = False
+    secret_inputs: list[str] = field(default_factory=list)  # top-level inputs holding a secret
+    secret_outputs: list[str] = field(default_factory=list)  # additionalSecretOutputs
+
+    def plain(self) -> dict[str, Any]:
+        """What Pulumi's checkpoint would hold in clear text: inputs and outputs not marked secret
+        (an output is secret when the input of that name was, or the resource lists it)."""
+        hidden = {*self.secret_inputs, *self.secret_outputs}
+        return {"inputs": {k: v for k, v in self.inputs.items() if k not in self.secret_inputs},
+                "outputs": {k: v for k, v in self.outputs.items() if k not in hidden}}
 
 
 @dataclass
@@ -133,6 +154,7 @@ class Options:
     deps: list[str] = field(default_factory=list)
     protect: bool = False
     delete_before_replace: bool = False
+    secret_outputs: list[str] = field(default_factory=list)
 
 
 _request = threading.local()  # the Options of the registration running on this worker thread
@@ -198,10 +220,12 @@ class Applier:
             return f"{name}-component", {}
         inputs = unwrap(raw_inputs)
         opts: Options = getattr(_request, "options", None) or Options()
+        secret = {"secret_inputs": sorted(k for k, v in raw_inputs.items() if holds_secret(v)),
+                  "secret_outputs": sorted(opts.secret_outputs)}
         if old is not None and fingerprint(old.inputs) == fingerprint(inputs):
             with self.state.lock:  # options change the state only, like `pulumi up` with only protect changed
                 self.state.put(key, Entry(typ, name, old.inputs, old.outputs, old.id, old.seq, opts.urn, opts.deps,
-                                          opts.protect, opts.delete_before_replace))
+                                          opts.protect, opts.delete_before_replace, **secret))
             self.note("same", typ, name)
             return old.id, old.outputs
         handler = self.handlers().get(typ)
@@ -217,7 +241,7 @@ class Applier:
         with self.state.lock:  # creation order = dependency order: what depends on a resource waits for it
             seq = old.seq if old is not None else self.state.next_seq()
             self.state.put(key, Entry(typ, name, inputs, outputs, rid, seq, opts.urn, opts.deps, opts.protect,
-                                      opts.delete_before_replace))
+                                      opts.delete_before_replace, **secret))
         self.note("replace" if replaced else action, typ, name, seconds=round(time.monotonic() - started, 2))
         return rid, outputs
 
@@ -391,7 +415,8 @@ def _tail(text: str, lines: int = 25) -> str:
 
 
 # -- program run -----------------------------------------------------------------------------
-def run_program(applier: Applier, config: dict[str, str], secret_keys: list[str], program: Path) -> None:
+def run_program(applier: Applier, config: dict[str, str], secret_keys: list[str], program: Path) -> dict[str, Any]:
+    """Run the program under the lab's mocks; return its stack outputs, secret ones as `[secret]`."""
     import pulumi
     import pulumi.runtime
     from pulumi.runtime.mocks import MockMonitor
@@ -422,6 +447,7 @@ def run_program(applier: Applier, config: dict[str, str], secret_keys: list[str]
                 deps=list(request.dependencies),
                 protect=bool(request.protect),
                 delete_before_replace=bool(request.deleteBeforeReplace),
+                secret_outputs=list(request.additionalSecretOutputs),
             )
             try:
                 return super().RegisterResource(request)
@@ -433,10 +459,23 @@ def run_program(applier: Applier, config: dict[str, str], secret_keys: list[str]
     pulumi.runtime.set_all_config(config, secret_keys)
     sys.path.insert(0, str(program.parent))
 
+    exported: dict[str, Any] = {}
+
     def program_run() -> None:
         runpy.run_path(str(program), run_name="__main__")
+        root = pulumi.runtime.settings.get_root_resource()
+        outputs = dict(getattr(root, "outputs", None) or {})
+        names = sorted(outputs)
+        values = [pulumi.Output.from_input(outputs[n]) for n in names]
+
+        def keep(resolved: list[Any]) -> None:
+            plain, secret = resolved[:len(names)], resolved[len(names):]
+            exported.update({n: "[secret]" if s else v for n, v, s in zip(names, plain, secret, strict=True)})
+
+        pulumi.Output.all(*values, *[v.is_secret() for v in values]).apply(keep)
 
     _sync_await(run_pulumi_func(program_run))
+    return exported
 
 
 def up(lab: Lab, program: Path) -> dict[str, Any]:
@@ -444,7 +483,8 @@ def up(lab: Lab, program: Path) -> dict[str, Any]:
     applier = Applier(lab, state)
     config, secret_keys = read_stack(lab.state_dir)
     started = time.monotonic()
-    run_program(applier, config, secret_keys, program)
+    outputs = run_program(applier, config, secret_keys, program)
+    (lab.state_dir / "stack-outputs.json").write_text(json.dumps(outputs, indent=2, sort_keys=True, default=str))
     gone = [k for k in state.entries if k not in applier.seen]
     applier.delete_all(gone)
     return summary(applier, started)

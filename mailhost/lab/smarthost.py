@@ -5,12 +5,20 @@ the lab DNS), so a refusal or outage shows up as a 4xx on the sender's side and 
 mail stays in its queue: count in = count out.  The password is read from a file the
 lab keeps private (never the command line).  Killing the process is how the lab
 "stops" it for the queued-mail test.
+
+It presents the certificate it is given (--cert/--key: the lab CA's, or a rogue one a
+test swaps in) and records, per session, what a man in the middle would have learnt
+(--events): connections, STARTTLS, every AUTH attempt, and whether any bytes the
+client sent contained the password (plain or base64, as AUTH PLAIN/LOGIN carry it).
+The events never contain the bytes themselves.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import hmac
 import json
 import smtplib
@@ -25,7 +33,7 @@ import dns.resolver
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailhost.lab import verdicts
-from mailhost.lab.tlscert import server_context
+from mailhost.lab.tlscert import context_from_files
 
 
 class Authenticator:
@@ -95,14 +103,75 @@ class Relay:
             out.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
-async def serve(addresses: list[str], port: int, hostname: str, handler: Relay, auth: Authenticator) -> None:
-    context = server_context(hostname)
+class Events:
+    """Append-only JSON lines about sessions, for tests that must prove the password never left the host."""
+
+    def __init__(self, path: Path, password: str):
+        self.path = path
+        self.password = password.encode()
+
+    def write(self, event: str, peer: Any, **fields: Any) -> None:
+        host = peer[0] if isinstance(peer, tuple) else str(peer)
+        with self.path.open("a") as out:
+            out.write(json.dumps({"time": time.time(), "event": event, "peer": host, **fields}) + "\n")
+
+    def holds_password(self, line: bytes) -> bool:
+        """The password in a line, as sent or inside any base64 token of it (AUTH PLAIN/LOGIN)."""
+        if self.password in line:
+            return True
+        for token in line.split():
+            try:
+                decoded = base64.b64decode(token, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if self.password in decoded:
+                return True
+        return False
+
+
+class WatchedSMTP(SMTP):
+    """aiosmtpd's SMTP, reporting each session's STARTTLS, AUTH and password bytes to `Events`."""
+
+    def __init__(self, *args: Any, events: Events, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.events = events
+        self._partial = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None:  # the TCP connection, not the switch to TLS
+            self.events.write("connect", transport.get_extra_info("peername"))
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()[-4096:]
+        if any(self.events.holds_password(line) for line in lines):
+            self.events.write("password-received", self.session.peer if self.session else None)
+        super().data_received(data)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        peer = self.session.peer if self.session else None
+        self.events.write("starttls", peer)
+        try:
+            await super().smtp_STARTTLS(arg)
+        except Exception:
+            self.events.write("tls-failed", peer)
+            raise
+        self.events.write("tls-established", peer)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        self.events.write("auth", self.session.peer if self.session else None, mechanism=arg.split()[0] if arg else "")
+        await super().smtp_AUTH(arg)
+
+
+async def serve(addresses: list[str], port: int, hostname: str, handler: Relay, auth: Authenticator,
+                context: ssl.SSLContext, events: Events) -> None:
     loop = asyncio.get_running_loop()
     servers = [
         await loop.create_server(
-            lambda: SMTP(handler, hostname=hostname, tls_context=context, require_starttls=True,
-                         auth_required=True, auth_require_tls=True, authenticator=auth,
-                         data_size_limit=64 * 1024 * 1024),
+            lambda: WatchedSMTP(handler, hostname=hostname, tls_context=context, require_starttls=True,
+                                auth_required=True, auth_require_tls=True, authenticator=auth,
+                                data_size_limit=64 * 1024 * 1024, events=events),
             host=address, port=port)
         for address in addresses
     ]
@@ -120,11 +189,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--username", required=True)
     parser.add_argument("--password-file", type=Path, required=True, help="file holding the SASL password (0600)")
     parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--cert", type=Path, required=True, help="certificate (PEM) to present")
+    parser.add_argument("--key", type=Path, required=True, help="its private key (PEM, 0600)")
+    parser.add_argument("--events", type=Path, required=True, help="session events (JSON lines)")
     args = parser.parse_args(argv)
     password = args.password_file.read_text().strip()
     res = verdicts.resolver_for(args.dns, args.dns_port)
     relay = Relay(args.hostname, args.source, res, args.log)
-    asyncio.run(serve(args.listen, args.port, args.hostname, relay, Authenticator(args.username, password)))
+    asyncio.run(serve(args.listen, args.port, args.hostname, relay, Authenticator(args.username, password),
+                      context_from_files(args.cert, args.key), Events(args.events, password)))
 
 
 if __name__ == "__main__":

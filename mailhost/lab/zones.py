@@ -15,7 +15,7 @@ from mailhost import dnstext
 SENDER_DOMAIN = "example.com"
 RECIPIENT_DOMAIN = "example.net"
 OTHER_DOMAIN = "example.org"  # a recipient domain the lab does not serve (reroute tests)
-FORWARD_ID, REVERSE4_ID, REVERSE6_ID = "LABFWD", "LABREV4", "LABREV6"
+FORWARD_ID, REVERSE4_ID, REVERSE6_ID = "ZLABFWD", "ZLABREV4", "ZLABREV6"  # shaped like Route53 ids (config checks them)
 
 
 @dataclass(frozen=True)

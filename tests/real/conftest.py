@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mailhost.lab import lab as jm_lab
 from mailhost.lab.netns import Host, Topology, destroy_prefix, leftovers
 from mailhost.lab.sshhost import SshHost, start_ssh_host
 
@@ -30,12 +31,13 @@ JMP_DEAD_RESOLVER = "203.0.113.250"  # nothing listens there
 
 
 @contextlib.contextmanager
-def _exclusive(name: str, timeout: float = 900) -> Iterator[None]:
+def _exclusive(name: str, timeout: float = 900, lock_on: Path = Path(__file__)) -> Iterator[None]:
     """Two runs of this suite at once (a developer and CI) would tear down each other's namespaces.
 
-    The lock is taken on this file itself, so no lock file is created or left behind.
+    The lock is taken on a file of the repo (by default this one), so no lock file is
+    created or left behind; each namespace prefix locks its own file.
     """
-    with open(__file__) as handle:
+    with open(lock_on) as handle:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -49,6 +51,15 @@ def _exclusive(name: str, timeout: float = 900) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def jm_lab_lock() -> Iterator[None]:
+    """Held by every module that builds the `jm` lab, for the whole module: the lab's namespaces,
+    addresses and /tmp names are fixed, so a second run would destroy the first one's lab.
+    Locks mailhost/lab/lab.py, the file that owns the prefix (the jmp lock is this file)."""
+    with _exclusive(jm_lab.PREFIX, lock_on=Path(jm_lab.__file__)):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 
 from mailhost.lab import dnsupdate, jirahost, ops, zones
 from mailhost.lab.cli import lab_app
-from mailhost.lab.lab import REPO, Lab
+from mailhost.lab.lab import INDEX, REPO, Lab
 
-pytestmark = [pytest.mark.real, pytest.mark.lab]
+pytestmark = [pytest.mark.real, pytest.mark.lab, pytest.mark.usefixtures("jm_lab_lock")]
 NO_V6_PTR = {"hosts": [{"name": "jira", "existing": {"ipv6Ptr": "none"}}]}
 STAGING = {"environment": "staging", "rerouteTo": ops.REROUTE_TO, "rerouteOptOut": None}
 PRODUCTION = {"environment": "production", "rerouteOptOut": None}
@@ -43,7 +43,8 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("lab") / "state"
 
 
-TMP_MARKS = ("jm-",)  # the lab's own; Knot's and the jira host's dirs are checked by name below
+# The lab's own names (other tools may use /tmp/jm-… too); Knot's and the jira host's dirs are checked below.
+TMP_MARKS = (*(f"jm-{name}-" for name in INDEX), "jm-tls-")
 
 
 def tmp_entries() -> set[str]:
@@ -68,7 +69,7 @@ def machine_before() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def lab(state: Path, tmp_before: set[str], machine_before: dict[str, str]) -> Iterator[Lab]:
+def lab(jm_lab_lock: None, state: Path, tmp_before: set[str], machine_before: dict[str, str]) -> Iterator[Lab]:
     the_lab = Lab(state)
     try:
         yield the_lab

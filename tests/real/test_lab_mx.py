@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mailhost.lab import dnsupdate, mail, receiver, zones
 from mailhost.lab.lab import RELAY_USER, Lab
 
-pytestmark = [pytest.mark.real]
+pytestmark = [pytest.mark.real, pytest.mark.usefixtures("jm_lab_lock")]
 DNS = "198.51.100.53"
 MX4, MX6 = "198.51.100.25", "2001:db8:5100::19"
 ROOT4, ROOT6 = "198.51.100.1", "2001:db8:5100::1"
@@ -28,7 +28,7 @@ SMART = "198.51.100.87"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(jm_lab_lock: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     the_lab = Lab(tmp_path_factory.mktemp("mx") / "state")
     try:
         the_lab.build(with_jira=False)

@@ -8,7 +8,9 @@ killed outright mid-switch leaves a journal, and the next run first puts the bac
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -46,8 +48,21 @@ def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
         time.sleep(0.002)
 
 
+def apply_pids(host: SshHost) -> list[int]:
+    """The apply processes of this host only (pgrep alone would see every host's: nsenter keeps the PID ns)."""
+    found = subprocess.run(["pgrep", "-f", "jira-mailhost-apply"], capture_output=True, text=True).stdout.split()
+    pids = []
+    for pid in found:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/mnt") == host.mount_ns:
+                pids.append(int(pid))
+        except OSError:
+            continue  # gone meanwhile
+    return pids
+
+
 def apply_running(host: SshHost) -> bool:
-    return subprocess.run(host.nsenter(["pgrep", "-f", "jira-mailhost-apply"]), capture_output=True).returncode == 0
+    return bool(apply_pids(host))
 
 
 def live_digest(host: SshHost, files: list[RenderedFile]) -> str:
@@ -105,7 +120,8 @@ def test_apply_killed_mid_switch_is_rolled_back_by_the_next_run(ssh_host: SshHos
     proc = start_push(ssh_host, bigger(old), tmp_path / "known_hosts")
     try:
         wait_for(lambda: ssh_host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
-        subprocess.run(ssh_host.nsenter(["pkill", "-KILL", "-f", "jira-mailhost-apply"]), check=False)
+        for pid in apply_pids(ssh_host):
+            os.kill(pid, signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait(10)

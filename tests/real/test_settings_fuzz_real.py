@@ -28,10 +28,12 @@ def check_with_postfix(values: dict[str, Any]) -> None:
     parsed = parse_settings(values, {"sshPrivateKey"})
     password = values.get("relayPassword")
     files = render.render_host(parsed, parsed.hosts[0], render.HostSecrets("KEY", password))
-    with tempfile.TemporaryDirectory(prefix="jm-fuzz-") as tmp:
+    # ignore_cleanup_errors: 1 run in ~10,000 met "Directory not empty" removing the tree (a Postfix
+    # tool still writing into it); what Postfix read was already checked by then.
+    with tempfile.TemporaryDirectory(prefix="mailhost-fuzz-", ignore_cleanup_errors=True) as tmp:
         confdir = materialise(Path(tmp), files)
         conf = postconf_n(confdir)
-        assert set(conf) - {"config_directory"} == allowlist.main_cf_parameters(parsed)
+        assert set(conf) == allowlist.main_cf_parameters(parsed)
         check = tool("postfix", "-c", str(confdir), "check")
         assert check.returncode == 0 and not check.stderr.strip(), check.stderr
         relay = allowlist.relay_of(parsed)
