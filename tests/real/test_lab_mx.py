@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mailhost.lab import dnsupdate, mail, receiver, zones
 from mailhost.lab.lab import RELAY_USER, Lab
 
-pytestmark = [pytest.mark.real, pytest.mark.usefixtures("jm_lab_lock")]
+pytestmark = [pytest.mark.real, pytest.mark.lab, pytest.mark.usefixtures("jm_lab_lock")]
 DNS = "198.51.100.53"
 MX4, MX6 = "198.51.100.25", "2001:db8:5100::19"
 ROOT4, ROOT6 = "198.51.100.1", "2001:db8:5100::1"
