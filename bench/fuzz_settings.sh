@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 examples=${1:-10000}
 start=$SECONDS
-FUZZ_EXAMPLES=$examples .venv/bin/python -m pytest -q -p no:cacheprovider --hypothesis-show-statistics \
+FUZZ_EXAMPLES=$examples .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=0 --hypothesis-show-statistics \
   tests/unit/test_settings_fuzz.py tests/real/test_settings_fuzz_real.py
 echo "fuzz_settings: FUZZ_EXAMPLES=$examples, $((SECONDS - start)) s"
