@@ -22,6 +22,7 @@ class JiraHost(pulumi.ComponentResource):
     ipv6: pulumi.Output[str | None]
     host_key: pulumi.Output[str]
     allocation_id: pulumi.Output[str] | None
+    instance_id: pulumi.Output[str] | None  # EC2 only: a new instance must get the push again
 
     def __init__(self, settings: Settings, host: Host, admin_public: pulumi.Input[str],
                  opts: pulumi.ResourceOptions | None = None):
@@ -36,6 +37,7 @@ class JiraHost(pulumi.ComponentResource):
             self.ipv6 = pulumi.Output.from_input(host.existing.ipv6)
             self.host_key = pulumi.Output.from_input(host.existing.host_key)
             self.allocation_id = None
+            self.instance_id = None
         self.register_outputs({"ipv4": self.ipv4, "ipv6": self.ipv6, "hostKey": self.host_key})
 
     def _provision(self, settings: Settings, host: Host, admin_public: pulumi.Input[str]) -> None:
@@ -81,8 +83,12 @@ class JiraHost(pulumi.ComponentResource):
             metadata_options=aws.ec2.InstanceMetadataOptionsArgs(http_tokens="required"),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(volume_size=ec2.root_volume_gb, encrypted=True),
             tags={"Name": settings.fqdn(host), "jira-mailhost:stack": pulumi.get_stack()},
+            # A looked-up AMI is pinned at creation: `ami` forces a replace, and Debian publishes new
+            # images monthly, so without this every later `up` would replace (or, protected, refuse).
+            # An AMI given in the stack (ec2.ami) is a deliberate choice: changing it replaces the host.
             opts=pulumi.ResourceOptions(parent=self, protect=settings.production,
-                                        additional_secret_outputs=["userData"]),
+                                        additional_secret_outputs=["userData"],
+                                        ignore_changes=[] if ec2.ami else ["ami"]),
         )
         eip = aws.ec2.Eip(f"{host.name}-eip", domain="vpc", instance=instance.id,
                           tags={"Name": settings.fqdn(host)}, opts=kept)
@@ -90,3 +96,4 @@ class JiraHost(pulumi.ComponentResource):
         self.ipv6 = instance.ipv6_addresses.apply(lambda a: a[0] if a else None)
         self.host_key = host_key.public_key_openssh.apply(lambda k: " ".join(k.split()[:2]))
         self.allocation_id = eip.allocation_id
+        self.instance_id = instance.id

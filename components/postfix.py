@@ -67,7 +67,11 @@ class PostfixConfig(pulumi.ComponentResource):
             lambda s: bundle.pack(render.render_host(settings, host, render.HostSecrets(s[0], s[1]), stack))
         )
         payload = secret_str(packed)
-        apply = apply_command(readable_config(public_files))
+        readable = readable_config(public_files)
+        # A replaced EC2 instance keeps its Elastic IP, so nothing else in the push changes: name the
+        # instance in the command, and a new one is an update that configures it.
+        apply: pulumi.Input[str] = apply_command(readable) if target.instance_id is None else \
+            target.instance_id.apply(lambda iid: apply_command(f"# host instance {iid}\n{readable}"))
         connection = command.remote.ConnectionArgsDict(
             host=target.ipv4,
             port=target.port,

@@ -7,6 +7,8 @@ with the same report an administrator gets from the command.
 
 from __future__ import annotations
 
+import shlex
+import sys
 from collections.abc import Sequence
 
 import pulumi
@@ -19,7 +21,8 @@ EXPECTED_ENV = "MAILHOST_EXPECTED"
 
 
 def verify_command(settings: Settings) -> str:
-    parts = ["python3", "-m", "mailhost", "verify", "--expected-env", EXPECTED_ENV,
+    """The interpreter running this program (Pulumi's project venv), never whatever python3 is on PATH."""
+    parts = [shlex.quote(sys.executable), "-m", "mailhost", "verify", "--expected-env", EXPECTED_ENV,
              "--wait", str(settings.verify.wait_seconds)]
     if settings.verify.nameserver:
         parts += ["--nameserver", settings.verify.nameserver]

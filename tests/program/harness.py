@@ -62,6 +62,7 @@ class Registration:
     dependencies: list[str] = field(default_factory=list)
     delete_before_replace: bool = False
     secret_outputs: list[str] = field(default_factory=list)
+    ignore_changes: list[str] = field(default_factory=list)
 
 
 class EngineMocks(pulumi.runtime.Mocks):
@@ -122,6 +123,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     dependencies=list(request.dependencies),
                     delete_before_replace=bool(request.deleteBeforeReplace),
                     secret_outputs=list(request.additionalSecretOutputs),
+                    ignore_changes=list(request.ignoreChanges),
                 ))
         return response
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pulumi
 import pytest
@@ -155,7 +156,8 @@ def test_verify_step_runs_after_records_and_push_with_the_expected_state(staging
         "jira.staging.example.com", "198.51.100.20", "2001:db8:5100::20", True)
     assert host.dkim_public_key and host.dkim_public_key in records_by_name(staging)["jira-dkim"]["records"][0] \
         .replace('""', "")
-    assert inputs["create"].startswith("python3 -m mailhost verify --expected-env MAILHOST_EXPECTED")
+    # The program's own interpreter (Pulumi's project venv), not whatever python3 is first on PATH.
+    assert inputs["create"].startswith(f"{sys.executable} -m mailhost verify --expected-env MAILHOST_EXPECTED")
 
 
 def test_production_ec2_is_protected_and_firewalled(production: Run) -> None:
@@ -343,3 +345,24 @@ def test_a_new_host_leaves_the_other_hosts_records_known_at_preview() -> None:
     assert has_unknown(recs["confluence-a"]["records"]), "the new host's address is known only after up"
     for key in ("jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-spf"):
         assert not has_unknown(recs[key]), f"{key} must not wait for another host"
+
+
+def test_a_newly_published_ami_never_replaces_a_running_host() -> None:
+    """`ami` forces a replace: a looked-up image is pinned at creation; one given in the stack is deliberate."""
+    looked_up = run_program(stacks.ec2_direct_production(), SECRETS, stack="production")
+    assert looked_up.one("jira").ignore_changes == ["ami"]
+    assert unwrap(looked_up.one("jira").inputs)["ami"] == "ami-0123456789abcdef0"
+    chosen = stacks.ec2_direct_production()
+    chosen["hosts"][0]["ec2"] = {**chosen["hosts"][0]["ec2"], "ami": "ami-0fedcba9876543210"}
+    pinned = run_program(chosen, SECRETS, stack="production")
+    assert pinned.one("jira").ignore_changes == [], "a chosen AMI's change is a deliberate replacement"
+
+
+def test_a_replaced_instance_gets_the_push_again() -> None:
+    """The Elastic IP survives a replacement, so the push names the instance: a new one is an update."""
+    run = run_program(stacks.ec2_direct_production(), SECRETS, stack="production")
+    update = unwrap(run.one("jira-push").inputs)["update"]
+    assert update.startswith(apply_command() + "\n# host instance jira-id\n")
+    assert unwrap(run.one("jira-push").inputs)["create"] == update
+    adopted = run_program(stacks.existing_relay_staging(), SECRETS)
+    assert "# host instance" not in unwrap(adopted.one("jira-push").inputs)["update"]
