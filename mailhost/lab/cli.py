@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailhost.lab import jirahost, ops
-from mailhost.lab.lab import DEFAULT_STATE, Lab, LabError
+from mailhost.lab.lab import DEFAULT_STATE, Lab, LabBusy, LabError
 
 lab_app = typer.Typer(no_args_is_help=True, help="A lab of real Postfix, OpenDKIM, Knot, sshd and a strict MX.")
 console = Console()
@@ -70,6 +70,9 @@ def up(
     try:
         with status:
             result = ops.up(lab, mode, overrides, progress)
+    except LabBusy as error:
+        console.print(f"[red]refused:[/] {error}")
+        raise typer.Exit(1) from None
     except (ops.DeployError, LabError) as error:
         console.print(f"[red]deploy failed:[/] {error}")
         console.print("the lab is still up for inspection: `mailhost lab status`, `mailhost lab down`")
@@ -145,6 +148,9 @@ def down(
     try:
         with status:
             ops.down(lab, progress, force=force, unprotect=unprotect)
+    except LabBusy as error:
+        console.print(f"[red]refused:[/] {error}")
+        raise typer.Exit(1) from None
     except ops.DeployError as error:
         console.print(f"[red]teardown refused:[/] {error}")
         console.print("the lab is kept; fix the cause (let the queue drain; --unprotect for a production stack)"

@@ -9,6 +9,7 @@ Postfix or OpenDKIM on the jira host: that is the program's job (see runner.py).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,17 @@ DEFAULT_STATE = REPO / ".lab"
 PREFIX = "jm"
 INDEX = {"dns": 53, "jira": 10, "mx": 25, "smarthost": 87}
 RELAY_USER = "jira-lab"
+LOCK_NAME = "lab.lock"
 SMARTHOST_NAME = f"smtp.{zones.RECIPIENT_DOMAIN}"
 Progress = Callable[[str], None]
 
 
 class LabError(RuntimeError):
     pass
+
+
+class LabBusy(LabError):
+    """Another up/down holds this lab: refused at once rather than interleaved with it."""
 
 
 def _quiet(_: str) -> None:
@@ -84,6 +90,7 @@ class Lab:
     def __init__(self, state_dir: Path = DEFAULT_STATE, prefix: str = PREFIX):
         self.state_dir = Path(state_dir)
         self.prefix = prefix
+        self._lock_fd: int | None = None
         self.topology = netns.Topology(prefix)
         self.world = zones.World(
             self.topology.net4, self.topology.net6,
@@ -125,6 +132,30 @@ class Lab:
     def cert_paths(self, label: str) -> tuple[Path, Path]:
         """Where a lab server certificate and its 0600 key live."""
         return self.state_dir / f"{label}.crt", self.state_dir / f"{label}.key"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / LOCK_NAME
+
+    @contextlib.contextmanager
+    def exclusive(self, action: str) -> Iterator[None]:
+        """Hold the lab for one up/down: two at once would write one stack, state and host together.
+        Non-blocking (the second is refused, naming the first); re-entrant within this Lab object;
+        the lock file is in the state dir and goes with it when the lab was torn down meanwhile."""
+        if self._lock_fd is not None:
+            yield
+            return
+        self._lock_fd = _take_lock(self.lock_path, action)
+        try:
+            yield
+        finally:
+            fd, self._lock_fd = self._lock_fd, None
+            os.ftruncate(fd, 0)  # no stale "… holds it" once released
+            with contextlib.suppress(OSError):
+                if [p.name for p in self.state_dir.iterdir()] == [LOCK_NAME]:  # torn down: leave nothing
+                    self.lock_path.unlink()
+                    self.state_dir.rmdir()
+            os.close(fd)  # releases the lock (after the unlink: a waiter re-checks the path, see _take_lock)
 
     def exists(self) -> bool:
         return self.info_path.exists() and bool(netns.namespaces(self.prefix))
@@ -273,7 +304,12 @@ class Lab:
                 if path:
                     shutil.rmtree(path, ignore_errors=True) if Path(path).is_dir() else Path(path).unlink(
                         missing_ok=True)
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self._lock_fd is None:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        else:  # held by an up/down of this process: the lock file stays until it is released
+            for entry in self.state_dir.glob("*"):
+                if entry.name != LOCK_NAME:
+                    shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
     def leftovers(self) -> list[str]:
         """Everything of this lab still on the machine (a clean teardown leaves this empty)."""
@@ -293,6 +329,34 @@ class Lab:
                 if str(self.state_dir) in cmd or ours.search(cmd):
                     found.append(f"process {pid_dir.name}: {cmd[:120]}")
         return found
+
+
+def _take_lock(path: Path, action: str) -> int:
+    """An exclusive flock on path (created 0600), or LabBusy with what the holder wrote into it."""
+    while True:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:  # the holder removed the state dir just now
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 500).decode(errors="replace").strip() or "a run that is just starting"
+            os.close(fd)
+            raise LabBusy(f"the lab at {path.parent} is busy: {holder}. Wait for it to finish; two at once "
+                          "would interleave their changes") from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:  # not a file its last holder removed before we locked it
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.write(fd, f"`mailhost lab {action}` (pid {os.getpid()}, since {started}) holds it\n".encode())
+    return fd
 
 
 def _kill(pid: int) -> None:

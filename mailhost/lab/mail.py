@@ -13,6 +13,7 @@ listens on 127.0.0.1:25; it prints one JSON summary.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import json
 import random
@@ -20,8 +21,10 @@ import smtplib
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.utils import format_datetime, make_msgid
 
 PROJECTS = ("OPS", "WEB", "PAY", "HR", "DATA")
@@ -40,6 +43,7 @@ class Submitted:
     accepted: bool
     code: int | None = None
     error: str | None = None
+    retry: str | None = None  # a refused message itself (base64), when asked for: Jira retries the same message
 
 
 @dataclass
@@ -114,40 +118,53 @@ def burst(
     return name, out
 
 
+def headers(data: bytes) -> dict[str, str]:
+    """A message's top-level headers, unfolded (so a Message-ID reads the same however it was folded)."""
+    return {k: " ".join(str(v).split()) for k, v in BytesHeaderParser().parsebytes(data).items()}
+
+
 def submit(
-    messages: list[EmailMessage], host: str = "127.0.0.1", port: int = 25, helo: str = "jira-app"
+    messages: Sequence[EmailMessage | bytes], host: str = "127.0.0.1", port: int = 25, helo: str = "jira-app",
+    keep_refused: bool = False,
 ) -> list[Submitted]:
-    """Send each message over one SMTP session (reconnecting after a refusal that drops it)."""
+    """Send each message over one SMTP session (reconnecting after a refusal that drops it);
+    with keep_refused, each refused message comes back in its result, to be retried byte for byte."""
     results: list[Submitted] = []
     smtp: smtplib.SMTP | None = None
     for msg in messages:
-        data = msg.as_bytes()
-        rcpts = [str(msg["To"])]
-        mid = str(msg["Message-ID"])
-        if smtp is None:
-            smtp = smtplib.SMTP(host, port, local_hostname=helo, timeout=120)
+        data = msg if isinstance(msg, bytes) else msg.as_bytes()
+        head = headers(data)
+        rcpts = [head["To"]]
+        mid = head["Message-ID"]
         try:
-            refused = smtp.sendmail(str(msg["From"]).split("<")[-1].rstrip(">"), rcpts, data)
+            if smtp is None:  # a refused connection is a refusal of this message, as Jira sees it
+                smtp = smtplib.SMTP(host, port, local_hostname=helo, timeout=120)
+            refused = smtp.sendmail(head["From"].split("<")[-1].rstrip(">"), rcpts, data)
             results.append(Submitted(mid, len(data), rcpts, not refused, 250 if not refused else None,
                                      json.dumps(refused) if refused else None))
         except smtplib.SMTPResponseException as error:
             results.append(Submitted(mid, len(data), rcpts, False, error.smtp_code,
                                      error.smtp_error.decode(errors="replace") if isinstance(error.smtp_error, bytes)
                                      else str(error.smtp_error)))
-            try:
-                smtp.rset()
-            except smtplib.SMTPException:
-                smtp.close()
-                smtp = None
+            if smtp is not None:
+                try:
+                    smtp.rset()
+                except (smtplib.SMTPException, OSError):
+                    smtp.close()
+                    smtp = None
         except smtplib.SMTPRecipientsRefused as error:
             results.append(Submitted(mid, len(data), rcpts, False, None, str(error.recipients)))
         except (smtplib.SMTPServerDisconnected, OSError) as error:
             results.append(Submitted(mid, len(data), rcpts, False, None, f"connection lost: {error}"))
+            if smtp is not None:
+                smtp.close()
             smtp = None
+        if keep_refused and not results[-1].accepted:
+            results[-1].retry = base64.b64encode(data).decode()
     if smtp is not None:
         try:
             smtp.quit()
-        except smtplib.SMTPException:
+        except (smtplib.SMTPException, OSError):
             smtp.close()
     return results
 
@@ -156,24 +173,36 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--sender", default="jira@example.com")
-    parser.add_argument("--to", action="append", required=True, help="recipient (repeat; round-robin)")
-    parser.add_argument("--size-limit", type=int, required=True, help="the stack's messageSizeLimit in bytes")
+    parser.add_argument("--to", action="append", default=[], help="recipient (repeat; round-robin)")
+    parser.add_argument("--size-limit", type=int, default=0, help="the stack's messageSizeLimit in bytes")
     parser.add_argument("--size-kb", type=int, default=0, help="give each message an attachment of about K KB")
     parser.add_argument("--big-every", type=int, default=25)
     parser.add_argument("--oversize", type=int, default=0, help="also submit N messages just over the limit")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=25)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep-refused", action="store_true", help="return refused messages, to retry them")
+    parser.add_argument("--retry", action="store_true",
+                        help="submit the messages on stdin (a JSON list of base64, from --keep-refused) instead")
     args = parser.parse_args(argv)
-    domain = args.sender.rpartition("@")[2]
-    name, messages = burst(args.count, args.sender, args.to, args.size_limit, big_every=args.big_every,
-                           size_kb=args.size_kb, seed=args.seed, domain=domain)
-    rng = random.Random(args.seed + 1)
-    for i in range(args.oversize):
-        extra = attachment_for(args.size_limit + 64 * 1024)
-        messages.insert(len(messages) // 2, notification(10_000 + i, args.sender, args.to[0], name, rng, extra, domain))
+    if not args.retry and not (args.to and args.size_limit):
+        parser.error("a burst needs --to and --size-limit")
+    messages: list[EmailMessage | bytes]
+    if args.retry:  # kept by --keep-refused: the same bytes, so the same Message-ID and burst
+        kept = [base64.b64decode(text) for text in json.load(sys.stdin)]
+        name = ",".join(sorted({headers(m)["X-Lab-Burst"] for m in kept}))
+        messages = list(kept)
+    else:
+        domain = args.sender.rpartition("@")[2]
+        name, fresh = burst(args.count, args.sender, args.to, args.size_limit, big_every=args.big_every,
+                            size_kb=args.size_kb, seed=args.seed, domain=domain)
+        rng = random.Random(args.seed + 1)
+        for i in range(args.oversize):
+            extra = attachment_for(args.size_limit + 64 * 1024)
+            fresh.insert(len(fresh) // 2, notification(10_000 + i, args.sender, args.to[0], name, rng, extra, domain))
+        messages = list(fresh)
     started = time.monotonic()
-    results = submit(messages, args.host, args.port)
+    results = submit(messages, args.host, args.port, keep_refused=args.keep_refused)
     seconds = time.monotonic() - started
     refused = sum(1 for r in results if not r.accepted)
     print(Summary(name, len(results) - refused, refused, round(seconds, 3), results).to_json())

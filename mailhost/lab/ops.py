@@ -124,7 +124,14 @@ def current_values(lab: Lab) -> dict[str, Any]:
 
 def deploy(lab: Lab, progress: Progress = _quiet, action: str = "up", skip_unreachable: bool = False,
            program: Path = REPO / "__main__.py", unprotect: bool = False) -> dict[str, Any]:
-    """Run the program (or its deletes) through the runner in its own process; stream its events."""
+    """Run the program (or its deletes) through the runner in its own process; stream its events.
+    Holds the lab (Lab.exclusive) throughout: a second up/down meanwhile is refused (LabBusy)."""
+    with lab.exclusive(action):
+        return _deploy(lab, progress, action, skip_unreachable, program, unprotect)
+
+
+def _deploy(lab: Lab, progress: Progress, action: str, skip_unreachable: bool, program: Path,
+            unprotect: bool) -> dict[str, Any]:
     argv = [sys.executable, "-m", "mailhost.lab.runner", action, "--state", str(lab.state_dir),
             "--program", str(program)]
     if skip_unreachable:
@@ -165,16 +172,28 @@ class Burst:
 
 
 def send(lab: Lab, count: int, size_kb: int = 0, recipients: list[str] | None = None, oversize: int = 0,
-         big_every: int = 25) -> Burst:
-    """Submit a Jira burst to Postfix on 127.0.0.1:25 from inside the jira host, as Jira does."""
-    info = lab.info()
+         big_every: int = 25, keep_refused: bool = False) -> Burst:
+    """Submit a Jira burst to Postfix on 127.0.0.1:25 from inside the jira host, as Jira does.
+    keep_refused: each refused message comes back in `refused` (key `retry`), for `retry`."""
     limit = int(current_values(lab).get("messageSizeLimit", DEFAULT_LIMIT))
-    argv = [sys.executable, "-m", "mailhost.lab.mail", "--count", str(count), "--size-limit", str(limit),
-            "--size-kb", str(size_kb), "--oversize", str(oversize), "--big-every", str(big_every),
-            "--sender", f"jira@{zones.SENDER_DOMAIN}", "--seed", str(int(time.time()))]
+    argv = ["--count", str(count), "--size-limit", str(limit), "--size-kb", str(size_kb), "--oversize", str(oversize),
+            "--big-every", str(big_every), "--sender", f"jira@{zones.SENDER_DOMAIN}", "--seed", str(int(time.time()))]
     for rcpt in recipients or USERS:
         argv += ["--to", rcpt]
-    proc = subprocess.run(jirahost.nsenter(info, argv), capture_output=True, text=True, timeout=600, cwd=REPO)
+    return _submit(lab, argv + (["--keep-refused"] if keep_refused else []))
+
+
+def retry(lab: Lab, refused: list[dict[str, Any]]) -> Burst:
+    """Submit refused messages again, unchanged (same Message-ID), as Jira's mail queue retries them;
+    `refused` comes from a send(..., keep_refused=True); what is refused again comes back the same way."""
+    stdin = json.dumps([r["retry"] for r in refused])
+    return _submit(lab, ["--retry", "--keep-refused"], stdin)
+
+
+def _submit(lab: Lab, args: list[str], stdin: str | None = None) -> Burst:
+    argv = [sys.executable, "-m", "mailhost.lab.mail", *args]
+    proc = subprocess.run(jirahost.nsenter(lab.info(), argv), capture_output=True, text=True, timeout=600, cwd=REPO,
+                          input=stdin)
     if proc.returncode != 0:
         raise LabError(f"submitting mail failed: {proc.stderr.strip()[-2000:]}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -238,16 +257,24 @@ def all_pass(recs: list[dict[str, Any]]) -> bool:
 # -- up / down -------------------------------------------------------------------------------
 def up(lab: Lab, mode: str = "direct", overrides: dict[str, Any] | None = None,
        progress: Progress = _quiet) -> dict[str, Any]:
-    """Build the lab unless it is running, write the stack, deploy the program into it."""
-    if not lab.exists():
-        lab.build(progress)
-    write_stack(lab, mode, overrides)
-    progress("deploying the program")
-    return deploy(lab, progress)
+    """Build the lab unless it is running, write the stack, deploy the program into it; all of it
+    while holding the lab, so a second up or down at the same time is refused (LabBusy), not interleaved."""
+    with lab.exclusive("up"):
+        if not lab.exists():
+            lab.build(progress)
+        write_stack(lab, mode, overrides)
+        progress("deploying the program")
+        return deploy(lab, progress)
 
 
 def down(lab: Lab, progress: Progress = _quiet, force: bool = False, unprotect: bool = False) -> dict[str, Any] | None:
-    """The program's deletes (teardown drains the queue; a refusal stops here), then the whole lab."""
+    """The program's deletes (teardown drains the queue; a refusal stops here), then the whole lab;
+    holding the lab throughout, like up."""
+    with lab.exclusive("down"):
+        return _down(lab, progress, force, unprotect)
+
+
+def _down(lab: Lab, progress: Progress, force: bool, unprotect: bool) -> dict[str, Any] | None:
     result = None
     if (lab.state_dir / "runner-state.json").exists():
         reachable = lab.exists() and lab.info().jira.get("pid") is not None and _alive(lab.info().jira["pid"])
