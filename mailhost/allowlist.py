@@ -19,7 +19,7 @@ COMMON = frozenset({
     "myhostname", "mydomain", "myorigin", "smtpd_banner",
     "inet_interfaces", "inet_protocols", "mynetworks", "mydestination", "local_transport", "alias_maps",
     "alias_database", "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "smtpd_data_restrictions",
-    "message_size_limit",
+    "message_size_limit", "notify_classes",
     "mailbox_size_limit", "relayhost", "smtp_tls_security_level", "smtp_tls_CApath", "smtp_tls_loglevel",
     "smtp_tls_session_cache_database", "smtp_tls_connection_reuse",
     "smtpd_milters", "non_smtpd_milters", "milter_default_action", "milter_protocol",
