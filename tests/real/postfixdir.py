@@ -24,6 +24,14 @@ def tool(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
+def postfix_check(confdir: Path) -> subprocess.CompletedProcess[str]:
+    """`postfix check` of confdir alone: its helper scripts also read /etc/postfix/main.cf whatever -c says,
+    so it runs in a private mount namespace where /etc/postfix is confdir."""
+    script = 'mount --bind "$1" /etc/postfix && exec postfix -c "$1" check'
+    return tool("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "postfix-check",
+                str(confdir))
+
+
 def materialise(tmp: Path, files: list[RenderedFile]) -> Path:
     """Lay the files out under tmp/<path>, paths in their contents (config, keys, log) rewritten to the temp tree."""
     confdir = freshetc.build(tmp / "etc/postfix")

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailhost import render
 from mailhost.config import parse_settings
-from tests.real.postfixdir import materialise, postconf_n, tool
+from tests.real.postfixdir import materialise, postconf_n, postfix_check, tool
 from tests.unit.test_config import SECRETS, base, existing
 
 pytestmark = pytest.mark.real
@@ -59,7 +59,7 @@ def test_postfix_accepts_the_rendered_config(shape: str, tmp_path: Path, dkim_pe
     assert services.returncode == 0 and "warning" not in services.stderr, services.stderr
     entries = {tuple(line.split()[:2]) for line in services.stdout.splitlines()}
     assert ("tlsproxy", "unix") in entries and ("smtp", "inet") in entries and ("postlog", "unix-dgram") in entries
-    check = tool("postfix", "-c", str(confdir), "check")
+    check = postfix_check(confdir)
     assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
 
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from mailhost import allowlist, render
 from mailhost.config import ConfigError, parse_settings
 from tests.fuzz_strategies import EXAMPLES, stacks, valid_stacks
-from tests.real.postfixdir import materialise, postconf_n, tool
+from tests.real.postfixdir import materialise, postconf_n, postfix_check, tool
 
 pytestmark = pytest.mark.real
 
@@ -34,7 +34,7 @@ def check_with_postfix(values: dict[str, Any]) -> None:
         confdir = materialise(Path(tmp), files)
         conf = postconf_n(confdir)
         assert set(conf) == allowlist.main_cf_parameters(parsed)
-        check = tool("postfix", "-c", str(confdir), "check")
+        check = postfix_check(confdir)
         assert check.returncode == 0 and not check.stderr.strip(), check.stderr
         relay = allowlist.relay_of(parsed)
         if relay:
