@@ -13,7 +13,8 @@ import ipaddress
 import re
 
 LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-SERVICE_LABEL = re.compile(r"_?(?!-)[a-z0-9-]{1,62}(?<!-)")  # _spf, _dmarc: DNS names that are not host names
+# _spf, _dmarc: DNS names that are not host names (63 octets per label, the underscore included)
+SERVICE_LABEL = re.compile(r"_(?!-)[a-z0-9-]{1,62}(?<!-)|(?!-)[a-z0-9-]{1,63}(?<!-)")
 # Local parts: the dot-atom subset that means nothing special to Postfix ($ expands in main.cf and in
 # regexp results, % and ! are relay tricks, ',' and whitespace split lists) nor to DMARC (';' ',' '!').
 LOCAL_PART = re.compile(r"[A-Za-z0-9_+=-]+(?:\.[A-Za-z0-9_+=-]+)*")

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Mutation testing of the pure core (mailhost/) and components/ against the fast suite, with mutmut
+# (settings: [tool.mutmut] in pyproject.toml).  Prints killed/total and the score, and exits 1 when
+# the score of what it ran is below 90 % (timeouts count as killed).
+#
+#   bash bench/mutation.sh               the modules changed since the commit in tests/mutation/BASELINE
+#                                        (at most --max mutants of them, drawn reproducibly)
+#   bash bench/mutation.sh --sample N    N mutants drawn at random from all of them
+#   bash bench/mutation.sh --full        every mutant (the recorded run; see tests/mutation/BASELINE)
+# Options: --since REF (instead of BASELINE), --max N (default 120), --seed S, --jobs N (default 1),
+#          --keep (leave the work copy and print where it is).
+# It works in a copy of the checkout (mutmut writes mutants/ beside the sources), runs niced, and
+# explains survivors in tests/mutation/SURVIVORS.md; survivors not explained there are listed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+MUTMUT=$(dirname "$PY")/mutmut
+MODE=changed SAMPLE=40 MAX=120 JOBS=1 KEEP=0 SINCE="" SEED=""
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --sample) MODE=sample SAMPLE=$2; shift 2 ;;
+    --full) MODE=full; shift ;;
+    --since) SINCE=$2; shift 2 ;;
+    --max) MAX=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    --jobs) JOBS=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "mutation.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -x "$MUTMUT" ] || { echo "mutation.sh: $MUTMUT missing: pip install -r requirements-dev.txt" >&2; exit 2; }
+
+start=$SECONDS
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/jira-mailhost-mutation.XXXXXX")
+if [ "$KEEP" = 1 ]; then echo "work copy: $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
+
+# The checkout as it is (tracked and new files, nothing ignored), without .git, .venv or caches.
+git -C "$ROOT" ls-files -z --cached --others --exclude-standard |
+  tar -C "$ROOT" --null --ignore-failed-read -cf - -T - 2>/dev/null | tar -C "$WORK" -xf -
+cd "$WORK"
+export FUZZ_EXAMPLES=${FUZZ_EXAMPLES:-40}  # the settings property test: fewer examples per mutant
+mut() { "$PY" -m tests.mutation.mutants "$@"; }
+mut generate >all.txt
+
+case $MODE in
+  full) cp all.txt names.txt ;;
+  sample) mut sample "$SAMPLE" "${SEED:-$RANDOM}" >names.txt ;;
+  changed)
+    base=${SINCE:-$(grep -v '^#' "$ROOT/tests/mutation/BASELINE" | awk 'NF { print $1; exit }')}
+    if ! changed=$({ git -C "$ROOT" diff --name-only "$base" -- mailhost components &&
+                     git -C "$ROOT" ls-files --others --exclude-standard -- mailhost components; } 2>/dev/null); then
+      echo "cannot diff against $base: running a sample of $SAMPLE instead"
+      mut sample "$SAMPLE" "${SEED:-$RANDOM}" >names.txt
+    else
+      patterns=()
+      for path in $changed; do
+        case $path in *.py) patterns+=("$(echo "${path%.py}" | tr / .).*") ;; esac
+      done
+      [ ${#patterns[@]} -eq 0 ] || mut sample "$MAX" "${SEED:-$base}" "${patterns[@]}" >names.txt
+      touch names.txt
+      echo "changed since ${base:0:12}: $(echo "$changed" | wc -w) file(s) in mailhost/ components/;" \
+           "$(mut select "${patterns[@]:-none}" | wc -l) mutant(s) in mutated modules, running $(wc -l <names.txt)"
+    fi ;;
+esac
+
+if [ ! -s names.txt ]; then
+  echo "no mutant to run (nothing in scope changed); $(wc -l <all.txt) mutants in all"
+  exit 0
+fi
+echo "running $(wc -l <names.txt) of $(wc -l <all.txt) mutants (mode $MODE, $JOBS worker(s), nice 19)"
+# shellcheck disable=SC2046  # one argument per mutant name
+if ! nice -n 19 "$MUTMUT" run --max-children "$JOBS" $(cat names.txt) >run.log 2>&1; then
+  tr '\r' '\n' <run.log | grep -v '^⠋\|^⠙\|^⠹\|^⠸\|^⠼\|^⠴\|^⠦\|^⠧\|^⠇\|^⠏' | tail -n 30
+  echo "mutation.sh: mutmut run failed (log above)" >&2
+  exit 2
+fi
+status=0
+mut score names.txt "$ROOT/tests/mutation/SURVIVORS.md" || status=$?
+echo "wall time: $((SECONDS - start)) s"
+exit $status

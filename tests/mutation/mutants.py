@@ -1,0 +1,134 @@
+"""Helper of bench/mutation.sh, run inside its copy of the repository (the directory holding mutants/).
+
+    python -m tests.mutation.mutants generate          create mutants/ and print every mutant name
+    python -m tests.mutation.mutants select PATTERN... the names matching fnmatch patterns, one a line
+    python -m tests.mutation.mutants sample N SEED [PATTERN...]   N of them, reproducibly
+    python -m tests.mutation.mutants score NAMES_FILE [SURVIVORS_MD]  killed/total of those names
+
+Generation uses mutmut's own steps (the ones `mutmut run` starts with), so the names are exactly
+the ones `mutmut run NAME...` then tests; results are read from mutmut's meta files (JSON).  Pinned
+to the mutmut version in requirements-dev.txt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import json
+import random
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+# mutmut's exit-code meaning (mutmut/stats.py status_by_exit_code, 3.8.1)
+KILLED = {1, 3}
+TIMEOUT = {36, -24, 24, 152, 255}
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+def generate() -> list[str]:
+    from mutmut.__main__ import (  # the steps `mutmut run` starts with
+        copy_also_copy_files,
+        copy_src_dir,
+        create_mutants,
+        setup_source_paths,
+        store_lines_covered_by_tests,
+    )
+    from mutmut.mutation.trampoline import set_mutant_under_test
+
+    set_mutant_under_test("mutant_generation")
+    Path("mutants").mkdir(exist_ok=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # mutmut reports each file it copies
+        copy_src_dir()
+        copy_also_copy_files()
+        setup_source_paths()
+        store_lines_covered_by_tests()
+        create_mutants(1)
+    return sorted(results())
+
+
+def results() -> dict[str, int | None]:
+    """Every mutant name of the mutated files with its exit code (None: not run yet)."""
+    from mutmut.configuration import config
+
+    out: dict[str, int | None] = {}
+    for meta in sorted(Path("mutants").rglob("*.py.meta")):
+        source = meta.relative_to("mutants").with_suffix("")
+        if not config().should_mutate(str(source)):
+            continue
+        out.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return out
+
+
+def select(patterns: list[str]) -> list[str]:
+    return sorted(n for n in results() if any(fnmatch.fnmatchcase(n, p) for p in patterns))
+
+
+def status(code: int | None) -> str:
+    if code in KILLED:
+        return "killed"
+    if code in TIMEOUT:
+        return "timeout"
+    if code in SURVIVED:
+        return "survived"
+    if code in NO_TESTS:
+        return "no tests"
+    return "not checked" if code is None else f"other ({code})"
+
+
+def listed_survivors(path: Path) -> set[str]:
+    """Mutant names written in backquotes in SURVIVORS.md."""
+    return set(re.findall(r"`([A-Za-z0-9_.ǁ]+__mutmut_[0-9]+)`", path.read_text())) if path.exists() else set()
+
+
+def score(names: list[str], survivors_md: Path) -> int:
+    codes = results()
+    tally = Counter(status(codes.get(n)) for n in names)
+    total = len(names)
+    detected = tally["killed"] + tally["timeout"]
+    per_module: dict[str, Counter[str]] = {}
+    for n in names:
+        module = n.split(".x")[0]
+        per_module.setdefault(module, Counter())[status(codes.get(n))] += 1
+    for module, counts in sorted(per_module.items()):
+        done = counts["killed"] + counts["timeout"]
+        print(f"  {module:28} {done:4}/{sum(counts.values()):<4} "
+              + " ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k != "killed"))
+    listed = listed_survivors(survivors_md)
+    undetected = sorted(n for n in names if status(codes.get(n)) not in ("killed", "timeout"))
+    unlisted = [n for n in undetected if n not in listed]
+    if unlisted:
+        print(f"undetected and not explained in {survivors_md} ({len(unlisted)}); see each with `mutmut show NAME`:")
+        for n in unlisted:
+            print(f"  {n}: {status(codes.get(n))}")
+    pct = 100.0 * detected / total if total else 100.0
+    print(f"mutants: {total}  killed: {tally['killed']}  timeout: {tally['timeout']}  survived: {tally['survived']}  "
+          f"no tests: {tally['no tests']}  not checked: {tally['not checked']}")
+    print(f"score: {detected}/{total} = {pct:.1f} % (killed + timeout over all run)")
+    return 0 if pct >= 90.0 and not tally["not checked"] else 1
+
+
+def main(argv: list[str]) -> int:
+    command, args = argv[0], argv[1:]
+    if command == "generate":
+        print("\n".join(generate()))
+    elif command == "select":
+        print("\n".join(select(args)))
+    elif command == "sample":
+        count, seed, patterns = int(args[0]), args[1], args[2:] or ["*"]
+        pool = select(patterns)
+        print("\n".join(sorted(random.Random(seed).sample(pool, min(count, len(pool))))))
+    elif command == "score":
+        names = [n for n in Path(args[0]).read_text().split() if n]
+        return score(names, Path(args[1]) if len(args) > 1 else Path("tests/mutation/SURVIVORS.md"))
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
