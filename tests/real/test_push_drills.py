@@ -84,16 +84,12 @@ def bigger(files: list[RenderedFile]) -> list[RenderedFile]:
     return changed
 
 
-@pytest.mark.parametrize("drop", ["client killed", "client stderr closed"])
-def test_dropped_session_during_the_switch_still_ends_on_the_new_config(ssh_host: SshHost, dkim_private_key_pem: str,
-                                                                        drop: str, tmp_path: Path) -> None:
-    old = files_for(ssh_host, dkim_private_key_pem)
-    assert push(ssh_host, old).ok
-    new = bigger(old)
-    assert len({f.content for f in new} - {f.content for f in old}) == 2, "two files change"
-    proc = start_push(ssh_host, new, tmp_path / "known_hosts")
+def drop_session_during_switch(host: SshHost, files: list[RenderedFile], drop: str, known_hosts: Path) -> None:
+    """Push, drop the SSH session (kill the client, or close its stdout/stderr) once the switch has begun,
+    then wait for the remote run, which must still have been going, to end by itself."""
+    proc = start_push(host, files, known_hosts)
     try:
-        wait_for(lambda: ssh_host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
+        wait_for(lambda: host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
         assert proc.poll() is None, "the push ended before its switch: " + (proc.stderr.read() if proc.stderr else "")
         if drop == "client killed":
             proc.kill()
@@ -101,11 +97,21 @@ def test_dropped_session_during_the_switch_still_ends_on_the_new_config(ssh_host
             assert proc.stderr is not None and proc.stdout is not None
             proc.stderr.close()
             proc.stdout.close()
-        assert apply_running(ssh_host), "the drill must drop the session while the remote run is still going"
+        assert apply_running(host), "the drill must drop the session while the remote run is still going"
     finally:
         proc.kill()
         proc.wait(10)
-    wait_for(lambda: not apply_running(ssh_host), 60, "the remote apply to finish")
+    wait_for(lambda: not apply_running(host), 60, "the remote apply to finish")
+
+
+@pytest.mark.parametrize("drop", ["client killed", "client stderr closed"])
+def test_dropped_session_during_the_switch_still_ends_on_the_new_config(ssh_host: SshHost, dkim_private_key_pem: str,
+                                                                        drop: str, tmp_path: Path) -> None:
+    old = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, old).ok
+    new = bigger(old)
+    assert len({f.content for f in new} - {f.content for f in old}) == 2, "two files change"
+    drop_session_during_switch(ssh_host, new, drop, tmp_path / "known_hosts")
     assert not ssh_host.upper(JOURNAL).exists(), "the run finished its switch and confirmed it"
     assert live_digest(ssh_host, new) == digest(new), "all of the new config"
     assert_serving(ssh_host)
@@ -146,20 +152,7 @@ def test_dropped_session_during_a_failing_switch_still_rolls_back(ssh_host: SshH
     assert push(ssh_host, old).ok
     hold_port(ssh_host, 2525)
     failing = edit(old, "/etc/postfix/master.cf", lambda c: re.sub(r"(?m)^smtp +inet ", "127.0.0.1:2525 inet ", c))
-    proc = start_push(ssh_host, failing, tmp_path / "known_hosts")
-    try:
-        wait_for(lambda: ssh_host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
-        if drop == "client killed":
-            proc.kill()
-        else:
-            assert proc.stderr is not None and proc.stdout is not None
-            proc.stderr.close()
-            proc.stdout.close()
-        assert apply_running(ssh_host), "the drill must drop the session while the remote run is still going"
-    finally:
-        proc.kill()
-        proc.wait(10)
-    wait_for(lambda: not apply_running(ssh_host), 60, "the remote apply to finish")
+    drop_session_during_switch(ssh_host, failing, drop, tmp_path / "known_hosts")
     assert not ssh_host.upper(JOURNAL).exists(), "the rollback ran to its end"
     assert live_digest(ssh_host, old) == digest(old), "all of the old config, no mix"
     assert_serving(ssh_host)
