@@ -41,9 +41,6 @@ class ConfigError(Exception):
         super().__init__("invalid stack configuration:\n  " + "\n  ".join(lines))
 
 
-_fqdn = grammar.fqdn
-
-
 class Model(BaseModel):
     # coerce_numbers_to_str: `dkimSelector: 2025` is a name, not a number.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, coerce_numbers_to_str=True)
@@ -154,7 +151,7 @@ class Host(Model):
     @field_validator("fqdn")
     @classmethod
     def _fqdn(cls, value: str | None) -> str | None:
-        return None if value is None else _fqdn(value, "the host's FQDN")
+        return None if value is None else grammar.fqdn(value, "the host's FQDN")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Host:
@@ -179,7 +176,7 @@ class Relay(Model):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        return _fqdn(value, "the smarthost name")
+        return grammar.fqdn(value, "the smarthost name")
 
     @field_validator("username")
     @classmethod
@@ -288,7 +285,7 @@ class Settings(Model):
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        return _fqdn(value, "the sender domain")
+        return grammar.fqdn(value, "the sender domain")
 
     @field_validator("dkim_selector")
     @classmethod
