@@ -424,8 +424,7 @@ class _Problems(ValueError):
     """Carries several (key, message) problems out of a pydantic validator."""
 
     def __init__(self, problems: list[tuple[str, str]]):
-        self.problems = problems
-        super().__init__("; ".join(f"{k}: {m}" for k, m in problems))
+        self.problems = problems  # BaseException.__new__ keeps the arguments as .args already
 
 
 _REQUIRED_FIXES = {
@@ -457,27 +456,24 @@ def _shown(value: Any, limit: int = 60) -> str:
 
 
 def _problems_from(error: ValidationError) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    for item in error.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        ctx = item.get("ctx") or {}
-        inner = ctx.get("error")
-        if isinstance(inner, _Problems):
-            prefix = _key(loc)
-            problems.extend(((f"{prefix}.{k}" if prefix else k), m) for k, m in inner.problems)
-            continue
-        key = _key(loc)
-        kind = item["type"]
-        if kind == "missing":
-            fix = _REQUIRED_FIXES.get(str(loc[-1]), "add it")
-            problems.append((key, f"is required; {fix}"))
-        elif kind == "extra_forbidden":
-            problems.append((key, "is not a known setting; check the spelling against the README's config table"))
-        elif kind == "value_error":
-            problems.append((key, str(inner) if inner else item["msg"]))
-        else:
-            problems.append((key, f"{item['msg']} (got {_shown(item.get('input'))})"))
-    return problems
+    return [problem for item in error.errors() for problem in _item_problems(item)]
+
+
+def _item_problems(item: Any) -> list[tuple[str, str]]:
+    """(key, message) for one pydantic error; the top-level validator's _Problems carry whole keys."""
+    loc = tuple(item["loc"])
+    inner = (item.get("ctx") or {}).get("error")
+    if isinstance(inner, _Problems):
+        return inner.problems
+    key = _key(loc)
+    kind = item["type"]
+    if kind == "missing":  # every required field has its fix (tests/unit/test_mut_settings.py checks)
+        return [(key, f"is required; {_REQUIRED_FIXES[str(loc[-1])]}")]
+    if kind == "extra_forbidden":
+        return [(key, "is not a known setting; check the spelling against the README's config table")]
+    if kind == "value_error":
+        return [(key, str(inner))]  # pydantic keeps the validator's ValueError in ctx
+    return [(key, f"{item['msg']} (got {_shown(item.get('input'))})")]
 
 
 def secret_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -61,11 +61,12 @@ def fqdn(value: str, what: str, service_labels: bool = False) -> str:
     return name
 
 
-def mailbox(value: str, what: str = "an address") -> str:
+def mailbox(value: str, what: str) -> str:
     """local@domain with a conservative local part; the domain is an FQDN (lowercased)."""
     printable(value, what)
-    local, at, domain = value.rpartition("@")
-    if not at or len(value) > MAX_MAILBOX or len(local) > 64 or not LOCAL_PART.fullmatch(local):
+    local, _, domain = value.rpartition("@")
+    # without '@' the local part is empty, which LOCAL_PART refuses
+    if len(value) > MAX_MAILBOX or len(local) > 64 or not LOCAL_PART.fullmatch(local):
         raise ValueError(f"{value!r} is not an e-mail address this program can write safely: use letters, digits "
                          "and . _ + = - before the @ (Postfix and DMARC give $ % ! ; , and spaces special meanings)")
     return f"{local}@{fqdn(domain, 'the domain of ' + what)}"
@@ -75,7 +76,7 @@ def log_file(value: str) -> str:
     """An absolute path below /var/log/ made of plain components (no '..', no '//', no spaces)."""
     printable(value, "maillogFile")
     parts = value.removeprefix("/var/log/").split("/") if value.startswith("/var/log/") else []
-    if not parts or len(value) > 200 or not all(LOG_COMPONENT.fullmatch(p) and p not in (".", "..") for p in parts):
+    if not parts or len(value) > 200 or not all(LOG_COMPONENT.fullmatch(p) for p in parts):
         raise ValueError(f"{value!r} must be a file under /var/log/ named with letters, digits and . _ - "
                          "(no '..', no spaces), e.g. /var/log/postfix.log")
     return value

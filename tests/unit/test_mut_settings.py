@@ -7,11 +7,14 @@ when the rule it names is broken in mailhost/config.py.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
+from mailhost import config
 from mailhost.config import (
     ConfigError,
     PtrSource,
@@ -378,3 +381,25 @@ def test_maillog_file_is_a_plain_file_under_var_log(value: str, ok: bool) -> Non
 
 def test_maillog_file_with_a_control_character_names_the_key() -> None:
     assert problems(base(maillogFile="/var/log/a\tb"))["maillogFile"].startswith("maillogFile must be plain ASCII")
+
+
+def _required_names(model: type[BaseModel]) -> set[str]:
+    """The key (alias) of every required field of the model and of the models nested in it."""
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            names.add(field.alias or name)
+        for arg in (*typing.get_args(field.annotation), field.annotation):
+            inner = typing.get_args(arg) or (arg,)
+            for candidate in inner:
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                    names |= _required_names(candidate)
+    return names
+
+
+def test_every_required_setting_has_its_fix() -> None:
+    """A missing key's message comes from _REQUIRED_FIXES alone: a required field without an entry
+    there would end `pulumi up` in a KeyError instead of a message naming the key."""
+    required = _required_names(Settings)
+    assert {"domain", "hosts", "hostKey", "ipv4", "subnetId", "username"} <= required  # the walk finds nesting
+    assert required <= set(config._REQUIRED_FIXES), required - set(config._REQUIRED_FIXES)
