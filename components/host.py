@@ -86,9 +86,11 @@ class JiraHost(pulumi.ComponentResource):
             # A looked-up AMI is pinned at creation: `ami` forces a replace, and Debian publishes new
             # images monthly, so without this every later `up` would replace (or, protected, refuse).
             # An AMI given in the stack (ec2.ami) is a deliberate choice: changing it replaces the host.
+            # userData only matters at first boot (cloud-init runs it once), and the provider stops and starts
+            # the instance to change it: a rotated admin key must never restart Jira's host (README: rotation).
             opts=pulumi.ResourceOptions(parent=self, protect=settings.production,
                                         additional_secret_outputs=["userData"],
-                                        ignore_changes=[] if ec2.ami else ["ami"]),
+                                        ignore_changes=["userData"] if ec2.ami else ["ami", "userData"]),
         )
         eip = aws.ec2.Eip(f"{host.name}-eip", domain="vpc", instance=instance.id,
                           tags={"Name": settings.fqdn(host)}, opts=kept)

@@ -36,3 +36,18 @@ def upsert(server: str, zone: str, name: str, rtype: str, ttl: int, values: Sequ
 
 def delete(server: str, zone: str, name: str, rtype: str, port: int = 53) -> None:
     _send(server, port, zone, [f"del {_fqdn(name)} {rtype}"])
+
+
+def create(server: str, zone: str, name: str, rtype: str, ttl: int, values: Sequence[str], port: int = 53) -> None:
+    """Route53's CREATE (what the provider sends when allowOverwrite is false): refused when the RRset
+    exists, with Route53's words; an RFC 2136 prerequisite makes the check and the add one atomic update."""
+    lines = [f"prereq nxrrset {_fqdn(name)} {rtype}"]
+    lines += [f"add {_fqdn(name)} {ttl} {rtype} {route53_to_rdata(rtype, v)}" for v in values]
+    try:
+        _send(server, port, zone, lines)
+    except DnsUpdateError as error:
+        if "yxrrset" not in str(error).lower():
+            raise
+        raise DnsUpdateError(
+            f"InvalidChangeBatch: [Tried to create resource record set [name='{_fqdn(name)}', type='{rtype}'] "
+            "but it already exists] (allowOverwrite is false: import the record or delete it first)") from None

@@ -42,6 +42,18 @@ def lab_values(lab: Lab, mode: str = "direct") -> tuple[dict[str, Any], dict[str
     info = lab.info()
     jira = info.jira
     host = lab.host("jira")
+    sh = lab.world.smarthost
+    values = lab_stack(mode, host.ipv4, host.ipv6, jira["host_key"], jira.get("user", "root"),
+                       int(jira.get("port", 22)), lab.world.dns.v4, (sh.v4, sh.v6))
+    secrets = {"sshPrivateKey": Path(jira["client_key_path"]).read_text()}
+    if mode == "relay":
+        secrets["relayPassword"] = lab.relay_password()
+    return values, secrets
+
+
+def lab_stack(mode: str, ipv4: str, ipv6: str, host_key: str, user: str, port: int, nameserver: str,
+              smarthost: tuple[str, str]) -> dict[str, Any]:
+    """The lab stack's settings from the lab's addresses (also the lab shape of the change matrix)."""
     values: dict[str, Any] = {
         # Not production: its resources are protected (like a real production stack, `down` would refuse).
         # No reroute either, so the MX sees each recipient; tests switch to staging/production as needed.
@@ -52,27 +64,23 @@ def lab_values(lab: Lab, mode: str = "direct") -> tuple[dict[str, Any], dict[str
         "reverseZones": {"ipv4": zones.REVERSE4_ID, "ipv6": zones.REVERSE6_ID},
         "hosts": [{
             "name": "jira",
-            "sshUser": jira.get("user", "root"),
-            "sshPort": int(jira.get("port", 22)),
-            "existing": {"ipv4": host.ipv4, "ipv6": host.ipv6, "hostKey": jira["host_key"],
-                         "ipv4Ptr": "zone", "ipv6Ptr": "zone"},
+            "sshUser": user,
+            "sshPort": port,
+            "existing": {"ipv4": ipv4, "ipv6": ipv6, "hostKey": host_key, "ipv4Ptr": "zone", "ipv6Ptr": "zone"},
         }],
         "messageSizeLimit": DEFAULT_LIMIT,
         "dmarc": {"policy": "reject"},
         "drainSeconds": 20,
         "maillogFile": MAILLOG,  # no syslog in the namespace; `lab status` shows its tail
-        "verify": {"nameserver": lab.world.dns.v4, "authoritative": True, "waitSeconds": 30},
+        "verify": {"nameserver": nameserver, "authoritative": True, "waitSeconds": 30},
     }
-    secrets = {"sshPrivateKey": Path(jira["client_key_path"]).read_text()}
     if mode == "relay":
         values["delivery"] = {"mode": "relay", "relay": {"host": SMARTHOST_NAME, "port": 587,
                                                          "username": RELAY_USER}}
-        sh = lab.world.smarthost
-        values["spfExtra"] = [f"ip4:{sh.v4}", f"ip6:{sh.v6}"]
-        secrets["relayPassword"] = lab.relay_password()
+        values["spfExtra"] = [f"ip4:{smarthost[0]}", f"ip6:{smarthost[1]}"]
     elif mode != "direct":
         raise LabError(f"mode must be direct or relay, not {mode!r}")
-    return values, secrets
+    return values
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

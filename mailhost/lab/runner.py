@@ -27,7 +27,6 @@ import base64
 import hashlib
 import json
 import os
-import runpy
 import subprocess
 import sys
 import threading
@@ -41,9 +40,11 @@ from typing import Any
 import yaml
 
 from mailhost.lab import dnsupdate
+from mailhost.lab.engine import plan, show
+from mailhost.lab.engine import program as engine_program
+from mailhost.lab.engine.program import SECRET_SIG, holds_secret, unwrap  # noqa: F401  (used by tests, secretscan)
 from mailhost.lab.lab import REPO, Lab, private_file
 
-SECRET_SIG = "4dabf18193072939515e22adb298388d"
 PROJECT = "jira-mailhost"
 STACK = "lab"
 REMOTE = "command:remote:Command"
@@ -55,26 +56,6 @@ EIP_PTR = "aws:ec2/eipDomainName:EipDomainName"
 
 class RunnerError(RuntimeError):
     pass
-
-
-def unwrap(value: Any) -> Any:
-    """Drop Pulumi's secret wrappers (anywhere in the tree); the values stay in memory only."""
-    if isinstance(value, dict):
-        if SECRET_SIG in value:
-            return unwrap(value.get("value"))
-        return {k: unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    return value
-
-
-def holds_secret(value: Any) -> bool:
-    """Whether a raw input (as the mocks get it) is, or contains, a Pulumi secret."""
-    if isinstance(value, dict):
-        return SECRET_SIG in value or any(holds_secret(v) for v in value.values())
-    if isinstance(value, list):
-        return any(holds_secret(v) for v in value)
-    return False
 
 
 def fingerprint(inputs: dict[str, Any]) -> str:
@@ -137,6 +118,11 @@ class Entry:
     delete_before_replace: bool = False
     secret_inputs: list[str] = field(default_factory=list)  # top-level inputs holding a secret
     secret_outputs: list[str] = field(default_factory=list)  # additionalSecretOutputs
+    retain_on_delete: bool = False
+
+    def deployed(self) -> plan.Deployed:
+        return plan.Deployed(self.urn, self.type, self.name, self.inputs, self.outputs, self.protect,
+                             self.retain_on_delete, tuple(self.deps), tuple(self.secret_inputs))
 
     def plain(self) -> dict[str, Any]:
         """What Pulumi's checkpoint would hold in clear text: inputs and outputs not marked secret
@@ -144,20 +130,6 @@ class Entry:
         hidden = {*self.secret_inputs, *self.secret_outputs}
         return {"inputs": {k: v for k, v in self.inputs.items() if k not in self.secret_inputs},
                 "outputs": {k: v for k, v in self.outputs.items() if k not in hidden}}
-
-
-@dataclass
-class Options:
-    """Resource options the mocks API does not pass to new_resource (read from the register request)."""
-
-    urn: str = ""
-    deps: list[str] = field(default_factory=list)
-    protect: bool = False
-    delete_before_replace: bool = False
-    secret_outputs: list[str] = field(default_factory=list)
-
-
-_request = threading.local()  # the Options of the registration running on this worker thread
 
 
 class State:
@@ -194,9 +166,10 @@ class State:
 
 # -- appliers --------------------------------------------------------------------------------
 class Applier:
-    """Applies resources to the lab; counts what it did for the summary."""
+    """Plans each registration as the engine would (engine/plan.py) and, unless previewing, applies
+    the step to the lab; keeps the steps for the plan shown before `up` and by `lab preview`."""
 
-    def __init__(self, lab: Lab, state: State, skip_unreachable: bool = False):
+    def __init__(self, lab: Lab, state: State, skip_unreachable: bool = False, preview: bool = False):
         self.lab = lab
         self.state = state
         self.dns = lab.world.dns.v4
@@ -204,55 +177,72 @@ class Applier:
         self.seen: set[str] = set()
         self.actions: list[dict[str, str]] = []
         self.skip_unreachable = skip_unreachable
+        self.preview = preview
+        self.steps: list[plan.Step] = []
+        self.registrations: dict[str, plan.Registration] = {}
 
     def note(self, action: str, typ: str, name: str, **extra: Any) -> None:
         with self.state.lock:
             self.actions.append({"action": action, "type": typ, "name": name})
-        emit("resource", action=action, type=typ, name=name, **extra)
+        if not self.preview:
+            emit("resource", action=action, type=typ, name=name, **extra)
+
+    def deployed(self) -> dict[str, plan.Deployed]:
+        with self.state.lock:
+            return {e.urn: e.deployed() for e in self.state.entries.values()}
 
     # The Mocks entry point (worker threads).
-    def register(self, typ: str, name: str, raw_inputs: dict[str, Any], custom: bool) -> tuple[str, dict[str, Any]]:
+    def register(self, request: engine_program.Request) -> tuple[str, dict[str, Any]]:
+        reg, typ, name, custom = request.registration, request.type, request.name, request.custom
         key = f"{typ}::{name}"
         with self.state.lock:
             self.seen.add(key)
             old = self.state.entries.get(key)
+        inputs = dict(reg.inputs)
+        secret = {"secret_inputs": list(reg.secret_inputs), "secret_outputs": list(request.secret_outputs)}
+        step = plan.plan_one(reg, old.deployed() if old is not None else None)
+        with self.state.lock:
+            self.steps.append(step)
+            self.registrations[reg.urn] = reg
         if not custom or typ.startswith("jira-mailhost:"):
             return f"{name}-component", {}
-        inputs = unwrap(raw_inputs)
-        opts: Options = getattr(_request, "options", None) or Options()
-        secret = {"secret_inputs": sorted(k for k, v in raw_inputs.items() if holds_secret(v)),
-                  "secret_outputs": sorted(opts.secret_outputs)}
-        if old is not None and fingerprint(old.inputs) == fingerprint(inputs):
+        if self.preview:
+            return (old.id if old else ""), plan.preview_outputs(step, reg, old.outputs if old else None)
+        entry_opts: dict[str, Any] = {"urn": reg.urn, "deps": list(reg.dependencies), "protect": reg.protect,
+                      "delete_before_replace": reg.delete_before_replace, "retain_on_delete": reg.retain_on_delete,
+                      **secret}
+        if step.op == "same" and old is not None:
             with self.state.lock:  # options change the state only, like `pulumi up` with only protect changed
-                self.state.put(key, Entry(typ, name, old.inputs, old.outputs, old.id, old.seq, opts.urn, opts.deps,
-                                          opts.protect, opts.delete_before_replace, **secret))
+                self.state.put(key, Entry(typ, name, old.inputs, old.outputs, old.id, old.seq, **entry_opts))
             self.note("same", typ, name)
             return old.id, old.outputs
+        if old is not None and step.op == "replace":
+            problems = plan.protect_problems([step], {step.urn: old.deployed()})
+            if problems:  # the preview pass refuses first; this guards a plan that changed meanwhile
+                raise RunnerError(problems[0])
         handler = self.handlers().get(typ)
         if handler is None:
             raise RunnerError(f"the lab cannot apply {typ} ({name}); it has no such thing")
-        action = "create" if old is None else "update"
-        changed = [] if old is None else sorted(
-            k for k in {*inputs, *old.inputs} if fingerprint({k: inputs.get(k)}) != fingerprint({k: old.inputs.get(k)})
-        )
-        self.note(f"{action}-start", typ, name, changed=changed)  # names of changed inputs only, never values
+        self.note(f"{step.op}-start", typ, name, changed=list(step.changed))  # paths only, never values
         started = time.monotonic()
-        rid, outputs, replaced = handler(name, inputs, old)
+        rid, outputs = handler(name, reg, old, step)
         with self.state.lock:  # creation order = dependency order: what depends on a resource waits for it
-            seq = old.seq if old is not None else self.state.next_seq()
-            self.state.put(key, Entry(typ, name, inputs, outputs, rid, seq, opts.urn, opts.deps, opts.protect,
-                                      opts.delete_before_replace, **secret))
-        self.note("replace" if replaced else action, typ, name, seconds=round(time.monotonic() - started, 2))
+            seq = old.seq if old is not None and step.op == "update" else self.state.next_seq()
+            self.state.put(key, Entry(typ, name, inputs, outputs, rid, seq, **entry_opts))
+        self.note(step.op, typ, name, seconds=round(time.monotonic() - started, 2))
         return rid, outputs
 
-    def handlers(self) -> dict[str, Callable[[str, dict[str, Any], Entry | None], tuple[str, dict[str, Any], bool]]]:
+    def handlers(self) -> dict[str, Callable[[str, plan.Registration, Entry | None, plan.Step],
+                                             tuple[str, dict[str, Any]]]]:
         return {PRIVATE_KEY: self.private_key, RECORD: self.record, REMOTE: self.remote, LOCAL: self.local,
                 EIP_PTR: self.eip_ptr}
 
     # tls:PrivateKey
-    def private_key(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
+    def private_key(self, name: str, reg: plan.Registration, old: Entry | None,
+                    step: plan.Step) -> tuple[str, dict[str, Any]]:
         from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+        inputs = dict(reg.inputs)
         algorithm = inputs.get("algorithm", "RSA")
         if algorithm == "RSA":
             key: Any = rsa.generate_private_key(public_exponent=65537, key_size=int(inputs.get("rsaBits", 2048)))
@@ -261,7 +251,7 @@ class Applier:
         else:
             raise RunnerError(f"{name}: the lab makes RSA and ED25519 keys, not {algorithm}")
         outputs = tls_outputs(key)
-        return outputs.pop("_id"), {**inputs, **outputs}, old is not None
+        return outputs.pop("_id"), {**inputs, **outputs}
 
     # route53:Record
     def _zone(self, zone_id: str) -> str:
@@ -270,37 +260,54 @@ class Applier:
         except KeyError:
             raise RunnerError(f"zone id {zone_id!r} is not a lab zone ({', '.join(self.zone_ids)})") from None
 
-    def record(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
+    def record(self, name: str, reg: plan.Registration, old: Entry | None,
+               step: plan.Step) -> tuple[str, dict[str, Any]]:
+        """Route53 as the provider does it: a create with allowOverwrite false is a CREATE change, which
+        fails when the record set exists; an update is an UPSERT; a replace creates, then deletes the old."""
+        inputs = dict(reg.inputs)
         zone = self._zone(inputs["zoneId"])
         fqdn = str(inputs["name"]).rstrip(".")
         rtype = inputs["type"]
-        if old is not None and (old.inputs["name"], old.inputs["type"], old.inputs["zoneId"]) != (
-                inputs["name"], rtype, inputs["zoneId"]):
+        ttl, records = int(inputs.get("ttl") or 300), list(inputs.get("records") or [])
+        moved = old is not None and (old.inputs["name"], old.inputs["type"], old.inputs["zoneId"]) != (
+            inputs["name"], rtype, inputs["zoneId"])
+        if step.op == "update" and not moved:
+            dnsupdate.upsert(self.dns, zone, fqdn, rtype, ttl, records)
+        elif inputs.get("allowOverwrite") is False:
+            dnsupdate.create(self.dns, zone, fqdn, rtype, ttl, records)
+        else:
+            dnsupdate.upsert(self.dns, zone, fqdn, rtype, ttl, records)
+        if old is not None and moved:
             self._delete_record(old)
-        dnsupdate.upsert(self.dns, zone, fqdn, rtype, int(inputs.get("ttl") or 300), list(inputs.get("records") or []))
-        return f"{inputs['zoneId']}_{fqdn}_{rtype}", {**inputs, "fqdn": fqdn}, False
+        return f"{inputs['zoneId']}_{fqdn}_{rtype}", {**inputs, "fqdn": fqdn}
 
     def _delete_record(self, entry: Entry) -> None:
         dnsupdate.delete(self.dns, self._zone(entry.inputs["zoneId"]), str(entry.inputs["name"]), entry.inputs["type"])
 
-    def eip_ptr(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
+    def eip_ptr(self, name: str, reg: plan.Registration, old: Entry | None,
+                step: plan.Step) -> tuple[str, dict[str, Any]]:
         raise RunnerError(f"{name}: the lab's host is an existing host with reverse zones; EIP PTRs need AWS")
 
     # command:remote:Command
-    def remote(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
-        if old is None:
-            script, replaced = inputs.get("create"), False
-        elif inputs.get("update"):
-            script, replaced = inputs.get("update"), False
-        else:
-            script, replaced = inputs.get("create"), True
-        old_delete = old.inputs.get("delete") if replaced and old is not None else None
-        if old_delete and old is not None and old.delete_before_replace:
-            self._ssh(name, old.inputs, old_delete, None)
-        result = self._ssh(name, inputs, script, inputs.get("stdin"))
-        if old_delete and old is not None and not old.delete_before_replace:
-            self._ssh(name, old.inputs, old_delete, None)
-        return f"{name}-{fingerprint(inputs)[:12]}", {"stdout": result[0], "stderr": result[1]}, replaced
+    def remote(self, name: str, reg: plan.Registration, old: Entry | None,
+               step: plan.Step) -> tuple[str, dict[str, Any]]:
+        """create runs `create`; update runs `update` (or `create` when it is empty) with the new inputs,
+        so on the new host when the connection changed; replace runs the old `delete` with the old
+        inputs before (deleteBeforeReplace) or after the new `create`."""
+        inputs = dict(reg.inputs)
+        return self._command(name, inputs, old, step, lambda i, script, stdin: self._ssh(name, i, script, stdin))
+
+    def _command(self, name: str, inputs: dict[str, Any], old: Entry | None, step: plan.Step,
+                 run: Callable[[dict[str, Any], str | None, str | None], tuple[str, str]],
+                 ) -> tuple[str, dict[str, Any]]:
+        script = inputs.get("update") or inputs.get("create") if step.op == "update" else inputs.get("create")
+        old_delete = old.inputs.get("delete") if step.op == "replace" and old is not None else None
+        if old is not None and old_delete and step.delete_first:
+            run(old.inputs, old_delete, None)
+        stdout, stderr = run(inputs, script, inputs.get("stdin"))
+        if old is not None and old_delete and not step.delete_first:
+            run(old.inputs, old_delete, None)
+        return f"{name}-{fingerprint(inputs)[:12]}", {"stdout": stdout, "stderr": stderr}
 
     def _ssh(self, name: str, inputs: dict[str, Any], script: str | None, stdin: str | None) -> tuple[str, str]:
         from mailhost import sshexec
@@ -322,16 +329,10 @@ class Applier:
         return result.stdout, result.stderr
 
     # command:local:Command
-    def local(self, name: str, inputs: dict[str, Any], old: Entry | None) -> tuple[str, dict[str, Any], bool]:
-        replaced = old is not None and not inputs.get("update")
-        script = inputs.get("update") if old is not None and inputs.get("update") else inputs.get("create")
-        old_delete = old.inputs.get("delete") if replaced and old is not None else None
-        if old_delete and old is not None and old.delete_before_replace:
-            self._local(name, old.inputs, old_delete)
-        out, err = self._local(name, inputs, script)
-        if old_delete and old is not None and not old.delete_before_replace:
-            self._local(name, old.inputs, old_delete)
-        return f"{name}-{fingerprint(inputs)[:12]}", {"stdout": out, "stderr": err}, replaced
+    def local(self, name: str, reg: plan.Registration, old: Entry | None,
+              step: plan.Step) -> tuple[str, dict[str, Any]]:
+        return self._command(name, dict(reg.inputs), old, step,
+                             lambda i, script, stdin: self._local(name, {**i, "stdin": stdin}, script))
 
     def _local(self, name: str, inputs: dict[str, Any], script: str | None) -> tuple[str, str]:
         if not script:
@@ -351,7 +352,9 @@ class Applier:
     def delete(self, key: str, entry: Entry) -> None:
         self.note("delete-start", entry.type, entry.name)
         try:
-            if entry.type == RECORD:
+            if entry.retain_on_delete:
+                pass  # retainOnDelete: the engine forgets it, the provider's delete never runs
+            elif entry.type == RECORD:
                 self._delete_record(entry)
             elif entry.type == REMOTE and entry.inputs.get("delete"):
                 self._ssh(entry.name, entry.inputs, entry.inputs["delete"], None)
@@ -414,71 +417,49 @@ def _tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-# -- program run -----------------------------------------------------------------------------
 def run_program(applier: Applier, config: dict[str, str], secret_keys: list[str], program: Path) -> dict[str, Any]:
     """Run the program under the lab's mocks; return its stack outputs, secret ones as `[secret]`."""
-    import pulumi
-    import pulumi.runtime
-    from pulumi.runtime.mocks import MockMonitor
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
 
-    class LabMocks(pulumi.runtime.Mocks):
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-            try:
-                return applier.register(args.typ, args.name, args.inputs, bool(args.custom))
-            except Exception as error:
-                emit("error", type=args.typ, name=args.name, message=str(error))
-                raise
+    def call(token: str, args: dict[str, Any]) -> dict[str, Any]:
+        if token == "aws:route53/getZone:getZone":
+            wanted = str(args.get("name") or "").rstrip(".")
+            for zone_id, zone in applier.zone_ids.items():
+                if zone == wanted or zone_id == args.get("zoneId"):
+                    return {"id": zone_id, "zoneId": zone_id, "name": zone}
+            raise RunnerError(f"no lab zone named {wanted!r}")
+        raise RunnerError(f"the lab cannot answer {token}")
 
-        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-            if args.token == "aws:route53/getZone:getZone":
-                wanted = str(args.args.get("name") or "").rstrip(".")
-                for zone_id, zone in applier.zone_ids.items():
-                    if zone == wanted or zone_id == args.args.get("zoneId"):
-                        return {"id": zone_id, "zoneId": zone_id, "name": zone}, None
-                raise RunnerError(f"no lab zone named {wanted!r}")
-            raise RunnerError(f"the lab cannot answer {args.token}")
+    def register(request: engine_program.Request) -> tuple[str, dict[str, Any]]:
+        try:
+            return applier.register(request)
+        except Exception as error:
+            emit("error", type=request.type, name=request.name, message=str(error))
+            raise
 
-    class LabMonitor(MockMonitor):
-        def RegisterResource(self, request: Any) -> Any:
-            _request.options = Options(
-                urn=self.make_urn(request.parent, request.type, request.name),
-                deps=list(request.dependencies),
-                protect=bool(request.protect),
-                delete_before_replace=bool(request.deleteBeforeReplace),
-                secret_outputs=list(request.additionalSecretOutputs),
-            )
-            try:
-                return super().RegisterResource(request)
-            finally:
-                _request.options = None
+    return engine_program.run(program, PROJECT, STACK, config, secret_keys, register, call, preview=applier.preview)
 
-    mocks = LabMocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=STACK, preview=False, monitor=LabMonitor(mocks))
-    pulumi.runtime.set_all_config(config, secret_keys)
-    sys.path.insert(0, str(program.parent))
 
-    exported: dict[str, Any] = {}
-
-    def program_run() -> None:
-        runpy.run_path(str(program), run_name="__main__")
-        root = pulumi.runtime.settings.get_root_resource()
-        outputs = dict(getattr(root, "outputs", None) or {})
-        names = sorted(outputs)
-        values = [pulumi.Output.from_input(outputs[n]) for n in names]
-
-        def keep(resolved: list[Any]) -> None:
-            plain, secret = resolved[:len(names)], resolved[len(names):]
-            exported.update({n: "[secret]" if s else v for n, v, s in zip(names, plain, secret, strict=True)})
-
-        pulumi.Output.all(*values, *[v.is_secret() for v in values]).apply(keep)
-
-    _sync_await(run_pulumi_func(program_run))
-    return exported
+def preview(lab: Lab, program: Path) -> tuple[plan.Plan, str]:
+    """The plan `pulumi preview --diff` would show against the lab's state; runs nothing remote.
+    Raises plan.ProtectedError (with the engine's words) when it replaces or deletes a protected resource."""
+    state = State(lab.state_dir / "runner-state.json")
+    applier = Applier(lab, state, preview=True)
+    config, secret_keys = read_stack(lab.state_dir)
+    run_program(applier, config, secret_keys, program)
+    deployed = applier.deployed()
+    steps = [*applier.steps, *plan.deletions(deployed, applier.registrations)]
+    result = plan.Plan(tuple(steps))
+    problems = plan.protect_problems(result.steps, deployed)
+    text = show.render(result, applier.registrations, deployed, STACK)
+    if problems:
+        raise plan.ProtectedError(text + "\nerror: " + "\nerror: ".join(problems))
+    return result, text
 
 
 def up(lab: Lab, program: Path) -> dict[str, Any]:
+    """Like `pulumi up`: the preview first (printed; a protect refusal stops here, before any step), then apply."""
+    planned, text = preview(lab, program)
+    emit("plan", text=text, counts=planned.counts())
     state = State(lab.state_dir / "runner-state.json")
     applier = Applier(lab, state)
     config, secret_keys = read_stack(lab.state_dir)

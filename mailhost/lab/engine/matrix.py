@@ -1,0 +1,337 @@
+"""The change matrix: from a deployed state of each shipped stack shape, change one thing and plan.
+
+    python -m mailhost.lab.engine.matrix            print the README table "What a change does"
+    python -m mailhost.lab.engine.matrix --check    exit 1 when the README's table is not current
+
+Shapes: `Pulumi.production.yaml` (EC2, direct, protected), `Pulumi.staging.yaml` (adopted host,
+relay) and the lab stack (`ops.lab_stack`).  Each change is planned by the simulated engine
+(simulate.py: the same plan rules as the lab runner); a cell names the operations it plans.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from mailhost.config import ConfigError, values_from_stack_file
+from mailhost.lab.engine import plan
+from mailhost.lab.engine.simulate import AMI, REPO, Simulator
+
+Values = dict[str, Any]
+Secrets = dict[str, str]
+Change = Callable[[Values, Secrets, Simulator], None]  # edits in place; raises NotApplicable
+SHAPES = ("production", "staging", "lab")
+BEGIN, END = "<!-- change-matrix:begin -->", "<!-- change-matrix:end -->"
+OP_MARK = {"create": "+", "update": "~", "replace": "+-", "delete": "-"}
+
+
+class NotApplicable(Exception):
+    pass
+
+
+@cache
+def _keys() -> tuple[str, str, str]:
+    """(admin private key in OpenSSH form, a host public key, another host public key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    def public(key: ed25519.Ed25519PrivateKey) -> str:
+        return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                             serialization.PublicFormat.OpenSSH).decode()
+
+    admin = ed25519.Ed25519PrivateKey.generate()
+    private = admin.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                  serialization.NoEncryption()).decode()
+    return private, public(ed25519.Ed25519PrivateKey.generate()), public(ed25519.Ed25519PrivateKey.generate())
+
+
+def shape(name: str) -> tuple[Values, Secrets, str]:
+    """(settings, secrets, stack name) of a shipped shape; secrets are placeholders made here."""
+    from mailhost.lab import ops
+
+    secrets = {"sshPrivateKey": _keys()[0]}
+    if name == "lab":
+        values = ops.lab_stack("direct", "198.51.100.10", "2001:db8:5100::10", _keys()[1], "root", 22,
+                               "198.51.100.53", ("198.51.100.25", "2001:db8:5100::25"))
+        return values, secrets, "lab"
+    values, _ = values_from_stack_file(REPO / f"Pulumi.{name}.yaml")
+    if values.get("delivery", {}).get("mode") == "relay":
+        secrets["relayPassword"] = "matrix-relay-Passw0rd"
+    return values, secrets, name
+
+
+# -- the changes -----------------------------------------------------------------------------
+def _at(values: Values, path: str) -> tuple[Any, str]:
+    """The container and last key of a dotted path (`hosts.0.ec2.ami`); NotApplicable if absent."""
+    parts = path.split(".")
+    node: Any = values
+    for part in parts[:-1]:
+        try:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        except (KeyError, IndexError, ValueError):
+            raise NotApplicable(path) from None
+    return node, parts[-1]
+
+
+def setting(path: str, new: Callable[[Any, Values], Any]) -> Change:
+    def change(values: Values, secrets: Secrets, sim: Simulator) -> None:
+        node, key = _at(values, path)
+        node[key] = new(node.get(key), values)
+    return change
+
+
+def secret(key: str, value: str) -> Change:
+    def change(values: Values, secrets: Secrets, sim: Simulator) -> None:
+        if key not in secrets:
+            raise NotApplicable(key)
+        secrets[key] = value
+    return change
+
+
+def _environment(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    if values.get("environment") == "production":
+        values.update(environment="staging", rerouteTo="qa@example.com")
+    else:
+        values.update(environment="production")
+        values.pop("rerouteTo", None)
+        values.pop("rerouteOptOut", None)
+
+
+def _domain(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    values["domain"] = "mail." + values["domain"]
+    if "fromAddress" in values:
+        values["fromAddress"] = "jira@" + values["domain"]
+
+
+def _add_host(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    host = copy.deepcopy(values["hosts"][0])
+    host["name"] = "wiki"
+    host.pop("fqdn", None)
+    if "existing" in host:
+        host["existing"].update(ipv4="198.51.100.30", ipv6="2001:db8:5100::30", hostKey=_keys()[2])
+    values["hosts"].append(host)
+
+
+def _remove_host(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    if len(values["hosts"]) < 2:
+        raise NotApplicable("one host only")
+    values["hosts"].pop()
+
+
+def _relay_mode(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    delivery = values.setdefault("delivery", {})
+    if delivery.get("mode") == "relay":
+        values["delivery"] = {"mode": "direct"}
+        values.pop("spfExtra", None)
+        secrets.pop("relayPassword", None)
+    else:
+        values["delivery"] = {"mode": "relay", "relay": {"host": "smtp.relay.example.net", "username": "jira"}}
+        secrets["relayPassword"] = "matrix-relay-Passw0rd"
+
+
+def _new_ami(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    if not any("ec2" in h for h in values["hosts"]):
+        raise NotApplicable("no EC2 host")
+    sim.ami = {"id": "ami-0fedcba9876543210", "name": "debian-12-amd64-20261201"}
+
+
+def _toggle(a: Any, b: Any) -> Callable[[Any, Values], Any]:
+    return lambda old, values: b if old == a else a
+
+
+def _relay_only(path: str, new: Callable[[Any, Values], Any]) -> Change:
+    inner = setting(path, new)
+
+    def change(values: Values, secrets: Secrets, sim: Simulator) -> None:
+        if values.get("delivery", {}).get("mode") != "relay":
+            raise NotApplicable("relay mode only")
+        inner(values, secrets, sim)
+    return change
+
+
+def _only_if_set(path: str, new: Callable[[Any, Values], Any]) -> Change:
+    inner = setting(path, new)
+
+    def change(values: Values, secrets: Secrets, sim: Simulator) -> None:
+        node, key = _at(values, path)
+        if key not in node:
+            raise NotApplicable(path)
+        inner(values, secrets, sim)
+    return change
+
+
+@cache
+def _rotated_admin_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str  # the README config key (or event) it exercises
+    change: Change
+    deliberate: str = ""  # production refuses it (protected replace/delete): how to do it on purpose
+
+
+REPLACE_STEP = "a deliberate step: see “Changes that replace protected resources”"
+ROWS: tuple[Row, ...] = (
+    Row("environment", _environment),
+    Row("domain", _domain, REPLACE_STEP),
+    Row("zoneId", setting("zoneId", lambda old, v: "Z0NEWZONE000000001"), REPLACE_STEP),
+    Row("reverseZones.ipv4", setting("reverseZones.ipv4", lambda old, v: "Z0NEWREVERSE00004")),
+    Row("reverseZones.ipv6", setting("reverseZones.ipv6", lambda old, v: "Z0NEWREVERSE00006"), REPLACE_STEP),
+    Row("hosts[] (add a host)", _add_host),
+    Row("hosts[] (remove a host)", _remove_host, REPLACE_STEP),
+    Row("hosts[].name (rename)", setting("hosts.0.name", lambda old, v: "jira2"), REPLACE_STEP),
+    Row("hosts[].fqdn", setting("hosts.0.fqdn", lambda old, v: "mail." + v["domain"]), REPLACE_STEP),
+    Row("hosts[].sshUser", setting("hosts.0.sshUser", lambda old, v: "deploy")),
+    Row("hosts[].sshPort", setting("hosts.0.sshPort", lambda old, v: 2222)),
+    Row("hosts[].ec2.subnetId", setting("hosts.0.ec2.subnetId", lambda old, v: "subnet-0fedcba9876543210"),
+        REPLACE_STEP),
+    Row("hosts[].ec2.sshCidrs", setting("hosts.0.ec2.sshCidrs", lambda old, v: ["198.51.100.0/24"])),
+    Row("hosts[].ec2.instanceType", setting("hosts.0.ec2.instanceType", lambda old, v: "t3.xlarge")),
+    Row("hosts[].ec2.ami (chosen)", setting("hosts.0.ec2.ami", lambda old, v: "ami-0fedcba9876543210"),
+        REPLACE_STEP),
+    Row("a new Debian AMI is published", _new_ami),
+    Row("hosts[].ec2.rootVolumeGb", setting("hosts.0.ec2.rootVolumeGb", lambda old, v: 40)),
+    Row("hosts[].ec2.ipv6", setting("hosts.0.ec2.ipv6", lambda old, v: old is False), REPLACE_STEP),
+    Row("hosts[].existing.ipv4 (host moves)", setting("hosts.0.existing.ipv4", lambda old, v: "198.51.100.77"),
+        REPLACE_STEP),
+    Row("hosts[].existing.ipv6", setting("hosts.0.existing.ipv6", lambda old, v: "2001:db8:5100::77"),
+        REPLACE_STEP),
+    Row("hosts[].existing.hostKey", setting("hosts.0.existing.hostKey", lambda old, v: _keys()[2])),
+    Row("hosts[].existing.ipv4Ptr", setting("hosts.0.existing.ipv4Ptr",
+                                            lambda old, v: "external" if old == "zone" else "zone"), REPLACE_STEP),
+    Row("hosts[].existing.ipv6Ptr", setting("hosts.0.existing.ipv6Ptr",
+                                            lambda old, v: "none" if old == "zone" else "zone"), REPLACE_STEP),
+    Row("delivery.mode", _relay_mode),
+    Row("delivery.relay.host", _relay_only("delivery.relay.host", lambda old, v: "smtp2.relay.example.net")),
+    Row("delivery.relay.port", _relay_only("delivery.relay.port", lambda old, v: 2525)),
+    Row("delivery.relay.username", _relay_only("delivery.relay.username", lambda old, v: "jira-2")),
+    Row("delivery.relay.tlsFingerprint", _relay_only("delivery.relay.tlsFingerprint", lambda old, v: "ab" * 32)),
+    Row("relayPassword (secret)", secret("relayPassword", "another-Relay-passw0rd")),
+    Row("sshPrivateKey (secret)", lambda values, secrets, sim: secrets.update(
+        sshPrivateKey=_rotated_admin_key())),
+    Row("dkimSelector", setting("dkimSelector", lambda old, v: "jm2")),
+    Row("messageSizeLimit", setting("messageSizeLimit", lambda old, v: 20971520)),
+    Row("spfExtra", setting("spfExtra", lambda old, v: [*(old or []), "include:_spf.other.example.net"])),
+    Row("spfAll", setting("spfAll", lambda old, v: "-all" if old != "-all" else "~all")),
+    Row("dmarc.policy", setting("dmarc.policy", lambda old, v: "none" if old != "none" else "quarantine")),
+    Row("dmarc.rua", setting("dmarc.rua", lambda old, v: "reports@" + v["domain"])),
+    Row("dmarc.pct", setting("dmarc.pct", lambda old, v: 50)),
+    Row("fromAddress", setting("fromAddress", lambda old, v: "noreply@" + v["domain"])),
+    Row("rerouteTo", _only_if_set("rerouteTo", lambda old, v: "other-inbox@example.com")),
+    Row("rerouteOptOut", _only_if_set("rerouteOptOut", lambda old, v: False)),
+    Row("drainSeconds", setting("drainSeconds", lambda old, v: 60)),
+    Row("maillogFile", setting("maillogFile", lambda old, v: "/var/log/jira-mail.log")),
+    Row("verify.enabled", lambda values, secrets, sim: values.setdefault("verify", {}).update(enabled=False)),
+    Row("verify.nameserver", lambda values, secrets, sim: values.setdefault("verify", {}).update(
+        nameserver="198.51.100.99")),
+    Row("verify.authoritative", lambda values, secrets, sim: values.setdefault("verify", {}).update(
+        authoritative=not values["verify"].get("authoritative", True))),
+    Row("verify.waitSeconds", lambda values, secrets, sim: values.setdefault("verify", {}).update(waitSeconds=60)),
+)
+
+
+# -- planning ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    outcome: str  # "plan", "refused", "invalid", "n/a"
+    plan: plan.Plan | None = None
+    message: str = ""
+
+
+@cache
+def deployed(shape_name: str) -> Simulator:
+    values, secrets, stack = shape(shape_name)
+    sim = Simulator()
+    sim.run(values, secrets, stack, preview=False)
+    return sim
+
+
+def plan_change(shape_name: str, row: Row) -> Cell:
+    values, secrets, stack = shape(shape_name)
+    base = deployed(shape_name)
+    sim = Simulator(state=dict(base.state), generations=dict(base.generations))
+    try:
+        row.change(values, secrets, sim)
+    except NotApplicable:
+        return Cell("n/a")
+    try:
+        planned, _, _ = sim.run(values, secrets, stack, preview=True)
+    except plan.ProtectedError as error:
+        return Cell("refused", message=str(error))
+    except ConfigError as error:
+        return Cell("invalid", message=str(error))
+    except Exception as error:  # the SDK wraps what the program raised
+        if "invalid stack configuration" in str(error):
+            return Cell("invalid", message=str(error))
+        raise
+    return Cell("plan", planned)
+
+
+@cache
+def matrix() -> dict[tuple[str, str], Cell]:
+    return {(row.label, name): plan_change(name, row) for row in ROWS for name in SHAPES}
+
+
+def describe(cell: Cell) -> str:
+    if cell.outcome == "n/a":
+        return "–"
+    if cell.outcome == "invalid":
+        return "refused by the settings check"
+    if cell.outcome == "refused":
+        names = sorted({line.split('"')[1].rsplit("::", 1)[-1] for line in cell.message.splitlines()
+                        if line.startswith(("unable to replace", "resource "))})
+        return "**refused** (protected): " + ", ".join(names)
+    assert cell.plan is not None
+    parts = []
+    for step in cell.plan.changes():
+        if step.type.startswith("jira-mailhost:"):
+            continue  # components: no provider, nothing happens to them but their children
+        why = ""
+        if step.op == "replace":
+            why = f" ({', '.join(sorted({p.split('.')[0].split('[')[0] for p in step.replace_because}))})"
+        elif step.restarts:
+            why = " (stops and starts it)"
+        parts.append(f"{OP_MARK[step.op]}{step.name}{why}")
+    return "no change" if not parts else " ".join(sorted(parts, key=lambda p: p.lstrip("+-~")))
+
+
+def table() -> str:
+    lines = ["| change | production (EC2, direct) | staging (adopted, relay) | lab |", "|---|---|---|---|"]
+    cells = matrix()
+    for row in ROWS:
+        lines.append(f"| `{row.label}` | " + " | ".join(describe(cells[(row.label, s)]) for s in SHAPES) + " |")
+    return "\n".join(lines)
+
+
+def readme_section(readme: Path = REPO / "README.md") -> str:
+    text = readme.read_text()
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip() if BEGIN in text else ""
+
+
+def main(argv: list[str]) -> int:
+    current = table()
+    if argv[:1] == ["--check"]:
+        if readme_section() != current:
+            print("README.md's change table is not current: run `python -m mailhost.lab.engine.matrix` and "
+                  "paste its output between the change-matrix markers", file=sys.stderr)
+            return 1
+        return 0
+    print(current)
+    return 0
+
+
+__all__ = ["AMI", "ROWS", "SHAPES", "matrix", "plan_change", "table"]
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

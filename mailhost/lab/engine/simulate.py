@@ -1,0 +1,126 @@
+"""The engine without a cloud: `up` and `preview` of the program against a state held in memory.
+
+`up` plans each registration (plan.py), keeps the new state and answers with plausible outputs
+for what a provider computes (keys are real, addresses from the documentation ranges);
+`preview` answers as the engine does at preview (plan.preview_outputs) and changes nothing.
+The change matrix (matrix.py) and the program tests use it; the lab runner applies the same
+plans to real software instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from mailhost.lab.engine import plan
+from mailhost.lab.engine import program as engine_program
+from mailhost.lab.engine.providers import UNKNOWN
+
+REPO = Path(__file__).resolve().parents[3]
+AMI = {"id": "ami-0123456789abcdef0", "name": "debian-12-amd64-20261101"}
+
+
+@cache
+def _key(name: str, algorithm: str) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    if algorithm == "RSA":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def computed_outputs(type_: str, name: str, inputs: dict[str, Any], generation: int) -> dict[str, Any]:
+    """What the provider adds on create (generation counts replacements, so a new instance differs)."""
+    from mailhost.lab.runner import tls_outputs
+
+    n = int(hashlib.sha256(f"{name}/{generation}".encode()).hexdigest()[:4], 16) % 200 + 20
+    if type_ == "tls:index/privateKey:PrivateKey":
+        out = tls_outputs(_key(f"{name}/{generation}", str(inputs.get("algorithm"))))
+        out["id"] = out.pop("_id")
+        return out
+    if type_ == "aws:ec2/instance:Instance":
+        return {"id": f"i-{n:017x}", "privateIp": f"10.0.0.{n}",
+                "ipv6Addresses": [f"2001:db8:a::{n:x}"] if inputs.get("ipv6AddressCount") else []}
+    if type_ == "aws:ec2/eip:Eip":
+        return {"id": f"eipalloc-{n:017x}", "allocationId": f"eipalloc-{n:017x}", "publicIp": f"203.0.113.{n}"}
+    if type_ == "aws:ec2/securityGroup:SecurityGroup":
+        return {"id": f"sg-{n:017x}"}
+    if type_ == "aws:route53/record:Record":
+        return {"fqdn": str(inputs.get("name", "")).rstrip(".")}
+    if type_ == "aws:ec2/eipDomainName:EipDomainName":
+        return {"ptrRecord": f"{inputs.get('domainName', '')}."}
+    if type_.startswith("command:"):
+        return {"stdout": f"ran {name} #{generation}", "stderr": ""}
+    return {}
+
+
+@dataclass
+class Simulator:
+    state: dict[str, plan.Deployed] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+    ami: dict[str, str] = field(default_factory=lambda: dict(AMI))  # what getAmi answers today
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, values: dict[str, Any], secrets: dict[str, str], stack: str, preview: bool,
+            program: Path = REPO / "__main__.py") -> tuple[plan.Plan, dict[str, plan.Registration], dict[str, Any]]:
+        """One `pulumi preview` or `pulumi up`: (the plan, the registrations by URN, the stack outputs).
+        Raises plan.ProtectedError before changing the state when the plan is refused."""
+        import json
+
+        steps: list[plan.Step] = []
+        regs: dict[str, plan.Registration] = {}
+        before = dict(self.state)
+        new_state: dict[str, plan.Deployed] = {}
+
+        def register(request: engine_program.Request) -> tuple[str, dict[str, Any]]:
+            reg = request.registration
+            old = before.get(reg.urn)
+            step = plan.plan_one(reg, old)
+            with self.lock:
+                steps.append(step)
+                regs[reg.urn] = reg
+            if preview:
+                return reg.urn, plan.preview_outputs(step, reg, old.outputs if old else None)
+            outputs = dict(old.outputs) if old is not None else {}
+            if step.op in ("create", "replace"):
+                with self.lock:
+                    generation = self.generations[reg.urn] = self.generations.get(reg.urn, 0) + 1
+                outputs = {**reg.inputs, **computed_outputs(reg.type, reg.name, dict(reg.inputs), generation)}
+            elif step.op == "update":
+                outputs = {**outputs, **reg.inputs}
+                if reg.type.startswith("command:"):
+                    outputs.update(computed_outputs(reg.type, reg.name, dict(reg.inputs), self.generations[reg.urn]))
+            with self.lock:
+                new_state[reg.urn] = plan.Deployed(reg.urn, reg.type, reg.name, reg.inputs, outputs, reg.protect,
+                                                   reg.retain_on_delete, reg.dependencies, reg.secret_inputs)
+            return reg.urn, outputs
+
+        def call(token: str, args: dict[str, Any]) -> dict[str, Any]:
+            if token == "aws:ec2/getAmi:getAmi":
+                return dict(self.ami)
+            if token == "aws:ec2/getSubnet:getSubnet":
+                return {"id": args["id"], "vpcId": "vpc-0123456789abcdef0"}
+            if token == "aws:route53/getZone:getZone":
+                return {"id": "ZLOOKEDUP", "zoneId": "ZLOOKEDUP", "name": args["name"]}
+            raise RuntimeError(f"the simulator cannot answer {token}")
+
+        config = {f"jira-mailhost:{k}": (v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()}
+        config.update({f"jira-mailhost:{k}": v for k, v in secrets.items()})
+        outputs = engine_program.run(program, "jira-mailhost", stack, config,
+                                     [f"jira-mailhost:{k}" for k in secrets], register, call, preview)
+        steps += plan.deletions(before, regs)
+        result = plan.Plan(tuple(steps))
+        problems = plan.protect_problems(result.steps, before)
+        if problems:
+            raise plan.ProtectedError("\n".join(problems))
+        if not preview:
+            self.state = new_state
+        return result, regs, outputs
+
+
+def unknown(value: Any) -> bool:
+    return value == UNKNOWN

@@ -1,0 +1,101 @@
+"""The change matrix (mailhost/lab/engine/matrix.py): every setting changed alone on each shipped shape,
+planned by the engine model; the policies the README promises, and its table kept current."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailhost.lab.engine import matrix
+from mailhost.lab.engine.matrix import ROWS, SHAPES, Cell
+
+# Changes that must reach every host's Postfix: each host's push is updated in place, exactly once.
+CONFIG_ROWS = ("messageSizeLimit", "drainSeconds", "maillogFile", "dkimSelector", "delivery.mode", "environment",
+               "delivery.relay.host", "delivery.relay.port", "delivery.relay.username",
+               "delivery.relay.tlsFingerprint", "relayPassword (secret)", "rerouteTo",
+               "sshPrivateKey (secret)")
+HOST_SET_CHANGES = ("hosts[] (remove a host)", "hosts[].name (rename)")  # the push of a host that goes is deleted
+
+
+@pytest.fixture(scope="module")
+def cells() -> dict[tuple[str, str], Cell]:
+    return matrix.matrix()
+
+
+def pushes(cell: Cell) -> dict[str, str]:
+    assert cell.plan is not None
+    return {s.name: s.op for s in cell.plan.steps if s.type == "command:remote:Command"}
+
+
+def test_every_key_of_the_readme_config_table_has_a_row() -> None:
+    import re
+
+    from mailhost.lab.engine.simulate import REPO
+
+    text = REPO.joinpath("README.md").read_text()
+    table = text.split("## Configuration (", 1)[1].split("### What a stack value can change", 1)[0]
+    keys = set()
+    for cell in re.findall(r"^\| ((?:`[^`]+`(?:, )?)+)", table, re.MULTILINE):
+        for key in re.findall(r"`([^`]+)`", cell):
+            keys.add(key)
+    labels = " ".join(row.label for row in ROWS)
+    missing = sorted(k for k in keys if k.lstrip(".") not in labels)
+    assert len(keys) > 30 and not missing, missing
+
+
+def test_production_refuses_exactly_the_documented_deliberate_steps(cells: dict[tuple[str, str], Cell]) -> None:
+    for row in ROWS:
+        cell = cells[(row.label, "production")]
+        if cell.outcome == "n/a":
+            continue
+        assert cell.outcome != "invalid", (row.label, cell.message)
+        if row.deliberate:
+            assert cell.outcome == "refused", f"{row.label}: documented as a deliberate step but planned"
+        else:
+            assert cell.outcome == "plan", f"{row.label}: production refuses it:\n{cell.message}"
+
+
+def test_no_settings_change_runs_teardown_outside_production(cells: dict[tuple[str, str], Cell]) -> None:
+    """Teardown is the push's delete: it runs on a replace or a delete of the push, and only a host that
+    leaves the stack may see it."""
+    for row in ROWS:
+        for shape in ("staging", "lab"):
+            cell = cells[(row.label, shape)]
+            if cell.outcome != "plan" or row.label in HOST_SET_CHANGES:
+                continue
+            torn = {n: op for n, op in pushes(cell).items() if op in ("replace", "delete")}
+            assert not torn, f"{shape}: {row.label} tears down {torn}"
+
+
+def test_config_changes_update_each_push_in_place_once(cells: dict[tuple[str, str], Cell]) -> None:
+    checked = 0
+    for label in CONFIG_ROWS:
+        for shape in SHAPES:
+            cell = cells[(label, shape)]
+            if cell.outcome != "plan":
+                continue
+            ops = pushes(cell)
+            assert ops and set(ops.values()) == {"update"}, f"{shape}: {label}: {ops}"
+            checked += 1
+    assert checked >= 25  # 27 today: the relay rows apply to staging only
+
+
+def test_nothing_restarts_an_instance_but_its_instance_type(cells: dict[tuple[str, str], Cell]) -> None:
+    for row in ROWS:
+        cell = cells[(row.label, "production")]
+        if cell.outcome != "plan":
+            continue
+        assert cell.plan is not None
+        restarted = [s.name for s in cell.plan.steps if s.restarts]
+        assert restarted == ([] if row.label != "hosts[].ec2.instanceType" else ["jira"]), (row.label, restarted)
+
+
+def test_a_newly_published_ami_changes_nothing_and_a_chosen_one_is_a_deliberate_replace(
+        cells: dict[tuple[str, str], Cell]) -> None:
+    assert matrix.describe(cells[("a new Debian AMI is published", "production")]) == "no change"
+    chosen = cells[("hosts[].ec2.ami (chosen)", "production")]
+    assert chosen.outcome == "refused" and 'unable to replace resource "' in chosen.message
+
+
+def test_the_readme_table_is_current() -> None:
+    assert matrix.readme_section() == matrix.table(), (
+        "run `.venv/bin/python -m mailhost.lab.engine.matrix` and paste it between the change-matrix markers")
