@@ -7,6 +7,8 @@ DNS; then, on `pulumi up`, a DNS verification of what the world now sees.
 
 from __future__ import annotations
 
+import datetime
+
 import pulumi
 import pulumi_aws as aws
 
@@ -15,7 +17,7 @@ from components.host import JiraHost
 from components.mail_dns import MailDns
 from components.postfix import PostfixConfig
 from components.settings import load_settings, secret
-from components.verify import DnsVerification
+from components.verify import DkimGate, DnsVerification
 from mailhost import plan, sshkeys
 
 settings = load_settings()
@@ -32,11 +34,17 @@ if settings.reverse_zones.ipv6:
     zone_ids["reverse6"] = settings.reverse_zones.ipv6
 
 hosts = {host.name: JiraHost(settings, host, admin_public) for host in settings.hosts}
-keys = {host.name: DkimKey(settings, host) for host in settings.hosts}
-dns = MailDns(settings, zone_ids, hosts, {name: key.public_p for name, key in keys.items()})
+# Key generations still published (retired ones inside dkimRetentionDays, then the signing one), by UTC day.
+generations = settings.dkim_generations(datetime.datetime.now(datetime.UTC).date())
+all_keys = {host.name: {g: DkimKey(settings, host, g) for g in generations} for host in settings.hosts}
+keys = {name: by_generation[settings.dkim_selector] for name, by_generation in all_keys.items()}
+dns = MailDns(settings, zone_ids, hosts,
+              {name: {g: key.public_p for g, key in by_generation.items()} for name, by_generation in all_keys.items()})
+# Postfix signs with a new key only once the world sees its record (DkimGate), never before.
+gate = [DkimGate(settings, dns.expected, dns.dkim_records).check] if settings.verify.enabled else []
 pushes = {
     host.name: PostfixConfig(settings, host, hosts[host.name], ssh_private_key, keys[host.name].private_key_pem,
-                             relay_password, after=[*dns.by_host[host.name], *dns.domain_records])
+                             relay_password, after=[*dns.by_host[host.name], *dns.domain_records, *gate])
     for host in settings.hosts
 }
 

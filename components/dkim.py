@@ -10,13 +10,15 @@ from mailhost.config import Host, Settings
 
 
 class DkimKey(pulumi.ComponentResource):
-    """Changing dkimSelector makes a new key (new resource name): that is how keys are rotated."""
+    """One key generation of one host: a new dkimSelector makes a new key (a new resource name), and a
+    retired generation keeps its key (same name) while its record stays published."""
 
     private_key_pem: pulumi.Output[str]
     public_p: pulumi.Output[str]
 
-    def __init__(self, settings: Settings, host: Host, opts: pulumi.ResourceOptions | None = None):
-        selector = settings.selector(host)
+    def __init__(self, settings: Settings, host: Host, generation: str,
+                 opts: pulumi.ResourceOptions | None = None):
+        selector = settings.selector(host, generation)
         super().__init__("jira-mailhost:index:DkimKey", f"{host.name}-{selector}", None, opts)
         key = tls.PrivateKey(f"{host.name}-dkim-{selector}", algorithm="RSA", rsa_bits=2048,
                              opts=pulumi.ResourceOptions(parent=self))

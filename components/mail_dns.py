@@ -10,7 +10,6 @@ addresses and key, so adding a host or rotating one key never touches another ho
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -46,12 +45,15 @@ def _values(r: plan.Record) -> list[str]:
     return r.route53_records
 
 
-def _host_records(settings: Settings, host: Host) -> Callable[[list[Any]], dict[str, plan.Record]]:
-    def records(values: list[Any]) -> dict[str, plan.Record]:
-        addresses, key = values
-        return {r.key: r for r in plan.host_records(settings, host, addresses, key)}
+def _host_records(settings: Settings, host: Host) -> Callable[[plan.Addresses], dict[str, plan.Record]]:
+    def records(addresses: plan.Addresses) -> dict[str, plan.Record]:
+        return {r.key: r for r in plan.host_records(settings, host, addresses)}
 
     return records
+
+
+def _dkim_record(settings: Settings, host: Host, generation: str) -> Callable[[str], plan.Record]:
+    return lambda p: plan.dkim_record(settings, host, generation, p)
 
 
 def _pick(key: str) -> Callable[[dict[str, plan.Record]], plan.Record]:
@@ -72,18 +74,20 @@ class MailDns(pulumi.ComponentResource):
     expected: pulumi.Output[Expected]
 
     def __init__(self, settings: Settings, zone_ids: Mapping[plan.Zone, pulumi.Input[str]],
-                 hosts: Mapping[str, JiraHost], dkim_p: Mapping[str, pulumi.Output[str]],
+                 hosts: Mapping[str, JiraHost], dkim_p: Mapping[str, Mapping[str, pulumi.Output[str]]],
                  opts: pulumi.ResourceOptions | None = None):
+        """dkim_p: per host, each published key generation's p= value (oldest first, the signing one last)."""
         super().__init__("jira-mailhost:index:MailDns", settings.domain, None, opts)
         kept = pulumi.ResourceOptions(parent=self, protect=settings.production)
         rotated = pulumi.ResourceOptions(parent=self)  # DKIM keys are replaced on selector change
         addresses = _addresses(hosts)
-        keys = pulumi.Output.all(**dkim_p)
+        keys = pulumi.Output.all(**{name: generations[settings.dkim_selector] for name, generations in dkim_p.items()})
         self.records = {}
         self.by_host = {host.name: [] for host in settings.hosts}
 
         def record(r: pulumi.Output[plan.Record], key: str, zone: plan.Zone, rtype: str,
                    opts: pulumi.ResourceOptions, name: str | None = None) -> aws.route53.Record:
+            """Route53 record from a plan.Record; the name given when known from settings (force-new input)."""
             resource = aws.route53.Record(
                 key,
                 zone_id=zone_ids[zone],
@@ -97,16 +101,21 @@ class MailDns(pulumi.ComponentResource):
             self.records[key] = resource
             return resource
 
+        self.dkim_records: list[pulumi.Resource] = []
         for host in settings.hosts:
-            own = _host_addresses(hosts[host.name])
-            # Address records wait for the addresses only; the DKIM record for the key as well.
-            by_address = pulumi.Output.all(own, "").apply(_host_records(settings, host))
-            with_key = pulumi.Output.all(own, dkim_p[host.name]).apply(_host_records(settings, host))
+            by_address = _host_addresses(hosts[host.name]).apply(_host_records(settings, host))
             for key, zone, rtype, name in plan.record_keys(settings, host):
-                is_dkim = key.endswith("-dkim")
-                source = with_key if is_dkim else by_address
-                made = record(source.apply(_pick(key)), key, zone, rtype, rotated if is_dkim else kept, name)
+                self.by_host[host.name].append(record(by_address.apply(_pick(key)), key, zone, rtype, kept, name))
+            # One record per key generation; the oldest takes over the state of the single DKIM record that
+            # releases before generations had (an alias), so upgrading replaces nothing.
+            for index, (generation, p) in enumerate(dkim_p[host.name].items()):
+                legacy = [pulumi.Alias(name=plan.LEGACY_DKIM_KEY.format(host=host.name))] if index == 0 else []
+                dkim_record = p.apply(_dkim_record(settings, host, generation))
+                made = record(dkim_record, plan.dkim_key(host, generation), "forward", "TXT",
+                              pulumi.ResourceOptions.merge(rotated, pulumi.ResourceOptions(aliases=legacy)),
+                              plan.dkim_record(settings, host, generation, "").name)
                 self.by_host[host.name].append(made)
+                self.dkim_records.append(made)
             if settings.ptr_source(host, 4) is PtrSource.EIP:
                 jira = hosts[host.name]
                 assert jira.allocation_id is not None

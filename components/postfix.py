@@ -88,6 +88,10 @@ class PostfixConfig(pulumi.ComponentResource):
             update=apply,  # an update re-runs apply in place; never a replace (= teardown)
             delete=teardown_command(settings),
             stdin=payload,
+            # An adopted host that moves to a new address is another machine: the changed trigger replaces
+            # the push, so teardown runs on the old address (drain, original config back, keys and password
+            # gone) before apply runs on the new one.  An EC2 host's address is its Elastic IP: it never moves.
+            triggers=[host.existing.ipv4] if host.existing else None,
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(
                 parent=self,

@@ -20,10 +20,12 @@ from mailhost.expected import Expected
 EXPECTED_ENV = "MAILHOST_EXPECTED"
 
 
-def verify_command(settings: Settings) -> str:
+def verify_command(settings: Settings, only: str | None = None) -> str:
     """The interpreter running this program (Pulumi's project venv), never whatever python3 is on PATH."""
     parts = [shlex.quote(sys.executable), "-m", "mailhost", "verify", "--expected-env", EXPECTED_ENV,
              "--wait", str(settings.verify.wait_seconds)]
+    if only:
+        parts += ["--only", only]
     if settings.verify.nameserver:
         parts += ["--nameserver", settings.verify.nameserver]
     elif settings.verify.authoritative:
@@ -46,3 +48,22 @@ class DnsVerification(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
         )
         self.register_outputs({"report": self.check.stdout})
+
+
+class DkimGate(pulumi.ComponentResource):
+    """`mailhost verify --only dkim` between the DKIM records and the pushes: Postfix starts signing with a
+    new key generation only after its record is visible where verification looks, so no mail goes out
+    signed with a key receivers cannot find yet.  It runs again when a key or selector changes (its
+    environment is the expected state; pulumi-command updates in place by running `create` again)."""
+
+    def __init__(self, settings: Settings, expected: pulumi.Output[Expected], records: Sequence[pulumi.Resource],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("jira-mailhost:index:DkimGate", settings.domain, None, opts)
+        dkim_only = expected.apply(lambda e: e.dkim_only().to_json())
+        self.check = command.local.Command(
+            "dkim-published",
+            create=verify_command(settings, only="dkim"),
+            environment={EXPECTED_ENV: dkim_only},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(records)),
+        )
+        self.register_outputs({})

@@ -194,6 +194,9 @@ def register(app: typer.Typer) -> None:
             list[str] | None, typer.Option(help="DNS blocklist zone to check each IP on (repeatable)")
         ] = None,
         json_out: Annotated[bool, typer.Option("--json", help="print {ok, checks:[{id,status,detail,fix}]}")] = False,
+        only: Annotated[
+            list[str] | None, typer.Option(help="judge only this check family, e.g. dkim (repeatable)")
+        ] = None,
     ) -> None:
         """Check the published DNS (A/AAAA, PTR, FCrDNS, HELO, SPF, DKIM, DMARC, MX) like a strict receiver."""
         err = Console(stderr=True, emoji=False, highlight=False)
@@ -215,6 +218,7 @@ def register(app: typer.Typer) -> None:
             options = VerifyOptions(
                 ResolverSpec(_nameservers(nameserver or []), port, authoritative, timeout),
                 tuple(z.rstrip(".").lower() for z in dnsbl or []),
+                tuple(only or []),
             )
         except (UsageError, ExpectedError) as error:
             err.print(f"mailhost verify: {error}", markup=False, highlight=False)

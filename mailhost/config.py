@@ -7,6 +7,7 @@ part of the model: only whether they are set (the values stay Pulumi secrets).
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -39,6 +40,9 @@ class ConfigError(Exception):
         self.problems = problems
         lines = [f"{PROJECT}:{key}: {message}" for key, message in problems]
         super().__init__("invalid stack configuration:\n  " + "\n  ".join(lines))
+
+
+ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class Model(BaseModel):
@@ -235,6 +239,37 @@ class ReverseZones(Model):
     _ids = field_validator("ipv4", "ipv6")(_zone_id)
 
 
+class RetiredSelector(Model):
+    """A DKIM key generation no longer signing: its key and record stay published for the retention days
+    from `retiredOn`, so mail signed with it (queued, or in transit) still passes DKIM."""
+
+    selector: str
+    retired_on: str = Field(alias="retiredOn")
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        return grammar.label(value, "a retired DKIM key generation (the dkimSelector it replaced)", "jm1")
+
+    @field_validator("retired_on", mode="before")
+    @classmethod
+    def _day(cls, value: Any) -> str:
+        if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+            value = value.isoformat()  # YAML reads an unquoted 2026-11-27 as a date
+        if not isinstance(value, str) or not ISO_DAY.fullmatch(value):
+            raise ValueError(f"{_shown(value)} is not a day; write the day the new selector went live, "
+                             "e.g. '2026-11-27'")
+        try:
+            datetime.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a calendar day; e.g. '2026-11-27'") from None
+        return value
+
+    @property
+    def day(self) -> datetime.date:
+        return datetime.date.fromisoformat(self.retired_on)
+
+
 class Verify(Model):
     enabled: bool = True
     nameserver: str | None = None
@@ -263,6 +298,8 @@ class Settings(Model):
     hosts: list[Host] = Field(min_length=1)
     delivery: Delivery = Field(default_factory=Delivery)
     dkim_selector: str = Field("jm1", alias="dkimSelector")
+    dkim_retired: list[RetiredSelector] = Field(default_factory=list, alias="dkimRetired")
+    dkim_retention_days: int = Field(7, alias="dkimRetentionDays", ge=1, le=90)
     message_size_limit: int = Field(26_214_400, alias="messageSizeLimit", ge=1_048_576, le=1_073_741_824)
     spf_extra: list[str] = Field(default_factory=list, alias="spfExtra")
     spf_all: Literal["~all", "-all"] = Field("~all", alias="spfAll")
@@ -354,9 +391,27 @@ class Settings(Model):
             ))
         for index, host in enumerate(self.hosts):
             problems.extend(self._ptr_problems(index, host))
+        problems.extend(self._retired_problems())
         if problems:
             raise _Problems(problems)
         return self
+
+    def _retired_problems(self) -> list[tuple[str, str]]:
+        problems = []
+        seen: set[str] = set()
+        tomorrow = datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=1)
+        for index, retired in enumerate(self.dkim_retired):
+            key = f"dkimRetired[{index}]"
+            if retired.selector == self.dkim_selector:
+                problems.append((f"{key}.selector", f"'{retired.selector}' is the dkimSelector that signs now; list "
+                                 "only the generations it replaced"))
+            if retired.selector in seen:
+                problems.append((f"{key}.selector", f"'{retired.selector}' is listed twice"))
+            seen.add(retired.selector)
+            if retired.day > tomorrow:
+                problems.append((f"{key}.retiredOn", f"{retired.retired_on} is in the future; give the day the new "
+                                 "dkimSelector went live (today when you rotate)"))
+        return problems
 
     def _ptr_problems(self, index: int, host: Host) -> list[tuple[str, str]]:
         key = f"hosts[{index}].existing"
@@ -393,9 +448,16 @@ class Settings(Model):
     def fqdn(self, host: Host) -> str:
         return host.fqdn or f"{host.name}.{self.domain}"
 
-    def selector(self, host: Host) -> str:
+    def selector(self, host: Host, generation: str | None = None) -> str:
         """Each host signs with its own key, so one compromised host is revoked alone."""
-        return f"{self.dkim_selector}-{host.name}"
+        return f"{generation or self.dkim_selector}-{host.name}"
+
+    def dkim_generations(self, today: datetime.date) -> list[str]:
+        """The key generations still published: retired ones inside their retention, oldest first, then
+        the one that signs (last).  After the retention a retired one is left out, and so deleted."""
+        window = datetime.timedelta(days=self.dkim_retention_days)
+        kept = [r for r in sorted(self.dkim_retired, key=lambda r: r.day) if today < r.day + window]
+        return [*(r.selector for r in kept), self.dkim_selector]
 
     def has_ipv6(self, host: Host) -> bool:
         return bool(host.ec2.ipv6) if host.ec2 else bool(host.existing and host.existing.ipv6)
@@ -437,6 +499,8 @@ _REQUIRED_FIXES = {
     "name": "give the host a short name such as 'jira'",
     "username": "give the SASL user name for the relay",
     "host": "give the smarthost name, e.g. 'smtp.relay.example'",
+    "selector": "name the retired key generation (the dkimSelector it replaced), e.g. 'jm1'",
+    "retiredOn": "give the day the new dkimSelector went live, e.g. '2026-11-27'",
 }
 
 

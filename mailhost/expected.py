@@ -38,6 +38,12 @@ class Expected:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    def dkim_only(self) -> Expected:
+        """The DKIM part alone (what the DKIM gate checks), so it changes only when a key or selector does."""
+        hosts = tuple(ExpectedHost(fqdn=h.fqdn, ipv4=None, sends_ipv4=False, dkim_selector=h.dkim_selector,
+                                   dkim_public_key=h.dkim_public_key) for h in self.hosts)
+        return Expected(domain=self.domain, hosts=hosts)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Expected:
         hosts = tuple(ExpectedHost(**host) for host in data.get("hosts", ()))

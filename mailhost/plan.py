@@ -107,8 +107,8 @@ def dmarc_record(settings: Settings) -> Record:
     return Record("dmarc", "forward", f"_dmarc.{settings.domain}", "TXT", "; ".join(terms))
 
 
-def host_records(settings: Settings, host: Host, addresses: Addresses, dkim_p: str) -> list[Record]:
-    """A, AAAA, SPF of the HELO name, PTRs published in Route53 reverse zones, and the DKIM key."""
+def host_records(settings: Settings, host: Host, addresses: Addresses) -> list[Record]:
+    """A, AAAA, SPF of the HELO name, and PTRs published in Route53 reverse zones (DKIM: dkim_record)."""
     fqdn = settings.fqdn(host)
     records = [Record(f"{host.name}-a", "forward", fqdn, "A", addresses.ipv4)]
     if settings.has_ipv6(host) and addresses.ipv6:
@@ -123,16 +123,21 @@ def host_records(settings: Settings, host: Host, addresses: Addresses, dkim_p: s
     for family, zone, address in reverse:
         if address and settings.ptr_source(host, family) is PtrSource.ZONE:
             records.append(Record(f"{host.name}-ptr{family}", zone, reverse_name(address), "PTR", f"{fqdn}."))
-    records.append(
-        Record(
-            f"{host.name}-dkim",
-            "forward",
-            dkim.record_name(settings.selector(host), settings.domain),
-            "TXT",
-            dkim.txt_value(dkim_p),
-        )
-    )
     return records
+
+
+def dkim_record(settings: Settings, host: Host, generation: str, dkim_p: str) -> Record:
+    """One key generation's record: its own resource per generation, so a rotation adds one and the
+    retired one stays until its retention is over (Settings.dkim_generations)."""
+    return Record(dkim_key(host, generation), "forward",
+                  dkim.record_name(settings.selector(host, generation), settings.domain), "TXT", dkim.txt_value(dkim_p))
+
+
+def dkim_key(host: Host, generation: str) -> str:
+    return f"{host.name}-dkim-{generation}"
+
+
+LEGACY_DKIM_KEY = "{host}-dkim"  # the one DKIM record's resource name before generations: kept as an alias
 
 
 def record_keys(settings: Settings, host: Host) -> list[tuple[str, Zone, str, str | None]]:
@@ -141,7 +146,7 @@ def record_keys(settings: Settings, host: Host) -> list[tuple[str, Zone, str, st
     The name is None for a PTR: it is the reverse name of the host's own address."""
     placeholder = Addresses("192.0.2.1", "2001:db8::1" if settings.has_ipv6(host) else None)
     return [(r.key, r.zone, r.type, None if r.type == "PTR" else r.name)
-            for r in host_records(settings, host, placeholder, "")]
+            for r in host_records(settings, host, placeholder)]
 
 
 def expected(settings: Settings, addresses: dict[str, Addresses], dkim_p: dict[str, str]) -> Expected:
@@ -170,7 +175,8 @@ def expected(settings: Settings, addresses: dict[str, Addresses], dkim_p: dict[s
 
 def zone_text(settings: Settings, addresses: dict[str, Addresses], dkim_p: dict[str, str]) -> str:
     """Every record the stack publishes, as zone-file lines (for `mailhost render`)."""
-    records = [r for host in settings.hosts for r in host_records(settings, host, addresses[host.name],
-                                                                   dkim_p.get(host.name, ""))]
+    records = [r for host in settings.hosts for r in host_records(settings, host, addresses[host.name])]
+    records += [dkim_record(settings, host, settings.dkim_selector, dkim_p.get(host.name, ""))
+                for host in settings.hosts]
     records += [spf_record(settings, addresses), dmarc_record(settings)]
     return "".join(f"; {r.zone}\n{r.zone_line}\n" for r in records)

@@ -17,6 +17,12 @@ PLACEHOLDER_P = "A" * 392  # the length of a 2048-bit RSA key's p= value
 
 def problems(settings: Settings) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
+    for index, retired in enumerate(settings.dkim_retired):
+        for host in settings.hosts:
+            name = settings.selector(host, retired.selector)
+            if len(name) > 63 or len(dkim.record_name(name, settings.domain)) > 253:
+                out.append((f"dkimRetired[{index}].selector", f"'{name}' does not fit in DNS with host "
+                            f"'{host.name}'; it cannot have been published, so remove it"))
     for index, host in enumerate(settings.hosts):
         selector = settings.selector(host)
         if len(selector) > 63:
@@ -37,7 +43,8 @@ def problems(settings: Settings) -> list[tuple[str, str]]:
     try:
         records = [plan.spf_record(settings, addresses), plan.dmarc_record(settings)]
         for host in settings.hosts:
-            records += plan.host_records(settings, host, addresses[host.name], PLACEHOLDER_P)
+            records += plan.host_records(settings, host, addresses[host.name])
+            records.append(plan.dkim_record(settings, host, settings.dkim_selector, PLACEHOLDER_P))
         for record in records:
             if record.type == "TXT":
                 dnstext.split_txt(record.value)

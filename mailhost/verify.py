@@ -32,6 +32,7 @@ class ExpectedError(ValueError):
 class VerifyOptions:
     resolver: ResolverSpec = field(default_factory=ResolverSpec)
     dnsbl: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()  # check families to judge (the part of the id before ':'); empty: all
 
 
 @dataclass
@@ -76,6 +77,12 @@ async def verify_once(expected: Expected, options: VerifyOptions) -> Report:
     finally:
         lookup.close()
     flat = [check for group in results for check in group]
+    if options.only:  # judge the families asked for; a lookup error anywhere still counts (it may hide one)
+        flat = [check for check in flat if check.id.split(":")[0] in options.only or check.lookup_error]
+        if not any(check.id.split(":")[0] in options.only for check in flat):
+            flat.append(CheckResult(f"{options.only[0]}:none", "fail", f"no {', '.join(options.only)} check ran",
+                                    "the expected state names nothing of that kind: check the stack's hosts",
+                                    lookup_error=True))
     return Report(_dedupe(flat), 1, time.monotonic() - started, lookup.queries)
 
 

@@ -99,6 +99,34 @@ def send(
 
 
 @lab_app.command()
+def preview(
+    stack: Annotated[Path | None, typer.Option(help="Pulumi.<stack>.yaml: laid over the lab stack (or, with no "
+                                                    "lab running, planned as a first deploy)")] = None,
+    mode: Annotated[str | None, typer.Option(help="direct or relay: rewrite the lab stack first")] = None,
+    state: StateOpt = DEFAULT_STATE,
+) -> None:
+    """What `pulumi preview --diff` would show: each resource's operation, changed inputs, why something is
+    replaced, the push's config diff; secrets as [secret]. Runs nothing on the hosts."""
+    lab = Lab(state)
+    try:
+        if not lab.exists():
+            if stack is None:
+                console.print("[red]no lab is running[/]: start one with `mailhost lab up`, or give --stack FILE "
+                              "to plan a first deploy of that stack file")
+                raise typer.Exit(1)
+            print(ops.preview_file(stack), end="")
+            return
+        text = ops.preview(lab, mode, ops.overrides_from_file(stack) if stack else None)
+    except LabBusy as error:
+        console.print(f"[red]refused:[/] {error}")
+        raise typer.Exit(1) from None
+    except (ops.DeployError, LabError) as error:
+        console.print(f"[red]preview failed:[/] {error}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    print(text, end="")
+
+
+@lab_app.command()
 def status(state: StateOpt = DEFAULT_STATE) -> None:
     """Hosts, addresses, processes, the jira host's mail queue and the records the program published."""
     lab = Lab(state)

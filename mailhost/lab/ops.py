@@ -150,6 +150,7 @@ def _deploy(lab: Lab, progress: Progress, action: str, skip_unreachable: bool, p
     assert proc.stdout is not None and proc.stderr is not None
     result: dict[str, Any] | None = None
     failure: str | None = None
+    plans: list[str] = []
     for line in proc.stdout:
         try:
             event = json.loads(line)
@@ -158,6 +159,9 @@ def _deploy(lab: Lab, progress: Progress, action: str, skip_unreachable: bool, p
         kind = event.get("event")
         if kind == "resource" and not event["action"].endswith("-start") and event["action"] != "same":
             progress(f"{event['action']}: {event['name']}")
+        elif kind == "plan":
+            plans.append(event["text"])
+            progress("plan:\n" + event["text"])
         elif kind == "done":
             result = event
         elif kind == "failed":
@@ -166,7 +170,7 @@ def _deploy(lab: Lab, progress: Progress, action: str, skip_unreachable: bool, p
     proc.wait()
     if proc.returncode != 0 or result is None:
         raise DeployError(failure or stderr.strip()[-3000:] or f"runner exited {proc.returncode}")
-    return result
+    return {**result, "plan": plans[0] if plans else ""}
 
 
 # -- mail ------------------------------------------------------------------------------------
@@ -273,6 +277,34 @@ def up(lab: Lab, mode: str = "direct", overrides: dict[str, Any] | None = None,
         write_stack(lab, mode, overrides)
         progress("deploying the program")
         return deploy(lab, progress)
+
+
+def preview(lab: Lab, mode: str | None = None, overrides: dict[str, Any] | None = None) -> str:
+    """`pulumi preview --diff` of the lab: the plan against what the lab has deployed; runs nothing remote.
+    With a mode or overrides the lab stack is rewritten first (as `pulumi config set` would), then previewed.
+    Raises DeployError with the plan and the engine's refusal when it would replace a protected resource."""
+    with lab.exclusive("preview"):
+        if mode is not None or overrides:
+            write_stack(lab, mode or "direct", overrides)
+        return str(deploy(lab, action="preview")["plan"])
+
+
+def preview_file(path: Path, secrets: dict[str, str] | None = None) -> str:
+    """Without a lab: the plan of a first `pulumi up` of a stack file (every resource a create), from the
+    simulated engine; secrets the file only marks `secure` get placeholders (shown as [secret])."""
+    from mailhost.config import values_from_stack_file
+    from mailhost.lab.engine import show
+    from mailhost.lab.engine.matrix import shape
+    from mailhost.lab.engine.simulate import Simulator
+
+    values, secure = values_from_stack_file(path)
+    placeholders = shape("production")[1]
+    given = {**{k: placeholders.get(k, "preview-placeholder-Secret1") for k in secure | {"sshPrivateKey"}},
+             **(secrets or {})}
+    if values.get("delivery", {}).get("mode") == "relay":
+        given.setdefault("relayPassword", "preview-placeholder-Secret1")
+    planned, regs, _ = Simulator().run(values, given, path.stem.removeprefix("Pulumi."), preview=True)
+    return show.render(planned, regs, {}, path.stem.removeprefix("Pulumi."))
 
 
 def down(lab: Lab, progress: Progress = _quiet, force: bool = False, unprotect: bool = False) -> dict[str, Any] | None:

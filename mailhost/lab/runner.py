@@ -198,6 +198,13 @@ class Applier:
         with self.state.lock:
             self.seen.add(key)
             old = self.state.entries.get(key)
+            for alias in reg.aliases if old is None else ():  # a renamed resource keeps its state
+                alias_key = "::".join(alias.split("::")[-2:]).split("$")[-1]
+                if alias_key in self.state.entries:
+                    old = self.state.entries.pop(alias_key)
+                    self.state.entries[key] = old
+                    self.seen.add(alias_key)
+                    break
         inputs = dict(reg.inputs)
         secret = {"secret_inputs": list(reg.secret_inputs), "secret_outputs": list(request.secret_outputs)}
         step = plan.plan_one(reg, old.deployed() if old is not None else None)
@@ -295,19 +302,8 @@ class Applier:
         so on the new host when the connection changed; replace runs the old `delete` with the old
         inputs before (deleteBeforeReplace) or after the new `create`."""
         inputs = dict(reg.inputs)
-        return self._command(name, inputs, old, step, lambda i, script, stdin: self._ssh(name, i, script, stdin))
-
-    def _command(self, name: str, inputs: dict[str, Any], old: Entry | None, step: plan.Step,
-                 run: Callable[[dict[str, Any], str | None, str | None], tuple[str, str]],
-                 ) -> tuple[str, dict[str, Any]]:
-        script = inputs.get("update") or inputs.get("create") if step.op == "update" else inputs.get("create")
-        old_delete = old.inputs.get("delete") if step.op == "replace" and old is not None else None
-        if old is not None and old_delete and step.delete_first:
-            run(old.inputs, old_delete, None)
-        stdout, stderr = run(inputs, script, inputs.get("stdin"))
-        if old is not None and old_delete and not step.delete_first:
-            run(old.inputs, old_delete, None)
-        return f"{name}-{fingerprint(inputs)[:12]}", {"stdout": stdout, "stderr": stderr}
+        return command_step(name, inputs, old.inputs if old else None, step,
+                            lambda i, script, stdin: self._ssh(name, i, script, stdin))
 
     def _ssh(self, name: str, inputs: dict[str, Any], script: str | None, stdin: str | None) -> tuple[str, str]:
         from mailhost import sshexec
@@ -331,8 +327,8 @@ class Applier:
     # command:local:Command
     def local(self, name: str, reg: plan.Registration, old: Entry | None,
               step: plan.Step) -> tuple[str, dict[str, Any]]:
-        return self._command(name, dict(reg.inputs), old, step,
-                             lambda i, script, stdin: self._local(name, {**i, "stdin": stdin}, script))
+        return command_step(name, dict(reg.inputs), old.inputs if old else None, step,
+                            lambda i, script, stdin: self._local(name, {**i, "stdin": stdin}, script))
 
     def _local(self, name: str, inputs: dict[str, Any], script: str | None) -> tuple[str, str]:
         if not script:
@@ -381,6 +377,23 @@ class Applier:
             key = max(free, key=lambda k: self.state.entries[k].seq)
             self.delete(key, self.state.entries[key])
             left.discard(key)
+
+
+def command_step(name: str, inputs: dict[str, Any], old_inputs: dict[str, Any] | None, step: plan.Step,
+                 run: Callable[[dict[str, Any], str | None, str | None], tuple[str, str]],
+                 ) -> tuple[str, dict[str, Any]]:
+    """One pulumi-command step as the provider runs it: create runs `create`; update runs `update` (or
+    `create` when empty) with the new inputs, so on the new host when the connection changed; a replace
+    runs the old `delete` with the old stored inputs (so on the old host), before the new `create` when
+    deleteBeforeReplace, else after it."""
+    script = inputs.get("update") or inputs.get("create") if step.op == "update" else inputs.get("create")
+    old_delete = old_inputs.get("delete") if step.op == "replace" and old_inputs is not None else None
+    if old_inputs is not None and old_delete and step.delete_first:
+        run(old_inputs, old_delete, None)
+    stdout, stderr = run(inputs, script, inputs.get("stdin"))
+    if old_inputs is not None and old_delete and not step.delete_first:
+        run(old_inputs, old_delete, None)
+    return f"{name}-{fingerprint(inputs)[:12]}", {"stdout": stdout, "stderr": stderr}
 
 
 def tls_outputs(key: Any) -> dict[str, str]:
@@ -447,7 +460,7 @@ def preview(lab: Lab, program: Path) -> tuple[plan.Plan, str]:
     config, secret_keys = read_stack(lab.state_dir)
     run_program(applier, config, secret_keys, program)
     deployed = applier.deployed()
-    steps = [*applier.steps, *plan.deletions(deployed, applier.registrations)]
+    steps = [*applier.steps, *plan.deletions(deployed, plan.claimed(applier.registrations.values(), deployed))]
     result = plan.Plan(tuple(steps))
     problems = plan.protect_problems(result.steps, deployed)
     text = show.render(result, applier.registrations, deployed, STACK)
@@ -490,7 +503,7 @@ def summary(applier: Applier, started: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("action", choices=["up", "down", "preview"])
     parser.add_argument("--state", type=Path, required=True)
     parser.add_argument("--program", type=Path, default=REPO / "__main__.py")
     parser.add_argument("--skip-unreachable", action="store_true",
@@ -499,6 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     lab = Lab(args.state)
     try:
+        if args.action == "preview":
+            planned, text = preview(lab, args.program)
+            emit("plan", text=text, counts=planned.counts())
+            emit("done", counts=planned.counts(), remote_commands=[], seconds=0, resources=len(planned.steps))
+            return 0
         result = (up(lab, args.program) if args.action == "up"
                   else down(lab, args.skip_unreachable, args.unprotect))
     except BaseException as error:  # the SDK re-raises whatever a resource raised

@@ -9,11 +9,13 @@ from mailhost.lab.engine import matrix
 from mailhost.lab.engine.matrix import ROWS, SHAPES, Cell
 
 # Changes that must reach every host's Postfix: each host's push is updated in place, exactly once.
-CONFIG_ROWS = ("messageSizeLimit", "drainSeconds", "maillogFile", "dkimSelector", "delivery.mode", "environment",
+CONFIG_ROWS = ("messageSizeLimit", "drainSeconds", "maillogFile", "dkimSelector + dkimRetired (two-phase rotation)",
+               "dkimSelector (alone: the old key goes at once)", "delivery.mode", "environment",
                "delivery.relay.host", "delivery.relay.port", "delivery.relay.username",
                "delivery.relay.tlsFingerprint", "relayPassword (secret)", "rerouteTo",
                "sshPrivateKey (secret)")
 HOST_SET_CHANGES = ("hosts[] (remove a host)", "hosts[].name (rename)")  # the push of a host that goes is deleted
+HOST_MOVES = "hosts[].existing.ipv4 (host moves)"  # a new machine: the old one is torn down
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def test_every_key_of_the_readme_config_table_has_a_row() -> None:
         for key in re.findall(r"`([^`]+)`", cell):
             keys.add(key)
     labels = " ".join(row.label for row in ROWS)
-    missing = sorted(k for k in keys if k.lstrip(".") not in labels)
+    missing = sorted(k for k in keys if k.lstrip(".").removesuffix("[]") not in labels)
     assert len(keys) > 30 and not missing, missing
 
 
@@ -60,7 +62,7 @@ def test_no_settings_change_runs_teardown_outside_production(cells: dict[tuple[s
     for row in ROWS:
         for shape in ("staging", "lab"):
             cell = cells[(row.label, shape)]
-            if cell.outcome != "plan" or row.label in HOST_SET_CHANGES:
+            if cell.outcome != "plan" or row.label in (*HOST_SET_CHANGES, HOST_MOVES):
                 continue
             torn = {n: op for n, op in pushes(cell).items() if op in ("replace", "delete")}
             assert not torn, f"{shape}: {row.label} tears down {torn}"
@@ -99,3 +101,45 @@ def test_a_newly_published_ami_changes_nothing_and_a_chosen_one_is_a_deliberate_
 def test_the_readme_table_is_current() -> None:
     assert matrix.readme_section() == matrix.table(), (
         "run `.venv/bin/python -m mailhost.lab.engine.matrix` and paste it between the change-matrix markers")
+
+
+def test_a_two_phase_rotation_keeps_the_old_record_and_the_retention_then_removes_it(
+        cells: dict[tuple[str, str], Cell]) -> None:
+    for shape in SHAPES:
+        rotation = cells[("dkimSelector + dkimRetired (two-phase rotation)", shape)]
+        assert rotation.plan is not None
+        ops = {(s.name, s.op) for s in rotation.plan.changes()}
+        assert ("jira-dkim-jm2", "create") in ops and ("jira-push", "update") in ops, ops
+        assert not any(op in ("delete", "replace") and "dkim" in name for name, op in ops), ops
+        over = cells[("dkimRetired (its dkimRetentionDays are over)", shape)]
+        assert over.plan is not None
+        assert {(s.name, s.op) for s in over.plan.changes()} >= {("jira-dkim-jm1", "delete"),
+                                                                 ("jira-dkim-jm1-jira", "delete")}
+        assert all(s.op == "delete" for s in over.plan.changes()), "nothing else moves when a retired key goes"
+
+
+def test_a_stack_deployed_before_key_generations_keeps_its_dkim_record() -> None:
+    """Releases before dkimRetired named the one DKIM record `<host>-dkim`; the alias takes its state over."""
+    import dataclasses
+
+    from mailhost.lab.engine.simulate import Simulator
+
+    values, secrets, stack = matrix.shape("staging")
+    base = matrix.deployed("staging")
+    state = {}
+    for urn, entry in base.state.items():
+        if urn.endswith("::jira-dkim-jm1"):
+            urn = urn.removesuffix("-jm1")
+            entry = dataclasses.replace(entry, urn=urn, name="jira-dkim")
+        state[urn] = entry
+    planned, _, _ = Simulator(state=state, generations=dict(base.generations), stack=stack).run(
+        values, secrets, stack, preview=True)
+    assert planned.changes() == (), [(s.name, s.op) for s in planned.changes()]
+
+
+def test_a_host_that_moves_is_torn_down_at_its_old_address_first(cells: dict[tuple[str, str], Cell]) -> None:
+    for shape in ("staging", "lab"):
+        cell = cells[(HOST_MOVES, shape)]
+        assert cell.plan is not None
+        push = cell.plan.step("jira-push")
+        assert (push.op, push.replace_because, push.delete_first) == ("replace", ("triggers[0]",), True), push

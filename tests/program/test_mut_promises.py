@@ -125,7 +125,7 @@ def test_a_new_dkim_selector_is_a_new_key_resource() -> None:
     run, _ = run_recorded(staging(dkimSelector="jm2"))
     names = {r.name for r in run.all(TLS_KEY)}
     assert "jira-dkim-jm2-jira" in names and "jira-dkim-jm1-jira" not in names
-    dkim = unwrap(run.one("jira-dkim").inputs)
+    dkim = unwrap(run.one("jira-dkim-jm2").inputs)
     assert dkim["name"] == "jm2-jira._domainkey.staging.example.com"
 
 
@@ -270,7 +270,7 @@ PARENT = {  # resource name -> the component it belongs to (part of its URN)
     "jira": "Host", "jira-eip": "Host", "jira-ssh": "Host", "jira-ssh-host-key": "Host",
     "jira-dkim-jm1-jira": "DkimKey",
     "jira-a": "MailDns", "jira-aaaa": "MailDns", "jira-spf": "MailDns", "jira-ptr4": "MailDns",
-    "jira-ptr6": "MailDns", "jira-dkim": "MailDns", "spf": "MailDns", "dmarc": "MailDns",
+    "jira-ptr6": "MailDns", "jira-dkim-jm1": "MailDns", "spf": "MailDns", "dmarc": "MailDns",
     "jira-push": "Postfix",
     "verify-dns": "Verify",
 }
@@ -378,14 +378,14 @@ def test_production_protects_what_it_lists_and_lets_dkim_keys_rotate(prod: tuple
     for name in ("jira", "jira-eip", "jira-ssh", "jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-spf", "spf",
                  "dmarc", "jira-push"):
         assert name in protected, name
-    assert "jira-dkim" not in protected and "jira-dkim-jm1-jira" not in protected, "a new selector replaces them"
+    assert "jira-dkim-jm1" not in protected and "jira-dkim-jm1-jira" not in protected, "a new selector replaces them"
 
 
 def test_each_record_has_the_planned_type(prod: tuple[Run, InvokeRecordingMocks]) -> None:
     run, _ = prod
     types = {r.name: unwrap(r.inputs)["type"] for r in run.all(RECORD)}
     assert {k: v for k, v in types.items() if k.startswith(("jira-", "spf", "dmarc"))} == {
-        "jira-a": "A", "jira-aaaa": "AAAA", "jira-spf": "TXT", "jira-ptr6": "PTR", "jira-dkim": "TXT",
+        "jira-a": "A", "jira-aaaa": "AAAA", "jira-spf": "TXT", "jira-ptr6": "PTR", "jira-dkim-jm1": "TXT",
         "spf": "TXT", "dmarc": "TXT"}
 
 

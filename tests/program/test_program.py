@@ -75,7 +75,7 @@ def test_exactly_one_spf_record_covering_each_sending_address_and_the_relay(stag
 
 
 def test_dkim_record_is_one_value_split_in_strings_and_matches_the_signing_key(staging: Run) -> None:
-    dkim = records_by_name(staging)["jira-dkim"]
+    dkim = records_by_name(staging)["jira-dkim-jm1"]
     assert dkim["name"] == "jm1-jira._domainkey.staging.example.com"
     assert len(dkim["records"]) == 1, "a list would make separate records; Route53 wants one value"
     strings = dkim["records"][0].split('""')
@@ -133,7 +133,7 @@ def test_push_command_line_holds_only_the_script(staging: Run) -> None:
 
 def test_push_waits_for_its_host_records_and_the_domain_records(staging: Run) -> None:
     push = staging.one("jira-push")
-    for name in ("jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-dkim", "jira-spf", "spf", "dmarc"):
+    for name in ("jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-dkim-jm1", "jira-spf", "spf", "dmarc"):
         assert staging.urn(name) in push.dependencies, name
 
 
@@ -145,7 +145,7 @@ def test_staging_push_is_not_protected_and_drains_before_replacing(staging: Run)
 
 def test_verify_step_runs_after_records_and_push_with_the_expected_state(staging: Run) -> None:
     verify = staging.one("verify-dns")
-    needed = {staging.urn(n) for n in ("jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-dkim", "spf", "dmarc",
+    needed = {staging.urn(n) for n in ("jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-dkim-jm1", "spf", "dmarc",
                                        "jira-push")}
     assert needed <= set(verify.dependencies)
     inputs = unwrap(verify.inputs)
@@ -154,7 +154,7 @@ def test_verify_step_runs_after_records_and_push_with_the_expected_state(staging
     (host,) = expected.hosts
     assert (host.fqdn, host.ipv4, host.ipv6, host.sends_ipv6) == (
         "jira.staging.example.com", "198.51.100.20", "2001:db8:5100::20", True)
-    assert host.dkim_public_key and host.dkim_public_key in records_by_name(staging)["jira-dkim"]["records"][0] \
+    assert host.dkim_public_key and host.dkim_public_key in records_by_name(staging)["jira-dkim-jm1"]["records"][0] \
         .replace('""', "")
     # The program's own interpreter (Pulumi's project venv), not whatever python3 is first on PATH.
     assert inputs["create"].startswith(f"{sys.executable} -m mailhost verify --expected-env MAILHOST_EXPECTED")
@@ -218,7 +218,7 @@ def test_preview_of_new_ec2_stack_shows_config_but_not_unknown_values() -> None:
     # Route53 replaces a record whose name changes or is unknown at preview: names come from settings.
     names = {key: inputs["name"] for key, inputs in recs.items()}
     assert names["jira-a"] == "jira.example.com" and names["spf"] == "example.com"
-    assert names["jira-dkim"] == "jm1-jira._domainkey.example.com" and names["jira-spf"] == "jira.example.com"
+    assert names["jira-dkim-jm1"] == "jm1-jira._domainkey.example.com" and names["jira-spf"] == "jira.example.com"
     assert not any(has_unknown(r.inputs["name"]) for r in run.all(TXT) if r.inputs["type"] != "PTR")
 
 
@@ -242,7 +242,7 @@ def test_a_config_change_updates_the_push_in_place_never_replaces_it() -> None:
     """pulumi-command's SDK makes any change of `triggers` a replace (teardown + apply; refused when protected)."""
     run = run_program(stacks.existing_relay_staging(), SECRETS)
     push = run.one("jira-push")
-    assert "triggers" not in push.inputs or not push.inputs["triggers"], "nothing that changes may sit in triggers"
+    assert push.inputs["triggers"] == ["198.51.100.20"], "only the host's address (a move) may sit in triggers"
     assert push.inputs["update"] == push.inputs["create"], "an update runs the same apply"
     assert push.inputs["update"].startswith(apply_command() + "\n"), "the script first, then only comments"
     comments = push.inputs["update"][len(apply_command()) + 1:].split("\n")

@@ -84,7 +84,8 @@ def test_two_hosts_share_one_spf_record_and_get_own_dkim_selectors() -> None:
     addresses = {"jira": plan.Addresses("198.51.100.20"), "confluence": plan.Addresses("198.51.100.21")}
     spf_rec = plan.spf_record(s, addresses)
     assert spf_rec.value == "v=spf1 ip4:198.51.100.20 ip4:198.51.100.21 ~all" and spf_rec.name == "example.com"
-    txt = [(r.name, r.value) for h in s.hosts for r in plan.host_records(s, h, addresses[h.name], "P")
+    txt = [(r.name, r.value) for h in s.hosts
+           for r in [*plan.host_records(s, h, addresses[h.name]), plan.dkim_record(s, h, s.dkim_selector, "P")]
            if r.type == "TXT"]
     assert [n for n, v in txt if "DKIM1" in v] == ["jm1-jira._domainkey.example.com",
                                                    "jm1-confluence._domainkey.example.com"]
@@ -96,7 +97,7 @@ def test_two_hosts_share_one_spf_record_and_get_own_dkim_selectors() -> None:
 
 def test_a_host_at_the_apex_gets_no_second_spf_record() -> None:
     s = parse_settings(base(hosts=[{**existing(), "fqdn": "example.com"}]), SECRETS)
-    records = plan.host_records(s, s.hosts[0], plan.Addresses("198.51.100.20"), "P")
+    records = plan.host_records(s, s.hosts[0], plan.Addresses("198.51.100.20"))
     names = [r.name for r in records if "spf1" in r.value] + [plan.spf_record(s, {"jira": plan.Addresses(
         "198.51.100.20")}).name]
     assert names == ["example.com"]

@@ -103,3 +103,25 @@ def test_every_resource_type_the_program_registers_has_its_facts() -> None:
     listed = set(providers.PROVIDERS)
     assert {t for t in types if not t.startswith("jira-mailhost:")} <= listed, types - listed
     assert simulate.AMI["id"].startswith("ami-")
+
+
+def test_the_runner_runs_a_command_step_where_the_provider_would() -> None:
+    """Update: new inputs (the new host); replace with deleteBeforeReplace: old delete on the old host first."""
+    from mailhost.lab.runner import command_step
+
+    old = {"connection": {"host": "198.51.100.20"}, "create": "apply", "delete": "teardown"}
+    new = {"connection": {"host": "198.51.100.77"}, "create": "apply", "update": "apply2", "delete": "teardown"}
+    ran: list[tuple[str, str | None]] = []
+
+    def run(inputs: dict[str, object], script: str | None, stdin: str | None) -> tuple[str, str]:
+        ran.append((str(inputs["connection"]["host"]), script))  # type: ignore[index]
+        return "", ""
+
+    command_step("push", new, old, plan.Step("update", "u", REMOTE, "push"), run)
+    assert ran == [("198.51.100.77", "apply2")]
+    ran.clear()
+    command_step("push", new, old, plan.Step("replace", "u", REMOTE, "push", delete_first=True), run)
+    assert ran == [("198.51.100.20", "teardown"), ("198.51.100.77", "apply")]
+    ran.clear()
+    command_step("push", new, old, plan.Step("replace", "u", REMOTE, "push", delete_first=False), run)
+    assert ran == [("198.51.100.77", "apply"), ("198.51.100.20", "teardown")]

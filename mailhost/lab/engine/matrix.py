@@ -11,6 +11,7 @@ relay) and the lab stack (`ops.lab_stack`).  Each change is planned by the simul
 from __future__ import annotations
 
 import copy
+import datetime
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,6 +141,36 @@ def _new_ami(values: Values, secrets: Secrets, sim: Simulator) -> None:
     sim.ami = {"id": "ami-0fedcba9876543210", "name": "debian-12-amd64-20261201"}
 
 
+def _rotate(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    """What the README tells a user to do: the new generation signs, the old one is retired today."""
+    old = values.get("dkimSelector", "jm1")
+    values["dkimSelector"] = "jm2"
+    values["dkimRetired"] = [{"selector": old, "retiredOn": _today().isoformat()}]
+
+
+def _retired_base(values: Values, secrets: Secrets, sim: Simulator, days_ago: int) -> None:
+    """A stack rotated `days_ago` days ago (deployed that way in `sim`), then planned again today."""
+    values["dkimSelector"] = "jm2"
+    values["dkimRetired"] = [{"selector": "jm1", "retiredOn": (_today() - datetime.timedelta(days=days_ago))
+                              .isoformat()}]
+    rotated = copy.deepcopy(values)
+    rotated["dkimRetired"] = [{"selector": "jm1", "retiredOn": _today().isoformat()}]
+    sim.run(rotated, secrets, sim.stack, preview=False)  # the rotation's own `up`, on the deployed stack
+
+
+def _retention_over(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    _retired_base(values, secrets, sim, days_ago=7)
+
+
+def _retention_shortened(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    _retired_base(values, secrets, sim, days_ago=2)
+    values["dkimRetentionDays"] = 2
+
+
+def _today() -> datetime.date:
+    return datetime.datetime.now(datetime.UTC).date()
+
+
 def _toggle(a: Any, b: Any) -> Callable[[Any, Values], Any]:
     return lambda old, values: b if old == a else a
 
@@ -220,7 +251,10 @@ ROWS: tuple[Row, ...] = (
     Row("relayPassword (secret)", secret("relayPassword", "another-Relay-passw0rd")),
     Row("sshPrivateKey (secret)", lambda values, secrets, sim: secrets.update(
         sshPrivateKey=_rotated_admin_key())),
-    Row("dkimSelector", setting("dkimSelector", lambda old, v: "jm2")),
+    Row("dkimSelector (alone: the old key goes at once)", setting("dkimSelector", lambda old, v: "jm2")),
+    Row("dkimSelector + dkimRetired (two-phase rotation)", _rotate),
+    Row("dkimRetired (its dkimRetentionDays are over)", _retention_over),
+    Row("dkimRetentionDays (shortened past a retired key)", _retention_shortened),
     Row("messageSizeLimit", setting("messageSizeLimit", lambda old, v: 20971520)),
     Row("spfExtra", setting("spfExtra", lambda old, v: [*(old or []), "include:_spf.other.example.net"])),
     Row("spfAll", setting("spfAll", lambda old, v: "-all" if old != "-all" else "~all")),
@@ -260,7 +294,7 @@ def deployed(shape_name: str) -> Simulator:
 def plan_change(shape_name: str, row: Row) -> Cell:
     values, secrets, stack = shape(shape_name)
     base = deployed(shape_name)
-    sim = Simulator(state=dict(base.state), generations=dict(base.generations))
+    sim = Simulator(state=dict(base.state), generations=dict(base.generations), stack=stack)
     try:
         row.change(values, secrets, sim)
     except NotApplicable:

@@ -42,6 +42,7 @@ class Registration:
     retain_on_delete: bool = False
     dependencies: tuple[str, ...] = ()
     secret_inputs: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # URNs this resource had before (the engine moves their state to it)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,24 @@ def protect_problems(steps: Iterable[Step], state: Mapping[str, Deployed]) -> li
     return problems
 
 
+def find_old(reg: Registration, state: Mapping[str, Deployed]) -> Deployed | None:
+    """The state of this resource: under its URN, or under one of its aliases (a rename without a replace)."""
+    if reg.urn in state:
+        return state[reg.urn]
+    return next((state[alias] for alias in reg.aliases if alias in state), None)
+
+
+def claimed(regs: Iterable[Registration], state: Mapping[str, Deployed]) -> set[str]:
+    """Every state URN some registration takes over: its own, or the alias it was found under."""
+    out = set()
+    for reg in regs:
+        old = find_old(reg, state)
+        out.add(reg.urn)
+        if old is not None:
+            out.add(old.urn)
+    return out
+
+
 def deletions(state: Mapping[str, Deployed], registered: Iterable[str]) -> list[Step]:
     """Delete steps for what the program no longer registers: a resource after everything that depends on it."""
     gone = {urn: entry for urn, entry in state.items() if urn not in set(registered)}
@@ -233,8 +252,8 @@ class Plan:
 def plan(registrations: Iterable[Registration], state: Mapping[str, Deployed]) -> Plan:
     """Every step, in registration order then deletes; raises ProtectedError as the engine would."""
     regs = list(registrations)
-    steps = [plan_one(reg, state.get(reg.urn)) for reg in regs]
-    steps += deletions(state, [reg.urn for reg in regs])
+    steps = [plan_one(reg, find_old(reg, state)) for reg in regs]
+    steps += deletions(state, claimed(regs, state))
     problems = protect_problems(steps, state)
     if problems:
         raise ProtectedError("\n".join(problems))

@@ -103,12 +103,25 @@ def run(program: Path, project: str, stack: str, config: dict[str, str], secret_
                 replace_on_changes=tuple(request.replaceOnChanges), ignore_changes=tuple(request.ignoreChanges),
                 retain_on_delete=bool(request.retainOnDelete), dependencies=tuple(request.dependencies),
                 secret_inputs=tuple(sorted(k for k, v in raw.items() if holds_secret(v))),
+                aliases=tuple(self._aliases(request)),
             )
             rid, outputs = register(Request(registration, bool(request.custom),
                                             tuple(request.additionalSecretOutputs)))
             obj = _sync_await(rpc.serialize_properties(outputs, {}))
             self.resources[urn] = MockMonitor.ResourceRegistration(urn, rid, outputs)
             return resource_pb2.RegisterResourceResponse(urn=urn, id=rid, object=obj)
+
+        def _aliases(self, request: Any) -> list[str]:
+            """Alias URNs as the engine derives them: a spec's name/type/parent default to the resource's own."""
+            out = list(request.aliasURNs)
+            for alias in [*request.aliases]:
+                if alias.urn:
+                    out.append(alias.urn)
+                    continue
+                spec = alias.spec
+                parent = "" if spec.noParent else (spec.parentUrn or request.parent)
+                out.append(self.make_urn(parent, spec.type or request.type, spec.name or request.name))
+            return out
 
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=Monitor(mocks))

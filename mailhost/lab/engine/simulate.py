@@ -63,6 +63,7 @@ class Simulator:
     state: dict[str, plan.Deployed] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
     ami: dict[str, str] = field(default_factory=lambda: dict(AMI))  # what getAmi answers today
+    stack: str = "dev"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, values: dict[str, Any], secrets: dict[str, str], stack: str, preview: bool,
@@ -78,7 +79,7 @@ class Simulator:
 
         def register(request: engine_program.Request) -> tuple[str, dict[str, Any]]:
             reg = request.registration
-            old = before.get(reg.urn)
+            old = plan.find_old(reg, before)
             step = plan.plan_one(reg, old)
             with self.lock:
                 steps.append(step)
@@ -112,7 +113,7 @@ class Simulator:
         config.update({f"jira-mailhost:{k}": v for k, v in secrets.items()})
         outputs = engine_program.run(program, "jira-mailhost", stack, config,
                                      [f"jira-mailhost:{k}" for k in secrets], register, call, preview)
-        steps += plan.deletions(before, regs)
+        steps += plan.deletions(before, plan.claimed(regs.values(), before))
         result = plan.Plan(tuple(steps))
         problems = plan.protect_problems(result.steps, before)
         if problems:
