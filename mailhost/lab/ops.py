@@ -151,6 +151,7 @@ def _deploy(lab: Lab, progress: Progress, action: str, skip_unreachable: bool, p
     result: dict[str, Any] | None = None
     failure: str | None = None
     plans: list[str] = []
+    steps: list[dict[str, str]] = []
     for line in proc.stdout:
         try:
             event = json.loads(line)
@@ -161,6 +162,7 @@ def _deploy(lab: Lab, progress: Progress, action: str, skip_unreachable: bool, p
             progress(f"{event['action']}: {event['name']}")
         elif kind == "plan":
             plans.append(event["text"])
+            steps = event.get("steps", [])
             progress("plan:\n" + event["text"])
         elif kind == "done":
             result = event
@@ -170,7 +172,7 @@ def _deploy(lab: Lab, progress: Progress, action: str, skip_unreachable: bool, p
     proc.wait()
     if proc.returncode != 0 or result is None:
         raise DeployError(failure or stderr.strip()[-3000:] or f"runner exited {proc.returncode}")
-    return {**result, "plan": plans[0] if plans else ""}
+    return {**result, "plan": plans[0] if plans else "", "steps": steps}
 
 
 # -- mail ------------------------------------------------------------------------------------

@@ -472,7 +472,7 @@ def preview(lab: Lab, program: Path) -> tuple[plan.Plan, str]:
 def up(lab: Lab, program: Path) -> dict[str, Any]:
     """Like `pulumi up`: the preview first (printed; a protect refusal stops here, before any step), then apply."""
     planned, text = preview(lab, program)
-    emit("plan", text=text, counts=planned.counts())
+    emit("plan", text=text, counts=planned.counts(), steps=_steps(planned))
     state = State(lab.state_dir / "runner-state.json")
     applier = Applier(lab, state)
     config, secret_keys = read_stack(lab.state_dir)
@@ -482,6 +482,12 @@ def up(lab: Lab, program: Path) -> dict[str, Any]:
     gone = [k for k in state.entries if k not in applier.seen]
     applier.delete_all(gone)
     return summary(applier, started)
+
+
+def _steps(planned: plan.Plan) -> list[dict[str, str]]:
+    """The plan's provider steps for tests and tools: op, type, name (no inputs: they may hold secrets)."""
+    return [{"op": s.op, "type": s.type, "name": s.name} for s in planned.steps
+            if not s.type.startswith("jira-mailhost:")]
 
 
 def down(lab: Lab, skip_unreachable: bool, unprotect: bool = False) -> dict[str, Any]:
@@ -514,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "preview":
             planned, text = preview(lab, args.program)
-            emit("plan", text=text, counts=planned.counts())
+            emit("plan", text=text, counts=planned.counts(), steps=_steps(planned))
             emit("done", counts=planned.counts(), remote_commands=[], seconds=0, resources=len(planned.steps))
             return 0
         result = (up(lab, args.program) if args.action == "up"

@@ -42,6 +42,7 @@ class Verdicts:
     fcrdns: str
     ptr: str | None
     helo_matches_ptr: bool
+    dkim_selector: str | None = None  # s= of the signature judged (which key generation signed)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -73,8 +74,8 @@ def check_spf(ip: str, mail_from: str, helo: str) -> tuple[str, str]:
     return result, helo_result
 
 
-def check_dkim(content: bytes, res: dns.resolver.Resolver) -> tuple[str, str | None]:
-    """Verify the first DKIM-Signature against keys in the lab DNS; return (verdict, d= domain)."""
+def check_dkim(content: bytes, res: dns.resolver.Resolver) -> tuple[str, str | None, str | None]:
+    """Verify the first DKIM-Signature against keys in the lab DNS; return (verdict, d= domain, s= selector)."""
 
     def dnsfunc(name: bytes | str, timeout: int = 5) -> bytes | None:
         qname = name.decode() if isinstance(name, bytes) else name
@@ -84,7 +85,7 @@ def check_dkim(content: bytes, res: dns.resolver.Resolver) -> tuple[str, str | N
     message = email.message_from_bytes(content)
     signature = message.get("DKIM-Signature")
     if signature is None:
-        return "none", None
+        return "none", None, None
     tags = dict(
         part.strip().split("=", 1) for part in "".join(str(signature).split()).split(";") if "=" in part
     )
@@ -93,7 +94,7 @@ def check_dkim(content: bytes, res: dns.resolver.Resolver) -> tuple[str, str | N
         ok = dkim.verify(content, dnsfunc=dnsfunc)
     except Exception:  # dkimpy raises on malformed signatures: that is a failed verification
         ok = False
-    return ("pass" if ok else "fail"), domain
+    return ("pass" if ok else "fail"), domain, tags.get("s") or None
 
 
 def check_dmarc(
@@ -147,8 +148,9 @@ def check_fcrdns(ip: str, helo: str, res: dns.resolver.Resolver) -> tuple[str, s
 
 def evaluate(ip: str, helo: str, mail_from: str, content: bytes, res: dns.resolver.Resolver) -> Verdicts:
     spf_result, helo_result = check_spf(ip, mail_from, helo)
-    dkim_result, dkim_domain = check_dkim(content, res)
+    dkim_result, dkim_domain, selector = check_dkim(content, res)
     header_from = email.message_from_bytes(content).get("From", "")
     dmarc_result, policy = check_dmarc(str(header_from), spf_result, mail_from, dkim_result, dkim_domain, res)
     fcrdns, ptr, helo_ok = check_fcrdns(ip, helo, res)
-    return Verdicts(spf_result, helo_result, dkim_result, dkim_domain, dmarc_result, policy, fcrdns, ptr, helo_ok)
+    return Verdicts(spf_result, helo_result, dkim_result, dkim_domain, dmarc_result, policy, fcrdns, ptr, helo_ok,
+                    selector)

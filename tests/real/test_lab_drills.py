@@ -40,7 +40,7 @@ from typing import Any
 import pytest
 
 from mailhost import sshexec
-from mailhost.lab import jirahost, ops
+from mailhost.lab import jirahost, ops, zones
 from mailhost.lab.lab import REPO, Lab, LabBusy
 
 pytestmark = [pytest.mark.real, pytest.mark.lab, pytest.mark.usefixtures("jm_lab_lock")]
@@ -595,3 +595,86 @@ def test_full_spool_refuses_with_452_and_loses_nothing(lab: Lab) -> None:
     row(account, "relay down, queue on an 8 MiB tmpfs: 16 × 400 KB, then a filler file, + 4 small; 452 4.3.1 once "
                  "free < 1.5 × limit;"
                  " relay back, `postqueue -f`, refused ones retried")
+
+
+# -- 6. Settings changed while a burst flows ------------------------------------------------------
+PRODUCTION_LIKE = {"environment": "production", "rerouteOptOut": None}  # protect on, real recipients
+
+
+def _changed(result: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(s["op"], s["name"]) for s in result["steps"] if s["op"] != "same"}
+
+
+def test_settings_changes_during_a_burst_update_in_place_and_deliver_everything(lab: Lab) -> None:
+    """A production-like lab stack (every resource protected): `messageSizeLimit`, then a two-phase DKIM
+    rotation, each its own `up` while 500 messages flow. Each plan shows only the push update (and the new
+    key generation), nothing is torn down, every message arrives once with DKIM passing under both keys."""
+    ops.write_stack(lab, "direct", PRODUCTION_LIKE)
+    ops.deploy(lab)  # the stack as production would have it, before the traffic
+    drill = Drill(lab, "settings changed mid-burst")
+    sent = lambda: sum(b.sent + len(b.refused) for b in list(drill.bursts))  # noqa: E731
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while sent() < 500 and not stop.is_set():
+            drill.send(min(10, 500 - sent()))
+            time.sleep(1.0)
+
+    thread = threading.Thread(target=traffic, daemon=True)
+    thread.start()
+    try:
+        until(lambda: sent() >= 30, 60, "the burst to start")
+        before = sent()
+        size = ops.write_stack(lab, "direct", {**PRODUCTION_LIKE, "messageSizeLimit": 20971520})
+        first = ops.deploy(lab)
+        middle = sent()
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        ops.write_stack(lab, "direct", {**PRODUCTION_LIKE, "messageSizeLimit": size["messageSizeLimit"],
+                                         "dkimSelector": "jm2",
+                                         "dkimRetired": [{"selector": "jm1", "retiredOn": today}]})
+        second = ops.deploy(lab)
+        after = sent()
+    finally:
+        thread.join(180)
+        stop.set()
+    assert before < middle < after, ("mail was flowing during both `up`s", before, middle, after)
+    assert _changed(first) == {("update", "jira-push"), ("replace", "verify-dns")}, first["steps"]
+    assert _changed(second) == {("create", "jira-dkim-jm2-jira"), ("create", "jira-dkim-jm2"),
+                                ("update", "dkim-published"), ("update", "jira-push"),
+                                ("replace", "verify-dns")}, second["steps"]
+    assert first["remote_commands"] == second["remote_commands"] == ["jira-push"], "one push each, no teardown"
+    assert host(lab, "postconf", "-h", "message_size_limit").stdout.strip() == "20971520"
+    drill.retry()
+    account = drill.account()
+    assert account.accepted == 500, account
+    selectors = Counter(r.get("dkim_selector") for r in drill.arrived())
+    assert selectors["jm1-jira"] > 0 and selectors["jm2-jira"] > 0, selectors
+    row(account, "production-like stack (protected): `messageSizeLimit` changed, then `dkimSelector` rotated with "
+                 f"`dkimRetired`, each by `up` during a 500-message burst; signed {dict(selectors)}")
+    # After the changes: a preview plans nothing; a change that replaces protected records is refused by
+    # the preview and by `up` alike, before any step (the runner's state stays byte for byte).
+    assert "to update" not in ops.preview(lab) and "to replace" not in ops.preview(lab)
+    state = (lab.state_dir / "runner-state.json").read_bytes()
+    moved = {**PRODUCTION_LIKE, "hosts": [{"name": "jira", "fqdn": f"mail.{zones.SENDER_DOMAIN}"}]}
+    with pytest.raises(ops.DeployError, match=r'unable to replace resource "[^"]*jira-a"'):
+        ops.preview(lab, "direct", moved)
+    with pytest.raises(ops.DeployError, match="as it is currently marked for protection"):
+        ops.deploy(lab)
+    assert (lab.state_dir / "runner-state.json").read_bytes() == state
+
+
+def test_a_route53_create_without_overwrite_is_refused_when_the_record_exists(lab: Lab) -> None:
+    """allowOverwrite: false makes the provider send CREATE: the lab's DNS refuses it for an existing record."""
+    from mailhost.lab import dnsupdate
+
+    server, zone = lab.world.dns.v4, zones.SENDER_DOMAIN
+    name = f"overwrite-probe.{zone}"
+    dnsupdate.create(server, zone, name, "TXT", 60, ['"first"'])
+    try:
+        with pytest.raises(dnsupdate.DnsUpdateError, match="but it already exists"):
+            dnsupdate.create(server, zone, name, "TXT", 60, ['"second"'])
+        answer = subprocess.run(["kdig", f"@{server}", "+short", "TXT", name], capture_output=True, text=True,
+                                timeout=10).stdout
+        assert answer.strip() == '"first"'
+    finally:
+        dnsupdate.delete(server, zone, name, "TXT")
