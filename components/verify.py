@@ -56,9 +56,8 @@ class DkimGate(pulumi.ComponentResource):
     signed with a key receivers cannot find yet.  It runs again when a key or selector changes (its
     environment is the expected state; pulumi-command updates in place by running `create` again)."""
 
-    def __init__(self, settings: Settings, expected: pulumi.Output[Expected], records: Sequence[pulumi.Resource],
-                 opts: pulumi.ResourceOptions | None = None):
-        super().__init__("jira-mailhost:index:DkimGate", settings.domain, None, opts)
+    def __init__(self, settings: Settings, expected: pulumi.Output[Expected], records: Sequence[pulumi.Resource]):
+        super().__init__("jira-mailhost:index:DkimGate", settings.domain)
         dkim_only = expected.apply(lambda e: e.dkim_only().to_json())
         self.check = command.local.Command(
             "dkim-published",

@@ -40,8 +40,8 @@ class Expected:
 
     def dkim_only(self) -> Expected:
         """The DKIM part alone (what the DKIM gate checks), so it changes only when a key or selector does."""
-        hosts = tuple(ExpectedHost(fqdn=h.fqdn, ipv4=None, sends_ipv4=False, dkim_selector=h.dkim_selector,
-                                   dkim_public_key=h.dkim_public_key) for h in self.hosts)
+        hosts = tuple(ExpectedHost(fqdn=h.fqdn, dkim_selector=h.dkim_selector, dkim_public_key=h.dkim_public_key)
+                      for h in self.hosts)
         return Expected(domain=self.domain, hosts=hosts)
 
     @classmethod

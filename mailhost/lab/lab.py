@@ -114,6 +114,14 @@ class Lab:
         return self.state_dir / "smarthost.jsonl"
 
     @property
+    def receiver_connections(self) -> Path:
+        return self.state_dir / "receiver-connections.jsonl"
+
+    @property
+    def smarthost_connections(self) -> Path:
+        return self.state_dir / "smarthost-connections.jsonl"
+
+    @property
     def smarthost_events(self) -> Path:
         return self.state_dir / "smarthost-events.jsonl"
 
@@ -237,6 +245,7 @@ class Lab:
             "mailhost.lab.receiver", "--listen", mx.v4, "--listen", mx.v6, "--port", "25",
             "--hostname", f"mx.{zones.RECIPIENT_DOMAIN}", "--domain", zones.RECIPIENT_DOMAIN,
             "--dns", self.world.dns.v4, "--log", str(self.receiver_log),
+            "--conn-log", str(self.receiver_connections),
         ])
         wait_port(mx.v4, 25, what="receiver")
         wait_port(mx.v6, 25, what="receiver")
@@ -265,7 +274,7 @@ class Lab:
             "--hostname", SMARTHOST_NAME, "--source", sh.v4, "--dns", self.world.dns.v4,
             "--username", RELAY_USER, "--password-file", str(self.relay_password_file),
             "--log", str(self.smarthost_log), "--cert", str(cert_path), "--key", str(key_path),
-            "--events", str(self.smarthost_events),
+            "--events", str(self.smarthost_events), "--conn-log", str(self.smarthost_connections),
         ])
         wait_port(sh.v4, 587, what="smarthost")
 

@@ -22,7 +22,7 @@ from typing import Any
 import dns.resolver
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailhost.lab import verdicts
+from mailhost.lab import tlsstats, verdicts
 from mailhost.lab.tlscert import server_context
 
 
@@ -56,6 +56,7 @@ class Handler:
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(None, verdicts.evaluate, ip, helo, mail_from, content, self.res)
         self.write(self.record(session, envelope, content, ip, helo, result))
+        tlsstats.count_message(session)
         return "250 2.0.0 OK: evaluated and stored"
 
     def record(
@@ -86,14 +87,15 @@ class Handler:
             out.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-async def serve(addresses: list[str], port: int, hostname: str, handler: Handler) -> None:
+async def serve(addresses: list[str], port: int, hostname: str, handler: Handler, conn_log: Path | None = None) -> None:
     context = server_context(hostname)
     loop = asyncio.get_running_loop()
     servers = []
     for address in addresses:
         servers.append(
             await loop.create_server(
-                lambda: SMTP(handler, hostname=hostname, tls_context=context, data_size_limit=64 * 1024 * 1024),
+                lambda: tlsstats.CountingSMTP(handler, hostname=hostname, tls_context=context,
+                                              data_size_limit=64 * 1024 * 1024, conn_log=conn_log),
                 host=address,
                 port=port,
             )
@@ -117,9 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dns", required=True, help="the lab nameserver to evaluate against")
     parser.add_argument("--dns-port", type=int, default=53)
     parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--conn-log", type=Path, help="one JSON line per connection (tlsstats)")
     args = parser.parse_args(argv)
     res = verdicts.resolver_for(args.dns, args.dns_port)
-    asyncio.run(serve(args.listen, args.port, args.hostname, Handler(args.domain, args.log, res)))
+    asyncio.run(serve(args.listen, args.port, args.hostname, Handler(args.domain, args.log, res), args.conn_log))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import dns.exception
 import dns.resolver
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailhost.lab import verdicts
+from mailhost.lab import tlsstats, verdicts
 from mailhost.lab.tlscert import context_from_files
 
 
@@ -96,6 +96,7 @@ class Relay:
             return "451 4.4.1 relay to the MX failed, try again later"
         entry["relayed"] = True
         self.write(entry)
+        tlsstats.count_message(session)
         return "250 2.0.0 OK: relayed"
 
     def write(self, entry: dict[str, Any]) -> None:
@@ -129,7 +130,7 @@ class Events:
         return False
 
 
-class WatchedSMTP(SMTP):
+class WatchedSMTP(tlsstats.CountingSMTP):
     """aiosmtpd's SMTP, reporting each session's STARTTLS, AUTH and password bytes to `Events`."""
 
     def __init__(self, *args: Any, events: Events, **kwargs: Any):
@@ -165,13 +166,13 @@ class WatchedSMTP(SMTP):
 
 
 async def serve(addresses: list[str], port: int, hostname: str, handler: Relay, auth: Authenticator,
-                context: ssl.SSLContext, events: Events) -> None:
+                context: ssl.SSLContext, events: Events, conn_log: Path | None = None) -> None:
     loop = asyncio.get_running_loop()
     servers = [
         await loop.create_server(
             lambda: WatchedSMTP(handler, hostname=hostname, tls_context=context, require_starttls=True,
                                 auth_required=True, auth_require_tls=True, authenticator=auth,
-                                data_size_limit=64 * 1024 * 1024, events=events),
+                                data_size_limit=64 * 1024 * 1024, events=events, conn_log=conn_log),
             host=address, port=port)
         for address in addresses
     ]
@@ -192,12 +193,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cert", type=Path, required=True, help="certificate (PEM) to present")
     parser.add_argument("--key", type=Path, required=True, help="its private key (PEM, 0600)")
     parser.add_argument("--events", type=Path, required=True, help="session events (JSON lines)")
+    parser.add_argument("--conn-log", type=Path, help="one JSON line per connection (tlsstats)")
     args = parser.parse_args(argv)
     password = args.password_file.read_text().strip()
     res = verdicts.resolver_for(args.dns, args.dns_port)
     relay = Relay(args.hostname, args.source, res, args.log)
     asyncio.run(serve(args.listen, args.port, args.hostname, relay, Authenticator(args.username, password),
-                      context_from_files(args.cert, args.key), Events(args.events, password)))
+                      context_from_files(args.cert, args.key), Events(args.events, password), args.conn_log))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pulumi.runtime import mocks as pulumi_mocks
 
 from mailhost.lab import runner
+from mailhost.lab.engine.program import alias_urns
 from mailhost.lab.runner import SECRET_SIG, unwrap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +64,7 @@ class Registration:
     delete_before_replace: bool = False
     secret_outputs: list[str] = field(default_factory=list)
     ignore_changes: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
 
 
 class EngineMocks(pulumi.runtime.Mocks):
@@ -124,6 +126,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     delete_before_replace=bool(request.deleteBeforeReplace),
                     secret_outputs=list(request.additionalSecretOutputs),
                     ignore_changes=list(request.ignoreChanges),
+                    aliases=alias_urns(request, self.make_urn),
                 ))
         return response
 

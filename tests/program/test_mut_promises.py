@@ -405,3 +405,44 @@ def test_cloud_init_installs_the_generated_host_key_pair(prod: tuple[Run, Invoke
     private_body = made["privateKeyOpenssh"].strip().splitlines()[1]
     assert private_body in user_data, "the host's own private key, the half its pinned public key belongs to"
     assert made["publicKeyOpenssh"].split()[1] in user_data
+
+
+# --- DKIM rotation: "Postfix signs with a new key only once its record is visible"; retired keys stay ---
+
+def test_the_push_waits_for_the_dkim_gate_and_the_gate_for_every_dkim_record(
+        stage: tuple[Run, InvokeRecordingMocks]) -> None:
+    run, _ = stage
+    gate = run.one("dkim-published")
+    assert run.urn("jira-dkim-jm1") in gate.dependencies
+    assert gate.urn in run.one("jira-push").dependencies
+    create = unwrap(gate.inputs)["create"]
+    assert shlex.split(create)[:4] == [sys.executable, "-m", "mailhost", "verify"] and "--only dkim" in create
+    expected = json.loads(unwrap(gate.inputs)["environment"]["MAILHOST_EXPECTED"])
+    assert [(h["dkim_selector"], h["ipv4"]) for h in expected["hosts"]] == [("jm1-jira", None)], \
+        "the gate checks DKIM alone, so an address change does not re-run it"
+    assert expected["hosts"][0]["dkim_public_key"], "the key it waits for"
+
+
+def test_without_verification_there_is_no_gate() -> None:
+    run, _ = run_recorded(staging(verify={"enabled": False}))
+    assert not [r for r in run.monitor.registrations if r.name == "dkim-published"]
+
+
+def test_retired_generations_keep_their_key_and_record_inside_the_retention() -> None:
+    import datetime
+
+    today = datetime.datetime.now(datetime.UTC).date()
+    inside = (today - datetime.timedelta(days=6)).isoformat()
+    run, _ = run_recorded(staging(dkimSelector="jm3", dkimRetired=[
+        {"selector": "jm1", "retiredOn": (today - datetime.timedelta(days=7)).isoformat()},
+        {"selector": "jm2", "retiredOn": inside}]))
+    keys = {r.name for r in run.all(TLS_KEY)}
+    assert {"jira-dkim-jm2-jira", "jira-dkim-jm3-jira"} <= keys and "jira-dkim-jm1-jira" not in keys
+    names = {r.name: unwrap(r.inputs)["name"] for r in run.all(RECORD) if r.name.startswith("jira-dkim-")}
+    assert names == {"jira-dkim-jm2": "jm2-jira._domainkey.staging.example.com",
+                     "jira-dkim-jm3": "jm3-jira._domainkey.staging.example.com"}
+    push = unwrap(run.one("jira-push").inputs)["update"]
+    assert "jm3-jira" in push and "jm2-jira" not in push, "only the newest generation signs"
+    alias_holder = run.one("jira-dkim-jm2")
+    assert alias_holder.aliases and alias_holder.aliases[0].endswith("::jira-dkim")
+    assert not run.one("jira-dkim-jm3").aliases, "only the oldest takes over the pre-generation record"

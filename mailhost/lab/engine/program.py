@@ -68,6 +68,20 @@ class Request:
         return self.registration.name
 
 
+def alias_urns(request: Any, make_urn: Callable[[str, str, str], str]) -> list[str]:
+    """A RegisterResource request's alias URNs as the engine derives them: a spec's name, type and parent
+    default to the resource's own."""
+    out = list(request.aliasURNs)
+    for alias in request.aliases:
+        if alias.urn:
+            out.append(alias.urn)
+            continue
+        spec = alias.spec
+        parent = "" if spec.noParent else (spec.parentUrn or request.parent)
+        out.append(make_urn(parent, spec.type or request.type, spec.name or request.name))
+    return out
+
+
 Register = Callable[[Request], tuple[str, dict[str, Any]]]
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]
 
@@ -103,25 +117,13 @@ def run(program: Path, project: str, stack: str, config: dict[str, str], secret_
                 replace_on_changes=tuple(request.replaceOnChanges), ignore_changes=tuple(request.ignoreChanges),
                 retain_on_delete=bool(request.retainOnDelete), dependencies=tuple(request.dependencies),
                 secret_inputs=tuple(sorted(k for k, v in raw.items() if holds_secret(v))),
-                aliases=tuple(self._aliases(request)),
+                aliases=tuple(alias_urns(request, self.make_urn)),
             )
             rid, outputs = register(Request(registration, bool(request.custom),
                                             tuple(request.additionalSecretOutputs)))
             obj = _sync_await(rpc.serialize_properties(outputs, {}))
             self.resources[urn] = MockMonitor.ResourceRegistration(urn, rid, outputs)
             return resource_pb2.RegisterResourceResponse(urn=urn, id=rid, object=obj)
-
-        def _aliases(self, request: Any) -> list[str]:
-            """Alias URNs as the engine derives them: a spec's name/type/parent default to the resource's own."""
-            out = list(request.aliasURNs)
-            for alias in [*request.aliases]:
-                if alias.urn:
-                    out.append(alias.urn)
-                    continue
-                spec = alias.spec
-                parent = "" if spec.noParent else (spec.parentUrn or request.parent)
-                out.append(self.make_urn(parent, spec.type or request.type, spec.name or request.name))
-            return out
 
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=Monitor(mocks))
