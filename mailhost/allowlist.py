@@ -21,7 +21,8 @@ COMMON = frozenset({
     "alias_database", "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "smtpd_data_restrictions",
     "message_size_limit", "notify_classes",
     "mailbox_size_limit", "relayhost", "smtp_tls_security_level", "smtp_tls_CApath", "smtp_tls_loglevel",
-    "smtp_tls_session_cache_database", "smtp_tls_connection_reuse",
+    "smtp_tls_session_cache_database", "smtp_tls_connection_reuse", "smtp_connection_cache_destinations",
+    "smtp_connection_cache_time_limit",
     "smtpd_milters", "non_smtpd_milters", "milter_default_action", "milter_protocol",
 })
 RELAY = frozenset({"smtp_sasl_auth_enable", "smtp_sasl_password_maps", "smtp_sasl_security_options",

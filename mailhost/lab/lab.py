@@ -244,11 +244,33 @@ class Lab:
         self._spawn(info, "receiver", "mx", [
             "mailhost.lab.receiver", "--listen", mx.v4, "--listen", mx.v6, "--port", "25",
             "--hostname", f"mx.{zones.RECIPIENT_DOMAIN}", "--domain", zones.RECIPIENT_DOMAIN,
+            *(arg for d in zones.SAME_MX_DOMAINS for arg in ("--domain", d)),
             "--dns", self.world.dns.v4, "--log", str(self.receiver_log),
             "--conn-log", str(self.receiver_connections),
         ])
         wait_port(mx.v4, 25, what="receiver")
         wait_port(mx.v6, 25, what="receiver")
+
+    @property
+    def second_mx_log(self) -> Path:
+        return self.state_dir / "mx2.jsonl"
+
+    @property
+    def second_mx_connections(self) -> Path:
+        return self.state_dir / "mx2-connections.jsonl"
+
+    def start_second_mx(self, info: LabInfo | None = None) -> None:
+        """mx2: the MX of SECOND_MX_DOMAINS, a receiver on the smarthost's addresses (port 25 there is free)."""
+        info = info or self.info()
+        sh = self.world.smarthost
+        self._spawn(info, "mx2", "smarthost", [
+            "mailhost.lab.receiver", "--listen", sh.v4, "--listen", sh.v6, "--port", "25",
+            "--hostname", f"mx2.{zones.RECIPIENT_DOMAIN}",
+            *(arg for d in zones.SECOND_MX_DOMAINS for arg in ("--domain", d)),
+            "--dns", self.world.dns.v4, "--log", str(self.second_mx_log),
+            "--conn-log", str(self.second_mx_connections),
+        ])
+        wait_port(sh.v4, 25, what="mx2")
 
     def relay_password(self) -> str:
         if not self.relay_password_file.exists():

@@ -44,6 +44,7 @@ class Submitted:
     code: int | None = None
     error: str | None = None
     retry: str | None = None  # a refused message itself (base64), when asked for: Jira retries the same message
+    latency: float = 0.0  # seconds from MAIL FROM to the server's answer after DATA, as Jira waits for it
 
 
 @dataclass
@@ -136,9 +137,11 @@ def submit(
         head = headers(data)
         rcpts = [head["To"]]
         mid = head["Message-ID"]
+        started = time.monotonic()
         try:
             if smtp is None:  # a refused connection is a refusal of this message, as Jira sees it
                 smtp = smtplib.SMTP(host, port, local_hostname=helo, timeout=120)
+                started = time.monotonic()
             refused = smtp.sendmail(head["From"].split("<")[-1].rstrip(">"), rcpts, data)
             results.append(Submitted(mid, len(data), rcpts, not refused, 250 if not refused else None,
                                      json.dumps(refused) if refused else None))
@@ -159,6 +162,7 @@ def submit(
             if smtp is not None:
                 smtp.close()
             smtp = None
+        results[-1].latency = round(time.monotonic() - started, 5)
         if keep_refused and not results[-1].accepted:
             results[-1].retry = base64.b64encode(data).decode()
     if smtp is not None:

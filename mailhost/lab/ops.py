@@ -183,6 +183,7 @@ class Burst:
     refused: list[dict[str, Any]]
     seconds: float
     message_ids: set[str] = field(default_factory=set)
+    latencies: list[float] = field(default_factory=list)  # per submitted message, as Jira waited
 
 
 def send(lab: Lab, count: int, size_kb: int = 0, recipients: list[str] | None = None, oversize: int = 0,
@@ -206,14 +207,15 @@ def retry(lab: Lab, refused: list[dict[str, Any]]) -> Burst:
 
 def _submit(lab: Lab, args: list[str], stdin: str | None = None) -> Burst:
     argv = [sys.executable, "-m", "mailhost.lab.mail", *args]
-    proc = subprocess.run(jirahost.nsenter(lab.info(), argv), capture_output=True, text=True, timeout=600, cwd=REPO,
+    proc = subprocess.run(jirahost.nsenter(lab.info(), argv), capture_output=True, text=True, timeout=3600, cwd=REPO,
                           input=stdin)
     if proc.returncode != 0:
         raise LabError(f"submitting mail failed: {proc.stderr.strip()[-2000:]}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     refused = [r for r in data["results"] if not r["accepted"]]
     ids = {r["message_id"] for r in data["results"] if r["accepted"]}
-    return Burst(data["burst"], data["sent"], refused, data["seconds"], ids)
+    return Burst(data["burst"], data["sent"], refused, data["seconds"], ids,
+                 [r.get("latency", 0.0) for r in data["results"]])
 
 
 def records(lab: Lab, burst: str | None = None) -> list[dict[str, Any]]:

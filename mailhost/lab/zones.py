@@ -15,6 +15,10 @@ from mailhost import dnstext
 SENDER_DOMAIN = "example.com"
 RECIPIENT_DOMAIN = "example.net"
 OTHER_DOMAIN = "example.org"  # a recipient domain the lab does not serve (reroute tests)
+# Customer domains as real Jira traffic has them: some share the lab MX, some have a second MX
+# (mx2, a receiver on the smarthost's addresses; started by the TLS-reuse benchmark).
+SAME_MX_DOMAINS = (f"eu.{RECIPIENT_DOMAIN}", f"us.{RECIPIENT_DOMAIN}", f"apac.{RECIPIENT_DOMAIN}")
+SECOND_MX_DOMAINS = (f"partner.{RECIPIENT_DOMAIN}", f"vendor.{RECIPIENT_DOMAIN}")
 FORWARD_ID, REVERSE4_ID, REVERSE6_ID = "ZLABFWD", "ZLABREV4", "ZLABREV6"  # shaped like Route53 ids (config checks them)
 
 
@@ -60,6 +64,9 @@ class World:
                 f"smtp A {self.smarthost.v4}", f"smtp AAAA {self.smarthost.v6}",
                 'smtp TXT "v=spf1 a -all"',  # SPF for the smarthost's HELO name
                 '@ TXT "v=spf1 -all"',
+                f"mx2 A {self.smarthost.v4}", f"mx2 AAAA {self.smarthost.v6}",
+                *(f"{d.removesuffix('.' + RECIPIENT_DOMAIN)} MX 10 {mx}" for d in SAME_MX_DOMAINS),
+                *(f"{d.removesuffix('.' + RECIPIENT_DOMAIN)} MX 10 mx2.{RECIPIENT_DOMAIN}." for d in SECOND_MX_DOMAINS),
             ]),
             self.reverse4: _zone(self.reverse4, [
                 f"{_ptr(self.dns.v4)} PTR {ns}", f"{_ptr(self.mx.v4)} PTR {mx}",

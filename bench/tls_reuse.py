@@ -1,0 +1,181 @@
+"""TLS connection reuse under a Jira burst: handshakes counted at the receivers, three configs side by side.
+
+    .venv/bin/python bench/tls_reuse.py [--count 17000] [--modes direct,relay] [--keep]
+
+Builds a lab (its own state directory), deploys the program, and for each mode sends the same
+Jira-like burst through three Postfix configs on the jira host:
+  (a) stock   Debian's stock main.cf (Internet Site, or Satellite with SASL for relay) + OpenDKIM
+  (b) seed    (a) plus only the seed's two settings: smtp_tls_connection_reuse = yes (tlsproxy)
+  (c) ours    the main.cf the program renders and pushes
+master.cf is the pushed one in all three (Debian's, chroot off for the lab; it has tlsproxy).
+Direct mode spreads recipients over the lab MX's domains and a second MX's; relay mode goes
+over STARTTLS + SASL to the lab smarthost.  The receivers count connections, STARTTLS handshakes
+and messages per connection at their end (mailhost.lab.tlsstats).  Prints one table; numbers
+are this machine's, not a promise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mailhost.lab import jirahost, ops, receiver, tlsstats, zones
+from mailhost.lab import lab as labmod
+from mailhost.lab.lab import Lab
+
+USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
+DOMAINS = (zones.RECIPIENT_DOMAIN, *zones.SAME_MX_DOMAINS, *zones.SECOND_MX_DOMAINS)
+CONFIGS = ("stock", "seed", "ours")
+SEED_SETTINGS = {"smtp_tls_connection_reuse": "yes"}
+# What every config needs to run in the lab at all (not tuning): the host's name, the milter socket,
+# the log file (no syslog in the namespace), and the lab's size limit.
+CARRIED = ("myhostname", "smtpd_milters", "non_smtpd_milters", "milter_protocol", "maillog_file",
+           "message_size_limit", "inet_protocols", "smtp_tls_CApath")
+
+
+def stock_main_cf(ours: dict[str, str], mode: str) -> dict[str, str]:
+    """Debian's postinst result for Internet Site (or Satellite + SASL for relay), with OpenDKIM added
+    the way Debian's opendkim README does (milter_default_action = accept)."""
+    conf = {
+        "smtpd_banner": "$myhostname ESMTP $mail_name (Debian/GNU)", "biff": "no", "append_dot_mydomain": "no",
+        "readme_directory": "no", "compatibility_level": "3.6",
+        "smtp_tls_security_level": "may", "smtp_tls_session_cache_database": "btree:${data_directory}/smtp_scache",
+        "smtpd_relay_restrictions": "permit_mynetworks permit_sasl_authenticated defer_unauth_destination",
+        "alias_maps": "", "alias_database": "", "mydestination": "$myhostname, localhost", "relayhost": "",
+        "mynetworks": "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128", "mailbox_size_limit": "0",
+        "recipient_delimiter": "+", "inet_interfaces": "loopback-only", "milter_default_action": "accept",
+    }
+    conf.update({k: ours[k] for k in CARRIED if k in ours})
+    if mode == "relay":
+        conf.update({"relayhost": ours["relayhost"], "smtp_sasl_auth_enable": "yes",
+                     "smtp_sasl_password_maps": ours["smtp_sasl_password_maps"],
+                     "smtp_sasl_security_options": "noanonymous", "smtp_tls_security_level": "encrypt"})
+    return conf
+
+
+def postconf_n(info: labmod.LabInfo) -> dict[str, str]:
+    out = jirahost.run(info, ["postconf", "-n"]).stdout
+    conf: dict[str, str] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" =")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+def install(info: labmod.LabInfo, conf: dict[str, str]) -> None:
+    text = "".join(f"{k} = {v}\n" for k, v in conf.items())
+    subprocess.run(jirahost.nsenter(info, ["sh", "-c", "cat > /etc/postfix/main.cf && postfix reload"]),
+                   input=text, text=True, check=True, capture_output=True, timeout=60)
+    time.sleep(1)
+
+
+def cpu_seconds(info: labmod.LabInfo) -> float:
+    """Postfix (master, its children alive or reaped) + tlsproxy + OpenDKIM, user + system."""
+    tick = 100.0
+    master = int(jirahost.run(info, ["cat", "/var/spool/postfix/pid/master.pid"]).stdout.split()[0])
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+        except (OSError, IndexError):
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+        if pid == master:
+            total += (utime + stime + cutime + cstime) / tick
+        elif ppid == master or name == "opendkim":
+            total += (utime + stime) / tick
+    return total
+
+
+def run_one(lab: Lab, mode: str, config: str, count: int) -> dict[str, Any]:
+    info = lab.info()
+    conn_logs = [lab.smarthost_connections] if mode == "relay" else [lab.receiver_connections,
+                                                                     lab.second_mx_connections]
+    records_from = [lab.receiver_log, lab.second_mx_log]
+    cpu0 = cpu_seconds(info)
+    start = time.time()
+    recipients = [f"{u}@{d}" for d in DOMAINS for u in USERS]
+    burst = ops.send(lab, count, recipients=recipients, big_every=0)
+    deadline = time.time() + max(600, count / 5)
+    delivered: list[dict[str, Any]] = []
+    while time.time() < deadline:
+        delivered = [r for log in records_from for r in receiver.read_records(log) if r.get("burst") == burst.name]
+        if len(delivered) >= burst.sent:
+            break
+        time.sleep(1)
+    drain = (max(r["time"] for r in delivered) - start) if delivered else float("nan")
+    time.sleep(3)  # idle connections close (Postfix's cache keeps them 2 s); their lines are written then
+    cpu = cpu_seconds(info) - cpu0
+    conns = [c for log in conn_logs for c in tlsstats.read(log, since=start)]
+    stats = tlsstats.summary(conns)
+    lat = sorted(burst.latencies)
+    return {"mode": mode, "config": config, "sent": burst.sent, "delivered": len(delivered),
+            "drain_s": round(drain, 1), "msg_per_s": round(len(delivered) / drain, 1) if delivered else 0,
+            **stats, "cpu_s": round(cpu, 1),
+            "lat_p50_ms": round(1000 * statistics.median(lat), 1) if lat else 0,
+            "lat_p99_ms": round(1000 * lat[int(0.99 * (len(lat) - 1))], 1) if lat else 0}
+
+
+COLUMNS = ("mode", "config", "sent", "delivered", "drain_s", "msg_per_s", "handshakes", "per_handshake",
+           "longest_chain", "median_chain", "cpu_s", "lat_p50_ms", "lat_p99_ms")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=17000)
+    parser.add_argument("--modes", default="direct,relay")
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--keep", action="store_true", help="leave the lab running (state dir printed)")
+    parser.add_argument("--try", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="exploring: lay this main.cf setting over (c) (repeatable)")
+    args = parser.parse_args(argv)
+    state = Path(tempfile.mkdtemp(prefix="mailhost-tlsbench-")) / "state"
+    lab = Lab(state)
+    rows: list[dict[str, Any]] = []
+    try:
+        for mode in args.modes.split(","):
+            ops.up(lab, mode)
+            info = lab.info()
+            if "mx2" not in info.pids:
+                lab.start_second_mx(info)
+            ours = postconf_n(lab.info())
+            for config in args.configs.split(","):
+                conf = dict(ours) if config == "ours" else stock_main_cf(ours, mode)
+                if config == "ours":
+                    conf.update(dict(item.split("=", 1) for item in args.extra))
+                if config == "seed":
+                    conf.update(SEED_SETTINGS)
+                install(lab.info(), conf)
+                row = run_one(lab, mode, config, args.count)
+                rows.append(row)
+                print(f"{mode} {config}: {row}", flush=True)
+            install(lab.info(), ours)
+    finally:
+        if args.keep:
+            print(f"lab kept: {state}")
+        else:
+            lab.teardown()
+    print()
+    print(table(rows))
+    lost = [r for r in rows if r["delivered"] != r["sent"]]
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
