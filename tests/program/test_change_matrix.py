@@ -3,6 +3,9 @@ planned by the engine model; the policies the README promises, and its table kep
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from mailhost.lab.engine import matrix
@@ -143,3 +146,20 @@ def test_a_host_that_moves_is_torn_down_at_its_old_address_first(cells: dict[tup
         assert cell.plan is not None
         push = cell.plan.step("jira-push")
         assert (push.op, push.replace_because, push.delete_first) == ("replace", ("triggers[0]",), True), push
+
+
+def test_lab_preview_of_a_shipped_stack_file_without_a_lab(tmp_path: Path) -> None:
+    """`mailhost lab preview --stack Pulumi.production.yaml`: the plan of a first deploy, secrets hidden."""
+    from typer.testing import CliRunner
+
+    from mailhost.lab.cli import lab_app
+    from mailhost.lab.engine.simulate import REPO
+
+    result = CliRunner().invoke(lab_app, ["preview", "--stack", str(REPO / "Pulumi.production.yaml"),
+                                          "--state", str(tmp_path / "no-lab")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "Previewing update (production):"
+    assert any(re.fullmatch(r"\+\s+aws:ec2/instance:Instance\s+confluence\s+create", line) for line in lines)
+    assert re.search(r"\+ \d+ to create", result.output) and "to update" not in result.output
+    assert "PRIVATE KEY" not in result.output and not (tmp_path / "no-lab").exists()
