@@ -18,7 +18,6 @@ from mailhost.config import Host, Settings
 from mailhost.plan import inet_protocols
 
 
-
 def _files_dir() -> Path:
     """files/ beside the package in a checkout (Pulumi runs the program there); in an installed wheel
     the same directory ships as the data package `mailhost_files` (pyproject.toml package-dir)."""
