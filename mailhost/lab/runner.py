@@ -62,9 +62,17 @@ def fingerprint(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
+_emit_lock = threading.Lock()
+
+
 def emit(event: str, **fields: Any) -> None:
-    """One progress line for the CLI; never carries inputs (they may hold secrets)."""
-    print(json.dumps({"event": event, **fields}), flush=True)
+    """One progress line for the CLI; never carries inputs (they may hold secrets).  Resources register on
+    worker threads: one write per line under a lock, or two lines could interleave (print writes the
+    text and the newline separately) and the reader would lose both."""
+    line = json.dumps({"event": event, **fields}) + "\n"
+    with _emit_lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 # -- stack file ------------------------------------------------------------------------------

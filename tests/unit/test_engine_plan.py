@@ -125,3 +125,17 @@ def test_the_runner_runs_a_command_step_where_the_provider_would() -> None:
     ran.clear()
     command_step("push", new, old, plan.Step("replace", "u", REMOTE, "push", delete_first=False), run)
     assert ran == [("198.51.100.77", "apply"), ("198.51.100.20", "teardown")]
+
+
+def test_runner_events_stay_one_per_line_from_many_threads() -> None:
+    """The runner's stdout is a pipe its caller reads line by line; resources register on worker threads."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import threading\nfrom mailhost.lab.runner import emit\n"
+            "ts = [threading.Thread(target=lambda i=i: [emit('resource', n=i, k=k) for k in range(3000)])"
+            " for i in range(8)]\n[t.start() for t in ts]\n[t.join() for t in ts]\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    lines = out.splitlines()
+    assert len(lines) == 24000 and all(json.loads(line)["event"] == "resource" for line in lines)
