@@ -114,7 +114,9 @@ def preview(
                 console.print("[red]no lab is running[/]: start one with `mailhost lab up`, or give --stack FILE "
                               "to plan a first deploy of that stack file")
                 raise typer.Exit(1)
-            print(ops.preview_file(stack), end="")
+            from mailhost.lab.engine.matrix import preview_file
+
+            print(preview_file(stack), end="")
             return
         text = ops.preview(lab, mode, ops.overrides_from_file(stack) if stack else None)
     except LabBusy as error:

@@ -20,12 +20,13 @@ from typing import Any
 import yaml
 
 from mailhost.lab import jirahost, receiver, runner, zones
-from mailhost.lab.lab import RELAY_USER, REPO, SMARTHOST_NAME, Lab, LabError
+from mailhost.lab.lab import REPO, Lab, LabError
+from mailhost.lab.stack import DEFAULT_LIMIT, MAILLOG, lab_stack
+
+__all__ = ["DEFAULT_LIMIT", "MAILLOG", "lab_stack"]  # also used from here by the CLI, tests and benches
 
 Progress = Callable[[str], None]
-DEFAULT_LIMIT = 2 * 1024 * 1024  # small, so attachments near the limit stay quick
 REROUTE_TO = f"qa@{zones.RECIPIENT_DOMAIN}"
-MAILLOG = "/var/log/mail.log"
 USERS = [f"{n}@{zones.RECIPIENT_DOMAIN}" for n in ("alice", "bob", "carol", "dave", "erin", "frank")]
 
 
@@ -49,38 +50,6 @@ def lab_values(lab: Lab, mode: str = "direct") -> tuple[dict[str, Any], dict[str
     if mode == "relay":
         secrets["relayPassword"] = lab.relay_password()
     return values, secrets
-
-
-def lab_stack(mode: str, ipv4: str, ipv6: str, host_key: str, user: str, port: int, nameserver: str,
-              smarthost: tuple[str, str]) -> dict[str, Any]:
-    """The lab stack's settings from the lab's addresses (also the lab shape of the change matrix)."""
-    values: dict[str, Any] = {
-        # Not production: its resources are protected (like a real production stack, `down` would refuse).
-        # No reroute either, so the MX sees each recipient; tests switch to staging/production as needed.
-        "environment": "lab",
-        "rerouteOptOut": True,
-        "domain": zones.SENDER_DOMAIN,
-        "zoneId": zones.FORWARD_ID,
-        "reverseZones": {"ipv4": zones.REVERSE4_ID, "ipv6": zones.REVERSE6_ID},
-        "hosts": [{
-            "name": "jira",
-            "sshUser": user,
-            "sshPort": port,
-            "existing": {"ipv4": ipv4, "ipv6": ipv6, "hostKey": host_key, "ipv4Ptr": "zone", "ipv6Ptr": "zone"},
-        }],
-        "messageSizeLimit": DEFAULT_LIMIT,
-        "dmarc": {"policy": "reject"},
-        "drainSeconds": 20,
-        "maillogFile": MAILLOG,  # no syslog in the namespace; `lab status` shows its tail
-        "verify": {"nameserver": nameserver, "authoritative": True, "waitSeconds": 30},
-    }
-    if mode == "relay":
-        values["delivery"] = {"mode": "relay", "relay": {"host": SMARTHOST_NAME, "port": 587,
-                                                         "username": RELAY_USER}}
-        values["spfExtra"] = [f"ip4:{smarthost[0]}", f"ip6:{smarthost[1]}"]
-    elif mode != "direct":
-        raise LabError(f"mode must be direct or relay, not {mode!r}")
-    return values
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -291,24 +260,6 @@ def preview(lab: Lab, mode: str | None = None, overrides: dict[str, Any] | None 
         if mode is not None or overrides:
             write_stack(lab, mode or "direct", overrides)
         return str(deploy(lab, action="preview")["plan"])
-
-
-def preview_file(path: Path, secrets: dict[str, str] | None = None) -> str:
-    """Without a lab: the plan of a first `pulumi up` of a stack file (every resource a create), from the
-    simulated engine; secrets the file only marks `secure` get placeholders (shown as [secret])."""
-    from mailhost.config import values_from_stack_file
-    from mailhost.lab.engine import show
-    from mailhost.lab.engine.matrix import shape
-    from mailhost.lab.engine.simulate import Simulator
-
-    values, secure = values_from_stack_file(path)
-    placeholders = shape("production")[1]
-    given = {**{k: placeholders.get(k, "preview-placeholder-Secret1") for k in secure | {"sshPrivateKey"}},
-             **(secrets or {})}
-    if values.get("delivery", {}).get("mode") == "relay":
-        given.setdefault("relayPassword", "preview-placeholder-Secret1")
-    planned, regs, _ = Simulator().run(values, given, path.stem.removeprefix("Pulumi."), preview=True)
-    return show.render(planned, regs, {}, path.stem.removeprefix("Pulumi."))
 
 
 def down(lab: Lab, progress: Progress = _quiet, force: bool = False, unprotect: bool = False) -> dict[str, Any] | None:

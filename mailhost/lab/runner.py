@@ -23,7 +23,6 @@ because the Pulumi SDK keeps global state.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import os
@@ -43,6 +42,7 @@ from mailhost.lab import dnsupdate
 from mailhost.lab.engine import plan, show
 from mailhost.lab.engine import program as engine_program
 from mailhost.lab.engine.program import SECRET_SIG, holds_secret, unwrap  # noqa: F401  (used by tests, secretscan)
+from mailhost.lab.engine.simulate import tls_outputs
 from mailhost.lab.lab import REPO, Lab, private_file
 
 PROJECT = "jira-mailhost"
@@ -402,31 +402,6 @@ def command_step(name: str, inputs: dict[str, Any], old_inputs: dict[str, Any] |
     if old_inputs is not None and old_delete and not step.delete_first:
         run(old_inputs, old_delete, None)
     return f"{name}-{fingerprint(inputs)[:12]}", {"stdout": stdout, "stderr": stderr}
-
-
-def tls_outputs(key: Any) -> dict[str, str]:
-    """The outputs pulumi_tls's PrivateKey has, for an RSA or Ed25519 key (plus `_id`, its id)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    none = serialization.NoEncryption()
-    pem_format = (serialization.PrivateFormat.TraditionalOpenSSL if isinstance(key, rsa.RSAPrivateKey)
-                  else serialization.PrivateFormat.PKCS8)
-    public = key.public_key()
-    openssh_pub = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return {
-        "_id": hashlib.sha1(der).hexdigest(),
-        "privateKeyPem": key.private_bytes(serialization.Encoding.PEM, pem_format, none).decode(),
-        "privateKeyOpenssh": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                               none).decode(),
-        "privateKeyPemPkcs8": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                none).decode(),
-        "publicKeyPem": public.public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
-        "publicKeyOpenssh": openssh_pub + "\n",
-        "publicKeyFingerprintSha256": "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode(),
-    }
 
 
 def _unreachable(error: Exception) -> bool:

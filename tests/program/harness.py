@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pulumi.runtime import mocks as pulumi_mocks
 
-from mailhost.lab import runner
+from mailhost.lab.engine import simulate
 from mailhost.lab.engine.program import alias_urns
 from mailhost.lab.runner import SECRET_SIG, unwrap
 
@@ -47,7 +47,7 @@ def admin_key_openssh() -> str:
 
 def tls_outputs(name: str, algorithm: str) -> dict[str, str]:
     """What pulumi_tls returns, from the lab runner's own helper, for a key cached by name."""
-    outputs = runner.tls_outputs(rsa_key(name) if algorithm == "RSA" else ed_key(name))
+    outputs = simulate.tls_outputs(rsa_key(name) if algorithm == "RSA" else ed_key(name))
     outputs.pop("_id")
     return outputs
 

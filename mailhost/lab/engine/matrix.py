@@ -4,7 +4,7 @@
     python -m mailhost.lab.engine.matrix --check    exit 1 when the README's table is not current
 
 Shapes: `Pulumi.production.yaml` (EC2, direct, protected), `Pulumi.staging.yaml` (adopted host,
-relay) and the lab stack (`ops.lab_stack`).  Each change is planned by the simulated engine
+relay) and the lab stack (`mailhost.lab.stack`).  Each change is planned by the simulated engine
 (simulate.py: the same plan rules as the lab runner); a cell names the operations it plans.
 """
 
@@ -53,11 +53,11 @@ def _keys() -> tuple[str, str, str]:
 
 def shape(name: str) -> tuple[Values, Secrets, str]:
     """(settings, secrets, stack name) of a shipped shape; secrets are placeholders made here."""
-    from mailhost.lab import ops
+    from mailhost.lab.stack import lab_stack
 
     secrets = {"sshPrivateKey": _keys()[0]}
     if name == "lab":
-        values = ops.lab_stack("direct", "198.51.100.10", "2001:db8:5100::10", _keys()[1], "root", 22,
+        values = lab_stack("direct", "198.51.100.10", "2001:db8:5100::10", _keys()[1], "root", 22,
                                "198.51.100.53", ("198.51.100.25", "2001:db8:5100::25"))
         return values, secrets, "lab"
     values, _ = values_from_stack_file(REPO / f"Pulumi.{name}.yaml")
@@ -365,7 +365,23 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["AMI", "ROWS", "SHAPES", "matrix", "plan_change", "table"]
+def preview_file(path: Path, secrets: Secrets | None = None) -> str:
+    """Without a lab: the plan of a first `pulumi up` of a stack file (every resource a create), from the
+    simulated engine; secrets the file only marks `secure` get placeholders (shown as [secret])."""
+    from mailhost.lab.engine import show
+
+    values, secure = values_from_stack_file(path)
+    placeholders = shape("production")[1]
+    given = {**{k: placeholders.get(k, "preview-placeholder-Secret1") for k in secure | {"sshPrivateKey"}},
+             **(secrets or {})}
+    if values.get("delivery", {}).get("mode") == "relay":
+        given.setdefault("relayPassword", "preview-placeholder-Secret1")
+    stack = path.stem.removeprefix("Pulumi.")
+    planned, regs, _ = Simulator(stack=stack).run(values, given, stack, preview=True)
+    return show.render(planned, regs, {}, stack)
+
+
+__all__ = ["AMI", "ROWS", "SHAPES", "matrix", "plan_change", "preview_file", "table"]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

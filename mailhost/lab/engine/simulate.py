@@ -9,6 +9,7 @@ plans to real software instead.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 from dataclasses import dataclass, field
@@ -35,8 +36,6 @@ def _key(name: str, algorithm: str) -> Any:
 
 def computed_outputs(type_: str, name: str, inputs: dict[str, Any], generation: int) -> dict[str, Any]:
     """What the provider adds on create (generation counts replacements, so a new instance differs)."""
-    from mailhost.lab.runner import tls_outputs
-
     n = int(hashlib.sha256(f"{name}/{generation}".encode()).hexdigest()[:4], 16) % 200 + 20
     if type_ == "tls:index/privateKey:PrivateKey":
         out = tls_outputs(_key(f"{name}/{generation}", str(inputs.get("algorithm"))))
@@ -56,6 +55,31 @@ def computed_outputs(type_: str, name: str, inputs: dict[str, Any], generation: 
     if type_.startswith("command:"):
         return {"stdout": f"ran {name} #{generation}", "stderr": ""}
     return {}
+
+
+def tls_outputs(key: Any) -> dict[str, str]:
+    """The outputs pulumi_tls's PrivateKey has, for an RSA or Ed25519 key (plus `_id`, its id)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    none = serialization.NoEncryption()
+    pem_format = (serialization.PrivateFormat.TraditionalOpenSSL if isinstance(key, rsa.RSAPrivateKey)
+                  else serialization.PrivateFormat.PKCS8)
+    public = key.public_key()
+    openssh_pub = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {
+        "_id": hashlib.sha1(der).hexdigest(),
+        "privateKeyPem": key.private_bytes(serialization.Encoding.PEM, pem_format, none).decode(),
+        "privateKeyOpenssh": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                               none).decode(),
+        "privateKeyPemPkcs8": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                none).decode(),
+        "publicKeyPem": public.public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+        "publicKeyOpenssh": openssh_pub + "\n",
+        "publicKeyFingerprintSha256": "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode(),
+    }
 
 
 @dataclass
