@@ -27,8 +27,9 @@ def _progress() -> tuple[Any, Any]:
     status = console.status("starting")
 
     def update(message: str) -> None:
-        console.print(f"  {message}", highlight=False)
-        status.update(message)
+        # markup off: a plan's "[diff: ~update]" and "[secret]" are text, not rich's style tags
+        console.print(f"  {message}", highlight=False, markup=False)
+        status.update(message.splitlines()[0] if message else message)
 
     return status, update
 

@@ -163,3 +163,15 @@ def test_lab_preview_of_a_shipped_stack_file_without_a_lab(tmp_path: Path) -> No
     assert any(re.fullmatch(r"\+\s+aws:ec2/instance:Instance\s+confluence\s+create", line) for line in lines)
     assert re.search(r"\+ \d+ to create", result.output) and "to update" not in result.output
     assert "PRIVATE KEY" not in result.output and not (tmp_path / "no-lab").exists()
+
+
+def test_the_lab_cli_prints_progress_and_plans_as_text() -> None:
+    """`lab up` prints the plan through the progress callback: brackets must survive (rich markup is off)."""
+    from mailhost.lab import cli
+
+    _status, update = cli._progress()
+    with cli.console.capture() as captured:
+        update("plan:\n~  command:remote:Command  jira-push  update  [diff: ~update]\n"
+               "    ~ stdin: [secret] => [secret]")
+    text = captured.get()
+    assert "[diff: ~update]" in text and "[secret] => [secret]" in text, text
