@@ -114,9 +114,16 @@ def run_one(lab: Lab, mode: str, config: str, count: int) -> dict[str, Any]:
             break
         time.sleep(1)
     drain = (max(r["time"] for r in delivered) - start) if delivered else float("nan")
-    time.sleep(3)  # idle connections close (Postfix's cache keeps them 2 s); their lines are written then
+    # A connection's line is written when it closes, and Postfix keeps cached ones open while idle (10 s in
+    # the rendered config): a reload ends them now; then wait until the lines account for every message.
+    jirahost.run(info, ["postfix", "reload"])
+    wait_until = time.time() + 20
+    while True:
+        conns = [c for log in conn_logs for c in tlsstats.read(log, since=start)]
+        if sum(c["messages"] for c in conns) >= len(delivered) or time.time() > wait_until:
+            break
+        time.sleep(0.5)
     cpu = cpu_seconds(info) - cpu0
-    conns = [c for log in conn_logs for c in tlsstats.read(log, since=start)]
     stats = tlsstats.summary(conns)
     lat = sorted(burst.latencies)
     return {"mode": mode, "config": config, "sent": burst.sent, "delivered": len(delivered),

@@ -607,7 +607,7 @@ def _changed(result: dict[str, Any]) -> set[tuple[str, str]]:
 
 def test_settings_changes_during_a_burst_update_in_place_and_deliver_everything(lab: Lab) -> None:
     """A production-like lab stack (every resource protected): `messageSizeLimit`, then a two-phase DKIM
-    rotation, each its own `up` while 500 messages flow. Each plan shows only the push update (and the new
+    rotation, each its own `up` while 500 messages flow (20 a second). Each plan shows only the push update (and the new
     key generation), nothing is torn down, every message arrives once with DKIM passing under both keys."""
     ops.write_stack(lab, "direct", PRODUCTION_LIKE)
     ops.deploy(lab)  # the stack as production would have it, before the traffic
@@ -615,9 +615,9 @@ def test_settings_changes_during_a_burst_update_in_place_and_deliver_everything(
     sent = lambda: sum(b.sent + len(b.refused) for b in list(drill.bursts))  # noqa: E731
     stop = threading.Event()
 
-    def traffic() -> None:
+    def traffic() -> None:  # about 20 messages a second: 25 s of mail, the two `up`s take about 15 s
         while sent() < 500 and not stop.is_set():
-            drill.send(min(10, 500 - sent()))
+            drill.send(min(20, 500 - sent()))
             time.sleep(1.0)
 
     thread = threading.Thread(target=traffic, daemon=True)
