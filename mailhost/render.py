@@ -7,6 +7,7 @@ them in a diff or an output.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,22 +19,20 @@ from mailhost.config import Host, Settings
 from mailhost.plan import inet_protocols
 
 
-def _files_dir() -> Path:
+def files_dir(package_dir: Path | None = None) -> Path:
     """files/ beside the package in a checkout (Pulumi runs the program there); in an installed wheel
     the same directory ships as the data package `mailhost_files` (pyproject.toml package-dir)."""
-    checkout = Path(__file__).resolve().parent.parent / "files"
+    checkout = (package_dir or Path(__file__).resolve().parent).parent / "files"
     if checkout.is_dir():
         return checkout
-    import importlib.util
-
     spec = importlib.util.find_spec("mailhost_files")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the templates are missing: reinstall jira-mailhost (files/ or mailhost_files)")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-TEMPLATES = _files_dir() / "templates"
-SCRIPTS = _files_dir() / "scripts"
+TEMPLATES = files_dir() / "templates"
+SCRIPTS = files_dir() / "scripts"
 
 # A unix socket, not TCP: over 127.0.0.1 each message waited ~90 ms on the milter (delayed ACKs),
 # over the socket ~4 ms (measured in the lab). Postfix joins the opendkim group to reach it.

@@ -37,7 +37,6 @@ STACKS: dict[str, dict[str, Any]] = {
         {**existing(ipv6="2001:db8::20", ipv6Ptr="none"), "fqdn": "mail.example.com"}]),
 }
 
-
 def rendered(values: dict[str, Any]) -> list[dict[str, Any]]:
     settings = parse_settings(values, SECRETS)
     files = render.render_host(settings, settings.hosts[0], render.HostSecrets(KEY, PASSWORD))
@@ -81,3 +80,19 @@ def test_relay_mode_without_a_password_is_refused() -> None:
     settings = parse_settings(STACKS["relay staging"], SECRETS)
     with pytest.raises(ValueError, match=r"^jira-mailhost:relayPassword: is empty; "):
         render.render_host(settings, settings.hosts[0], render.HostSecrets(KEY, None))
+
+
+def test_the_templates_are_found_in_a_checkout_and_else_in_the_installed_data_package(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailhost import render
+
+    beside = Path(render.__file__).resolve().parents[1] / "files"
+    assert render.files_dir() == beside and (beside / "templates" / "main.cf.j2").is_file()
+    installed = tmp_path / "site-packages" / "mailhost"  # no files/ beside it: the data package answers
+    installed.mkdir(parents=True)
+    found = render.files_dir(installed)  # the editable install maps the data package to the checkout's files/
+    assert found != installed.parent / "files" and (found / "templates" / "main.cf.j2").is_file()
+    monkeypatch.setattr(render.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(RuntimeError, match=r"^the templates are missing: reinstall jira-mailhost \(files/ or "
+                                           r"mailhost_files\)$"):
+        render.files_dir(installed)

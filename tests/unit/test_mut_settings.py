@@ -403,3 +403,41 @@ def test_every_required_setting_has_its_fix() -> None:
     required = _required_names(Settings)
     assert {"domain", "hosts", "hostKey", "ipv4", "subnetId", "username"} <= required  # the walk finds nesting
     assert required <= set(config._REQUIRED_FIXES), required - set(config._REQUIRED_FIXES)
+
+
+def test_retired_dkim_generations_are_checked_with_their_keys() -> None:
+    """dkimRetired: a retired generation must not be the signing one, nor listed twice, nor retired in the
+    future; its day is a calendar day written YYYY-MM-DD (a YAML date is taken as that day)."""
+    import datetime
+
+    today = datetime.datetime.now(datetime.UTC).date()
+    day = today.isoformat()
+    found = problems(base(dkimSelector="jm2", dkimRetired=[{"selector": "jm2", "retiredOn": day},
+                                                            {"selector": "jm1", "retiredOn": day},
+                                                            {"selector": "jm1", "retiredOn": day}]))
+    assert found["dkimRetired[0].selector"] == ("'jm2' is the dkimSelector that signs now; list only the "
+                                                "generations it replaced")
+    assert found["dkimRetired[2].selector"] == "'jm1' is listed twice"
+    future = (today + datetime.timedelta(days=2)).isoformat()
+    found = problems(base(dkimSelector="jm2", dkimRetired=[{"selector": "jm1", "retiredOn": future}]))
+    assert found["dkimRetired[0].retiredOn"] == (f"{future} is in the future; give the day the new dkimSelector "
+                                                 "went live (today when you rotate)")
+    tomorrow = (today + datetime.timedelta(days=1)).isoformat()  # a day's slack for time zones
+    accepted(base(dkimSelector="jm2", dkimRetired=[{"selector": "jm1", "retiredOn": tomorrow}]))
+    for bad in ("27.11.2026", "2026-13-01", 20261127):
+        found = problems(base(dkimSelector="jm2", dkimRetired=[{"selector": "jm1", "retiredOn": bad}]))
+        assert "dkimRetired[0].retiredOn" in found, bad
+    accepted(base(dkimSelector="jm2", dkimRetired=[{"selector": "jm1", "retiredOn": today}]))  # a YAML date
+
+
+def test_retired_generations_stay_published_for_the_retention_days_only() -> None:
+    import datetime
+
+    today = datetime.date(2026, 11, 27)
+    s = parse_settings(base(dkimSelector="jm3", dkimRetentionDays=3, dkimRetired=[
+        {"selector": "jm1", "retiredOn": "2026-11-24"}, {"selector": "jm2", "retiredOn": "2026-11-25"}]), SECRETS)
+    assert s.dkim_generations(today) == ["jm2", "jm3"], "jm1's 3 days are over; jm2 has one left"
+    assert s.dkim_generations(datetime.date(2026, 11, 24)) == ["jm1", "jm2", "jm3"]
+    assert parse_settings(base(), SECRETS).dkim_generations(today) == ["jm1"]
+    for bad in (0, 91):
+        assert "dkimRetentionDays" in problems(base(dkimRetentionDays=bad))

@@ -40,3 +40,4 @@ def test_the_wheel_declares_the_dependencies_and_renders_away_from_the_checkout(
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "smtp_connection_cache_destinations = static:all" in (out / "jira" / "etc/postfix/main.cf").read_text()
+
