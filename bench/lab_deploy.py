@@ -9,6 +9,7 @@ runner does), then runs `up` again with nothing changed; prints seconds and remo
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -43,6 +44,7 @@ def main() -> int:
             commands.add(f"{first_commands} then {len(result['remote_commands'])}")
         finally:
             lab.teardown()
+            shutil.rmtree(lab.state_dir.parent, ignore_errors=True)
     print("| what | median (s) | min–max (s) | remote commands |")
     print("|---|---|---|---|")
     for index, (name, values) in enumerate((("first deploy (preview + apply)", first),

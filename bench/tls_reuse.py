@@ -17,6 +17,7 @@ are this machine's, not a promise.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lab kept: {state}")
         else:
             lab.teardown()
+            shutil.rmtree(state.parent, ignore_errors=True)
     print()
     print(table(rows))
     lost = [r for r in rows if r["delivered"] != r["sent"]]

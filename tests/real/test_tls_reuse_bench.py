@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +22,11 @@ def test_the_benchmark_runs_every_config_in_both_modes_and_loses_nothing(
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    before = set(Path(tempfile.gettempdir()).glob("mailhost-tlsbench-*"))
     assert bench.main(["--count", "500", "--modes", "direct"]) == 0, "every message delivered in every run"
     assert bench.main(["--count", "100", "--modes", "relay"]) == 0, "every message delivered in every run"
     out = capsys.readouterr().out
+    assert set(Path(tempfile.gettempdir()).glob("mailhost-tlsbench-*")) == before, "its lab state is removed"
     rows = [line for line in out.splitlines() if re.match(r"\| (direct|relay) \|", line)]
     assert len(rows) == 6, out
     for line in rows:
