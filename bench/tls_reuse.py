@@ -85,8 +85,9 @@ def cpu_seconds(info: labmod.LabInfo) -> float:
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+            text = stat.read_text()
+            fields = text.rsplit(")", 1)[1].split()
+            name = text.split("(", 1)[1].rsplit(")", 1)[0]
         except (OSError, IndexError):
             continue
         pid, ppid = int(stat.parent.name), int(fields[1])

@@ -8,7 +8,6 @@ an `apply` over those never runs.  Every registration is recorded with its optio
 
 from __future__ import annotations
 
-import json
 import runpy
 import threading
 from dataclasses import dataclass, field
@@ -22,11 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pulumi.runtime import mocks as pulumi_mocks
 
 from mailhost.lab.engine import simulate
-from mailhost.lab.engine.program import alias_urns
+from mailhost.lab.engine.program import alias_urns, stack_config
+from mailhost.lab.engine.providers import UNKNOWN
 from mailhost.lab.runner import SECRET_SIG, unwrap
 
 ROOT = Path(__file__).resolve().parents[2]
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
 @cache
@@ -168,9 +167,7 @@ def configure(values: dict[str, Any], secrets: dict[str, str], preview: bool, st
     mocks = EngineMocks(preview)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="jira-mailhost", stack=stack, preview=preview, monitor=monitor)
-    config = {f"jira-mailhost:{k}": (v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()}
-    config.update({f"jira-mailhost:{k}": v for k, v in secrets.items()})
-    pulumi.runtime.set_all_config(config, [f"jira-mailhost:{k}" for k in secrets])
+    pulumi.runtime.set_all_config(*stack_config("jira-mailhost", values, secrets))
     return Run(monitor, mocks, {})
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from components.host import DEBIAN_AMI_NAME, DEBIAN_OWNER
 from mailhost import bundle
+from mailhost.lab.engine.program import stack_config
 from tests.program import stacks
 from tests.program.harness import EngineMocks, RecordingMonitor, Run, admin_key_openssh, execute, unwrap
 
@@ -54,9 +55,7 @@ def run_recorded(values: dict[str, Any], secrets: dict[str, str] | None = None, 
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="jira-mailhost", stack=stack, preview=preview, monitor=monitor)
     secrets = SECRETS if secrets is None else secrets
-    config = {f"jira-mailhost:{k}": (v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()}
-    config.update({f"jira-mailhost:{k}": v for k, v in secrets.items()})
-    pulumi.runtime.set_all_config(config, [f"jira-mailhost:{k}" for k in secrets])
+    pulumi.runtime.set_all_config(*stack_config("jira-mailhost", values, secrets))
     run = Run(monitor, mocks, {})
 
     @pulumi.runtime.test

@@ -45,10 +45,17 @@ def _keys() -> tuple[str, str, str]:
         return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                              serialization.PublicFormat.OpenSSH).decode()
 
-    admin = ed25519.Ed25519PrivateKey.generate()
-    private = admin.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                  serialization.NoEncryption()).decode()
-    return private, public(ed25519.Ed25519PrivateKey.generate()), public(ed25519.Ed25519PrivateKey.generate())
+    return _new_admin_key(), public(ed25519.Ed25519PrivateKey.generate()), \
+        public(ed25519.Ed25519PrivateKey.generate())
+
+
+def _new_admin_key() -> str:
+    """A fresh Ed25519 key as the OpenSSH private-key text `sshPrivateKey` holds."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
 
 
 def shape(name: str) -> tuple[Values, Secrets, str]:
@@ -198,11 +205,7 @@ def _only_if_set(path: str, new: Callable[[Any, Values], Any]) -> Change:
 
 @cache
 def _rotated_admin_key() -> str:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    return ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+    return _new_admin_key()
 
 
 @dataclass(frozen=True)

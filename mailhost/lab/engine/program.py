@@ -82,6 +82,16 @@ def alias_urns(request: Any, make_urn: Callable[[str, str, str], str]) -> list[s
     return out
 
 
+def stack_config(project: str, values: dict[str, Any], secrets: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Settings and secrets as `pulumi.runtime.set_all_config` takes them: full keys, non-string values as
+    JSON text (as Pulumi passes structured config), and which keys are secret."""
+    import json
+
+    config = {f"{project}:{k}": (v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()}
+    config.update({f"{project}:{k}": v for k, v in secrets.items()})
+    return config, [f"{project}:{k}" for k in secrets]
+
+
 Register = Callable[[Request], tuple[str, dict[str, Any]]]
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]
 

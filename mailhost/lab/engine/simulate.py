@@ -94,7 +94,6 @@ class Simulator:
             program: Path = REPO / "__main__.py") -> tuple[plan.Plan, dict[str, plan.Registration], dict[str, Any]]:
         """One `pulumi preview` or `pulumi up`: (the plan, the registrations by URN, the stack outputs).
         Raises plan.ProtectedError before changing the state when the plan is refused."""
-        import json
 
         steps: list[plan.Step] = []
         regs: dict[str, plan.Registration] = {}
@@ -133,10 +132,8 @@ class Simulator:
                 return {"id": "ZLOOKEDUP", "zoneId": "ZLOOKEDUP", "name": args["name"]}
             raise RuntimeError(f"the simulator cannot answer {token}")
 
-        config = {f"jira-mailhost:{k}": (v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()}
-        config.update({f"jira-mailhost:{k}": v for k, v in secrets.items()})
-        outputs = engine_program.run(program, "jira-mailhost", stack, config,
-                                     [f"jira-mailhost:{k}" for k in secrets], register, call, preview)
+        config, secret_keys = engine_program.stack_config("jira-mailhost", values, secrets)
+        outputs = engine_program.run(program, "jira-mailhost", stack, config, secret_keys, register, call, preview)
         steps += plan.deletions(before, plan.claimed(regs.values(), before))
         result = plan.Plan(tuple(steps))
         problems = plan.protect_problems(result.steps, before)
