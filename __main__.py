@@ -67,6 +67,10 @@ pulumi.export("hosts", {
         "sendingProtocols": plan.inet_protocols(settings, host),
         "dkimSelector": settings.selector(host),
         "configDigest": pushes[host.name].digest,
+        # what `mailhost status --outputs` needs to reach the host (public: the pinned key is the host's public key)
+        "sshUser": host.user,
+        "sshPort": host.ssh_port,
+        "sshHostKey": hosts[host.name].host_key,
     }
     for host in settings.hosts
 })

@@ -6,11 +6,17 @@ cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
 packages=(postfix opendkim opendkim-tools openssh-server openssh-client knot knot-dnsutils swaks
           iproute2 iputils-ping procps libsasl2-modules sasl2-bin ca-certificates python3 python3-venv sudo
-          shellcheck)
+          shellcheck
+          prometheus)  # only for promtool: tests/real/test_alert_rules.py checks and unit-tests the alert rules
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  # The prometheus package would enable and start a Prometheus server (port 9090) on a machine that runs
+  # systemd; setup.sh must never start one, so its unit is masked before the package arrives.
+  if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+    systemctl mask --quiet prometheus.service
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
@@ -19,4 +25,4 @@ python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -r requirements-dev.txt
 .venv/bin/pip install -q --no-deps -e .
-echo "setup done: $(.venv/bin/python --version), $(postconf -d mail_version), $(knotd --version)"
+echo "setup done: $(.venv/bin/python --version), $(postconf -d mail_version), $(knotd --version), $(promtool --version 2>&1 | head -1)"

@@ -46,8 +46,9 @@ def readable_config(files: list[bundle.RenderedFile]) -> str:
     Each line the shell could end (splitlines splits on more than newline) gets its own '#'."""
     lines = [f"# jira-mailhost config {bundle.public_digest(files)}"]
     for f in files:
-        lines.append(f"# ==> {f.path}" + (" (secret: not shown)" if f.secret else ""))
-        if not f.secret:
+        lines.append(f"# ==> {f.path}" + (" (secret: not shown)" if f.secret else
+                                          f" (jira-mailhost's own code, sha256 {f.digest})" if f.code else ""))
+        if not f.secret and not f.code:
             lines += [f"#   {line}".rstrip() for line in f.content.splitlines()]
     return "\n".join(lines)
 
@@ -68,6 +69,8 @@ class PostfixConfig(pulumi.ComponentResource):
         )
         payload = secret_str(packed)
         readable = readable_config(public_files)
+        if settings.push_serial:  # a new serial is a changed command: `up` pushes again, in place
+            readable = f"# push serial {settings.push_serial} (stack setting pushSerial)\n{readable}"
         # A replaced EC2 instance keeps its Elastic IP, so nothing else in the push changes: name the
         # instance in the command, and a new one is an update that configures it.
         apply: pulumi.Input[str] = apply_command(readable) if target.instance_id is None else \

@@ -26,6 +26,7 @@ class RenderedFile:
     group: str = "root"
     secret: bool = False  # never shown in diffs, outputs or `mailhost render` without --show-secrets
     postmap: bool = False  # build the lookup table with postmap after installing
+    code: bool = False  # our own program, not configuration: previews name it by digest instead of showing it
 
     @property
     def digest(self) -> str:

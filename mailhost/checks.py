@@ -19,10 +19,11 @@ from typing import Literal
 from mailhost.dnstext import MAX_STRING
 from mailhost.spf import LOOKUP_MECHANISMS, MAX_LOOKUPS, MIN_PREFIX
 
-Status = Literal["pass", "warn", "fail"]
+Status = Literal["pass", "warn", "fail", "info"]  # info: reported, never judged
 AnswerStatus = Literal["ok", "nxdomain", "nodata", "error"]
 
 MAX_SPF_LOOKUPS = MAX_LOOKUPS  # RFC 7208 4.6.4: more is a permerror at every receiver
+MAX_SPF_VOIDS = 2  # RFC 7208 4.6.4: lookups answering NXDOMAIN or nothing; more is a permerror where enforced
 TXT_STRING_MAX = MAX_STRING
 
 
@@ -366,27 +367,96 @@ def check_spf_eval(
 
 @dataclass(frozen=True)
 class SpfCost:
-    """DNS-lookup terms of an SPF record and everything it includes (RFC 7208 4.6.4)."""
+    """DNS-lookup terms of an SPF record and everything it includes, and the lookups that come back empty
+    (RFC 7208 4.6.4)."""
 
     total: int
     own: int
     includes: tuple[tuple[str, int], ...] = ()  # ('include:x' or 'redirect=x', its cost incl. own term)
     problems: tuple[str, ...] = field(default_factory=tuple)
+    voids: tuple[tuple[str, int], ...] = ()  # (what came back empty, the family it costs: 4, 6, or 0 for both)
+
+    def void_lookups(self, family: int) -> list[str]:
+        """The void lookups a receiver evaluating a connection over IPv`family` may make (A for 4, AAAA for 6)."""
+        return [what for what, hits in self.voids if hits in (0, family)]
 
 
-def spf_lookup_cost(domain: str, records: Mapping[str, Answer], _seen: frozenset[str] = frozenset()) -> SpfCost:
-    """Count lookup terms recursively through include: and redirect= using fetched TXT answers."""
+def _term_domain(term: SpfTerm, domain: str) -> str:
+    """The name an a/mx/exists term asks about: its domain-spec, or the record's own domain."""
+    return _norm(term.value.split("/")[0] or domain)
+
+
+def spf_term_lookups(domain: str, record: SpfRecord) -> list[tuple[str, str]]:
+    """The (name, type) questions the a, mx and exists terms of a record ask (macros left out)."""
+    asked: list[tuple[str, str]] = []
+    for term in record.mechanisms("a", "mx", "exists"):
+        name = _term_domain(term, domain)
+        if "%" in name:
+            continue
+        kinds = {"a": ("A", "AAAA"), "mx": ("MX",), "exists": ("A",)}[term.name]
+        asked += [(name, kind) for kind in kinds if (name, kind) not in asked]
+    return asked
+
+
+def mx_hosts(answer: Answer, limit: int = 10) -> list[str]:
+    """The exchanges an SPF mx term looks up (RFC 7208 4.6.4: at most 10), lowest preference first."""
+    ranked = sorted((int(v.split()[0]), v.split()[-1]) for v in answer.values if len(v.split()) == 2)
+    return [host for _, host in ranked if host not in ("", ".")][:limit]
+
+
+def _term_voids(domain: str, record: SpfRecord, answers: Mapping[tuple[str, str], Answer]) -> tuple[
+        list[tuple[str, int]], list[str]]:
+    """Void lookups of the record's own a/mx/exists terms, from the answers the walk fetched."""
+    voids: list[tuple[str, int]] = []
+    problems: list[str] = []
+
+    def empty(name: str, kind: str, label: str) -> bool | None:
+        answer = answers.get((name, kind))
+        if answer is None:
+            return None
+        if answer.failed:
+            problems.append(f"{label}: could not look up {kind} {name}")
+            return None
+        return answer.empty
+
+    for term in record.mechanisms("a", "mx", "exists"):
+        name = _term_domain(term, domain)
+        label = f"{term.name}:{name}"
+        if "%" in name:
+            continue
+        if term.name == "exists" and empty(name, "A", label):
+            voids.append((f"{label} (no A)", 0))
+        if term.name == "a":
+            voids += [(f"{label} (no {kind})", family) for kind, family in (("A", 4), ("AAAA", 6))
+                      if empty(name, kind, label)]
+        if term.name == "mx":
+            if empty(name, "MX", label):
+                voids.append((f"{label} (no MX)", 0))
+                continue
+            for host in mx_hosts(answers.get((name, "MX")) or Answer(name, "MX", "nodata")):
+                voids += [(f"{label} → {host} (no {kind})", family) for kind, family in (("A", 4), ("AAAA", 6))
+                          if empty(host, kind, label)]
+    return voids, problems
+
+
+def spf_lookup_cost(domain: str, records: Mapping[str, Answer],
+                    answers: Mapping[tuple[str, str], Answer] | None = None,
+                    _seen: frozenset[str] = frozenset()) -> SpfCost:
+    """Count lookup terms recursively through include: and redirect= using fetched TXT answers, and the
+    void lookups on the way: include/redirect targets without TXT, and (from `answers`, keyed by name and
+    type) a/mx/exists names without the records they ask for."""
     answer = records.get(_norm(domain))
     if answer is None:
         return SpfCost(0, 0, (), (f"{domain}: not fetched",))
     texts = spf_texts(answer)
     if len(texts) != 1:
         why = "no SPF record" if not texts else f"{len(texts)} SPF records"
-        return SpfCost(0, 0, (), (f"{domain}: {why} (permerror where included)",))
+        void = ((f"{_norm(domain)} (no TXT)", 0),) if _seen and answer.empty else ()
+        return SpfCost(0, 0, (), (f"{domain}: {why} (permerror where included)",), void)
     record = parse_spf(texts[0])
     own = len(record.mechanisms(*_LOOKUP_MECHANISMS))
     includes: list[tuple[str, int]] = []
-    problems: list[str] = []
+    voids, problems = _term_voids(domain, record, answers) if answers is not None else ([], [])
     targets = [(f"include:{t.value}", t.value) for t in record.mechanisms("include")]
     redirect = record.modifier("redirect")
     if redirect and not record.mechanisms("all"):
@@ -400,11 +470,12 @@ def spf_lookup_cost(domain: str, records: Mapping[str, Answer], _seen: frozenset
         if _norm(target) in _seen | {_norm(domain)}:
             problems.append(f"{label}: loop")
             continue
-        sub = spf_lookup_cost(target, records, _seen | {_norm(domain)})
+        sub = spf_lookup_cost(target, records, answers, _seen | {_norm(domain)})
         includes.append((label, sub.total + 1))
         total += sub.total
         problems.extend(sub.problems)
-    return SpfCost(total, own, tuple(includes), tuple(problems))
+        voids.extend(sub.voids)
+    return SpfCost(total, own, tuple(includes), tuple(problems), tuple(voids))
 
 
 def check_spf_lookups(domain: str, cost: SpfCost) -> CheckResult:
@@ -420,6 +491,20 @@ def check_spf_lookups(domain: str, cost: SpfCost) -> CheckResult:
             "replace costly include:/a/mx terms by ip4:/ip6: ranges, or drop includes you no longer send through",
         )
     return CheckResult("spf:lookups", "pass", f"SPF of {domain} needs {detail}")
+
+
+def check_spf_voids(domain: str, cost: SpfCost, families: Sequence[int] = (4, 6)) -> CheckResult:
+    """At most 2 lookups of an evaluation may find nothing (NXDOMAIN or no answer): a third is a permerror
+    at receivers that enforce RFC 7208 4.6.4.  Counted for each address family the hosts send over."""
+    worst = max(families or (4,), key=lambda family: len(cost.void_lookups(family)))
+    found = cost.void_lookups(worst)
+    shown = f": {', '.join(found)}" if found else ""
+    detail = f"{len(found)} void DNS lookups for IPv{worst} senders (limit {MAX_SPF_VOIDS}){shown}"
+    if len(found) > MAX_SPF_VOIDS:
+        return CheckResult(
+            "spf:voids", "fail", f"SPF of {domain} makes {detail}; receivers that enforce the limit answer permerror",
+            "remove the include:/a/mx/exists terms that name domains without those records (or publish the records)")
+    return CheckResult("spf:voids", "pass", f"SPF of {domain} makes {detail}")
 
 
 def check_spf_all(domain: str, record: SpfRecord) -> CheckResult:
@@ -501,7 +586,7 @@ def check_spf_helo(helo: str, answer: Answer, result: str | None, explanation: s
 
 # -- DKIM ---------------------------------------------------------------------------------------
 def parse_tags(text: str) -> tuple[dict[str, str], list[str]]:
-    """Tag=value lists of DKIM and DMARC; returns tags (first wins) and syntax errors."""
+    """A DKIM tag=value list; returns tags (first wins) and syntax errors (DMARC has its own: mailhost.dmarc)."""
     tags: dict[str, str] = {}
     errors: list[str] = []
     for raw in text.split(";"):
@@ -626,80 +711,36 @@ def check_dkim_unknown() -> CheckResult:
     )
 
 
-# -- DMARC, MX, DNSBL ---------------------------------------------------------------------------
-_DMARC_POLICIES = ("none", "quarantine", "reject")
-
-
-def check_dmarc(domain: str, answer: Answer, production: bool, expected_policy: str | None = None) -> CheckResult:
-    """One valid DMARC record; its policy is reported, p=none in production is a warning."""
-    name = f"_dmarc.{domain}"
-    if answer.failed:
-        return lookup_error("dmarc", answer)
-    records = [v for v in answer.values if v.startswith("v=DMARC1")]
-    publish = f'publish one TXT record at {name}: "v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@{domain}"'
-    if not records:
-        return CheckResult(
-            "dmarc",
-            "fail",
-            f"{name} has no DMARC record; Gmail and Yahoo require one from bulk senders",
-            publish,
-        )
-    if len(records) > 1:
-        return CheckResult(
-            "dmarc",
-            "fail",
-            f"{name} has {len(records)} DMARC records; receivers then apply none of them (RFC 7489 6.6.3)",
-            f"delete all but one DMARC record at {name}",
-        )
-    tags, errors = parse_tags(records[0])
-    policy = tags.get("p")
-    if policy is None:
-        errors.append("no p= policy")
-    elif policy not in _DMARC_POLICIES:
-        errors.append(f"p={policy} is not none, quarantine or reject")
-    if "sp" in tags and tags["sp"] not in _DMARC_POLICIES:
-        errors.append(f"sp={tags['sp']} is not none, quarantine or reject")
-    if "pct" in tags and not (tags["pct"].isdigit() and 0 <= int(tags["pct"]) <= 100):
-        errors.append(f"pct={tags['pct']} is not 0..100")
-    for tag in ("adkim", "aspf"):
-        if tag in tags and tags[tag] not in ("r", "s"):
-            errors.append(f"{tag}={tags[tag]} is not r or s")
-    for tag in ("rua", "ruf"):
-        for uri in filter(None, (u.strip() for u in tags.get(tag, "").split(","))):
-            if not uri.startswith("mailto:") or "@" not in uri:
-                errors.append(f"{tag}: {uri!r} is not a mailto: address")
-    if errors:
-        return CheckResult("dmarc", "fail", f"{name} does not parse: {'; '.join(errors)}", publish)
-    pct = tags.get("pct", "100")
-    summary = f"{name}: p={policy}" + (f", pct={pct}" if pct != "100" else "") + (
-        f", reports to {tags['rua']}" if "rua" in tags else ", no rua reports"
-    )
-    if expected_policy and policy != expected_policy:
-        return CheckResult(
-            "dmarc", "warn", f"{summary}; the stack says p={expected_policy}", "run `pulumi up` to publish the policy"
-        )
-    if policy == "none" and production:
-        return CheckResult(
-            "dmarc",
-            "warn",
-            f"{summary}: monitoring only, forgeries of {domain} are still delivered",
-            "after reading the rua reports for a while, set dmarc.policy to quarantine (then reject)",
-        )
-    return CheckResult("dmarc", "pass", summary)
-
-
-def check_mx(domain: str, answer: Answer) -> CheckResult:
-    """Replies and bounces to the sender domain need somewhere to go."""
+# -- MX, DNSBL (DMARC: mailhost.dmarc) ---------------------------------------------------------
+def check_mx(domain: str, answer: Answer, a: Answer | None = None, aaaa: Answer | None = None) -> CheckResult:
+    """Bounces and replies to the sender domain need a mail server: its MX, or else its own A/AAAA (the
+    implicit MX of RFC 5321 5.1).  A null MX (RFC 7505) says the domain takes no mail; receivers that check
+    the sender domain reject its mail, as they reject a domain that resolves to nothing."""
     if answer.failed:
         return lookup_error("mx", answer)
     fix = f"publish an MX record for {domain} pointing at the mailbox provider, or use a From domain that has one"
-    if answer.empty:
-        return CheckResult(
-            "mx", "warn", f"{domain} has {answer.describe_empty()}: replies and bounces to it are lost", fix
-        )
-    if all(v.split()[-1] in ("", ".") for v in answer.values):
-        return CheckResult("mx", "warn", f"{domain} has a null MX: it accepts no mail, so no bounces or replies", fix)
-    return CheckResult("mx", "pass", f"{domain} MX {', '.join(sorted(answer.values))}")
+    if answer.status == "nxdomain":
+        return CheckResult("mx", "fail", f"{domain} does not exist (NXDOMAIN): receivers reject mail from it", fix)
+    if not answer.empty:
+        hosts = [v.split()[-1] for v in answer.values]
+        if all(host in ("", ".") for host in hosts):
+            return CheckResult(
+                "mx", "fail",
+                f"{domain} has a null MX (RFC 7505: it takes no mail): bounces to it are impossible and receivers "
+                "reject mail from it (550 5.7.27)",
+                f"remove the null MX ('0 .') and point an MX of {domain} at the mailbox that takes its bounces, "
+                "or use a From domain that receives mail")
+        return CheckResult("mx", "pass", f"{domain} MX {', '.join(sorted(answer.values))}")
+    fallback = [x for x in (a, aaaa) if x is not None]
+    failed = next((x for x in fallback if x.failed), None)
+    if failed is not None:
+        return lookup_error("mx", failed, "the implicit MX: the domain's own address")
+    addresses = sorted(v for x in fallback for v in x.values)
+    if addresses:
+        return CheckResult("mx", "pass", f"{domain} has no MX; mail to it goes to its own address "
+                           f"{', '.join(addresses)} (implicit MX, RFC 5321 5.1)")
+    return CheckResult("mx", "fail", f"{domain} has no MX and no A/AAAA: bounces and replies cannot be delivered, "
+                       "and receivers that check the sender domain reject its mail", fix)
 
 
 def dnsbl_name(ip: str, zone: str) -> str:

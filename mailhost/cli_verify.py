@@ -21,9 +21,12 @@ from rich.text import Text
 
 from mailhost.dnsquery import ResolverSpec
 from mailhost.expected import Expected, ExpectedHost
+from mailhost.requirements import PROVIDERS
 from mailhost.verify import ExpectedError, Report, VerifyOptions, expected_from_outputs, expected_from_settings, run
 
-_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "info": "cyan",
+          "not checkable from DNS": "dim", "not checked": "yellow"}
+_TIER = {"all": "all senders", "bulk": "bulk"}
 
 
 class UsageError(Exception):
@@ -133,8 +136,8 @@ def _nameservers(values: list[str]) -> tuple[str, ...]:
 
 def print_report(report: Report, console: Console) -> None:
     """A table on a terminal; one line per check elsewhere (CI logs, `pulumi up` errors)."""
-    counts = {s: sum(1 for c in report.checks if c.status == s) for s in ("pass", "warn", "fail")}
-    summary = f"{counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail"
+    counts = {s: sum(1 for c in report.checks if c.status == s) for s in ("pass", "warn", "fail", "info")}
+    summary = f"{counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail, {counts['info']} info"
     if console.is_terminal:
         table = Table(title="mailhost verify", show_lines=False)
         table.add_column("check", no_wrap=True)
@@ -145,6 +148,7 @@ def print_report(report: Report, console: Console) -> None:
             table.add_row(Text(check.id), Text(check.status, style=_STYLE[check.status]), Text(check.detail),
                           Text(check.fix))
         console.print(table)
+        _print_requirements(report, console, terminal=True)
         console.print(summary)
         return
     for check in report.checks:
@@ -152,7 +156,36 @@ def print_report(report: Report, console: Console) -> None:
         if check.fix and check.status != "pass":
             line += f"\n     fix: {check.fix}"
         console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+    _print_requirements(report, console, terminal=False)
     console.print(summary, markup=False, highlight=False)
+
+
+def _print_requirements(report: Report, console: Console, terminal: bool) -> None:
+    """The receivers' sender requirements, marked from the checks above (README: sources)."""
+    judged, receivers = report.requirements, report.receivers
+    if not judged:
+        return
+    tiers = " · ".join(f"{r.provider} {_TIER[r.tier]}: {r.mark}" for r in receivers)
+    if terminal:
+        table = Table(title="receiver requirements (from the checks above; bulk: 5,000+ messages a day)")
+        table.add_column("requirement")
+        table.add_column("status")
+        for provider in PROVIDERS:
+            table.add_column(provider)
+        for item in judged:
+            tiers_of = [_TIER[t] if (t := item.requirement.tiers.get(p)) else "–" for p in PROVIDERS]
+            table.add_row(Text(item.requirement.text), Text(item.mark, style=_STYLE[item.mark]), *map(Text, tiers_of))
+        console.print(table)
+        console.print(tiers, markup=False, highlight=False)
+        return
+    console.print("receiver requirements (from the checks above; bulk: 5,000+ messages a day):", markup=False,
+                  highlight=False)
+    width = max(len(item.mark) for item in judged)
+    for item in judged:
+        who = ", ".join(f"{p} {_TIER[t]}" for p in PROVIDERS if (t := item.requirement.tiers.get(p)))
+        console.print(f"  {item.mark.upper():{width}} {item.requirement.text} [{who}]", markup=False,
+                      highlight=False, emoji=False, soft_wrap=True)
+    console.print(f"  {tiers}", markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -193,12 +226,13 @@ def register(app: typer.Typer) -> None:
         dnsbl: Annotated[
             list[str] | None, typer.Option(help="DNS blocklist zone to check each IP on (repeatable)")
         ] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="print {ok, checks:[{id,status,detail,fix}]}")] = False,
+        json_out: Annotated[bool, typer.Option(
+            "--json", help="print {ok, checks:[{id,status,detail,fix}], requirements:[...], receivers:[...]}")] = False,
         only: Annotated[
             list[str] | None, typer.Option(help="judge only this check family, e.g. dkim (repeatable)")
         ] = None,
     ) -> None:
-        """Check the published DNS (A/AAAA, PTR, FCrDNS, HELO, SPF, DKIM, DMARC, MX) like a strict receiver."""
+        """Check the published DNS (A/AAAA, PTR, FCrDNS, HELO, SPF, DKIM, DMARC, MX, DNSSEC) like a strict receiver."""
         err = Console(stderr=True, emoji=False, highlight=False)
         try:
             sources = [s for s in (outputs, stack, expected_env) if s is not None]

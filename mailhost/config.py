@@ -215,9 +215,12 @@ class Delivery(Model):
 
 
 class Dmarc(Model):
+    """The `_dmarc` record, by RFC 9989 (DMARCbis): `testing` publishes t=y; RFC 7489's pct is gone."""
+
     policy: Literal["none", "quarantine", "reject"] = "quarantine"
     rua: str | None = None
-    pct: int = Field(100, ge=0, le=100)
+    testing: bool = False
+    pct: None = Field(None, exclude=True)  # RFC 7489 only: 100 (its default) is accepted and dropped
 
     @field_validator("rua")
     @classmethod
@@ -225,6 +228,16 @@ class Dmarc(Model):
         if value is None:
             return None
         return grammar.mailbox(value.removeprefix("mailto:"), "the DMARC report address (rua)")
+
+    @field_validator("pct", mode="before")
+    @classmethod
+    def _pct(cls, value: Any) -> None:
+        """pct: 100 meant 'the whole policy', the same as no pct, so an old stack keeps working unchanged."""
+        if value is None or value in (100, "100"):
+            return None
+        raise ValueError(f"{_shown(value)}: RFC 9989 (DMARCbis) removed pct; remove dmarc.pct from the stack, and "
+                         "for a test phase set dmarc.testing: true (publishes t=y: receivers apply the policy one "
+                         "step milder)")
 
 
 def _zone_id(value: str | None) -> str | None:
@@ -308,6 +321,8 @@ class Settings(Model):
     reroute_to: str | None = Field(None, alias="rerouteTo")
     reroute_opt_out: bool = Field(False, alias="rerouteOptOut")
     drain_seconds: int = Field(120, alias="drainSeconds", ge=0, le=3600)
+    # Bumped by hand to push every file again (an update in place), e.g. to undo a hand edit on the host.
+    push_serial: int = Field(0, alias="pushSerial", ge=0, le=1_000_000)
     maillog_file: str | None = Field(None, alias="maillogFile")
     verify: Verify = Field(default_factory=Verify)
     secrets_set: frozenset[str] = Field(default_factory=frozenset, alias="secretsSet")

@@ -171,6 +171,7 @@ class Lookup:
         self._boot: dict[tuple[str, str], asyncio.Future[_Raw]] = {}
         self._zones: dict[str, asyncio.Future[str]] = {}
         self._servers: dict[str, asyncio.Future[tuple[str, ...]]] = {}
+        self._parent: dict[tuple[str, str], asyncio.Future[_Raw]] = {}
         self._nameservers = spec.nameservers or _system_nameservers()
         self._udp = _Udp()
         self._slots = asyncio.Semaphore(spec.max_in_flight)
@@ -191,6 +192,32 @@ class Lookup:
         """The answer as the checks should see it: from the cache asked, or the zone's own servers."""
         ask = self._ask_authoritative if self.spec.authoritative else self._ask_recursive
         return await _memoised(self._memo, name, rdtype, lambda n, t: self._bounded(ask(n, t)))
+
+    async def zone(self, name: str) -> tuple[str | None, str]:
+        """The zone a name lives in, asked of the configured resolvers; (None, why) when none answered."""
+        try:
+            return await asyncio.wait_for(self._zone_of(name), self.spec.timeout * 4), ""
+        except (TimeoutError, dns.exception.Timeout):
+            return None, f"no answer within {self.spec.timeout:g}s from {self._where()}"
+        except (dns.exception.DNSException, OSError, ValueError) as error:
+            return None, str(error) or type(error).__name__
+
+    async def parent_side(self, name: str, rdtype: str) -> Answer:
+        """What the parent zone publishes about a child's apex (DS).  In authoritative mode the parent's
+        servers are asked: the child's own would answer from the wrong side of the zone cut."""
+        if not self.spec.authoritative:
+            return await self.query(name, rdtype)
+        raw = await _memoised(self._parent, name, rdtype, lambda n, t: self._bounded(self._ask_parent(n, t)))
+        return _to_answer(name, rdtype, raw)
+
+    async def _ask_parent(self, name: str, rdtype: str) -> _Raw:
+        qname = dns.name.from_text(name)
+        servers = await self._zone_servers(await self._zone_of(qname.parent().to_text(omit_final_dot=True)))
+        response = await self._exchange(servers, name, rdtype, recursion=False)
+        if response.rcode() == dns.rcode.NXDOMAIN:
+            return _Raw("nxdomain")
+        rrset = response.get_rrset(response.answer, qname, dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
+        return _Raw("ok", tuple(rrset)) if rrset is not None else _Raw("nodata")
 
     async def _recursive(self, name: str, rdtype: str) -> _Raw:
         """Bootstrap lookups (zone discovery) always go to the configured resolver."""

@@ -34,6 +34,7 @@ class Expected:
     production: bool = True
     spf_includes: tuple[str, ...] = field(default_factory=tuple)  # user mechanisms merged into SPF
     dmarc_policy: str | None = None  # p= the stack asks for (None: not checked against anything)
+    dmarc_testing: bool | None = None  # t=y the stack asks for (None: not checked against anything)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -53,6 +54,7 @@ class Expected:
             production=bool(data.get("production", True)),
             spf_includes=tuple(data.get("spf_includes", ())),
             dmarc_policy=data.get("dmarc_policy"),
+            dmarc_testing=data.get("dmarc_testing"),
         )
 
     @classmethod

@@ -98,9 +98,10 @@ def spf_record(settings: Settings, addresses: dict[str, Addresses]) -> Record:
 
 
 def dmarc_record(settings: Settings) -> Record:
+    """RFC 9989: no pct (removed); t=y while the stack tests its policy."""
     terms = [f"v=DMARC1; p={settings.dmarc.policy}"]
-    if settings.dmarc.pct != 100:
-        terms.append(f"pct={settings.dmarc.pct}")
+    if settings.dmarc.testing:
+        terms.append("t=y")
     if settings.dmarc.rua:
         terms.append(f"rua=mailto:{settings.dmarc.rua}")
     terms.append("adkim=r; aspf=r")
@@ -170,6 +171,7 @@ def expected(settings: Settings, addresses: dict[str, Addresses], dkim_p: dict[s
         production=settings.production,
         spf_includes=tuple(settings.spf_extra),
         dmarc_policy=settings.dmarc.policy,
+        dmarc_testing=settings.dmarc.testing,
     )
 
 

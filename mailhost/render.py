@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from mailhost import allowlist, grammar
+from mailhost import allowlist, grammar, mailstats
 from mailhost.bundle import RenderedFile
 from mailhost.config import Host, Settings
 from mailhost.plan import inet_protocols
@@ -45,6 +45,14 @@ OPENDKIM_CONF = "/etc/opendkim.conf"
 DKIM_KEY_DIR = "/etc/opendkim/keys"
 SETTINGS_ENV = "/var/lib/jira-mailhost/settings.env"
 SHAPED_PATHS = {"main.cf": MAIN_CF, "opendkim.conf": OPENDKIM_CONF, "reroute": REROUTE_MAP, "sasl_passwd": SASL_PASSWD}
+# Beside settings.env in the push's own directory: root-only, and removed with it by the teardown.
+COLLECTOR = "/var/lib/jira-mailhost/mailstats.py"
+METRICS_SERVICE = "/etc/systemd/system/jira-mailhost-metrics.service"
+METRICS_TIMER = "/etc/systemd/system/jira-mailhost-metrics.timer"
+# node_exporter's textfile directory as Debian's prometheus-node-exporter package sets it.
+METRICS_TEXTFILE = "/var/lib/prometheus/node-exporter/jira_mailhost.prom"
+METRICS_WINDOW_HOURS = 1  # the recent_* metrics count the last hour of the mail log
+METRICS_EVERY_MINUTES = 5
 PACKAGES = ("postfix", "opendkim", "opendkim-tools", "libsasl2-modules", "ca-certificates")
 
 _env = jinja2.Environment(
@@ -78,7 +86,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
     """Every file the host gets, in MANIFEST order; secret files carry the given secrets."""
     stack = stack or settings.environment
     relay = settings.delivery.relay if settings.delivery.mode == "relay" else None
-    common = {"stack": stack, "domain": settings.domain, "fqdn": settings.fqdn(host)}
+    common: dict[str, str] = {"stack": stack, "domain": settings.domain, "fqdn": settings.fqdn(host)}
     files = [
         RenderedFile(
             MAIN_CF,
@@ -128,6 +136,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
             mode=0o600,
         ),
     ]
+    files += metrics_files(settings, host, common)
     if settings.reroute_to:
         files.append(RenderedFile(REROUTE_MAP, _template("reroute.j2", **common, reroute_to=settings.reroute_to)))
     if relay:
@@ -146,6 +155,17 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
         )
     allowlist.check_files(settings, {f.path: f.content for f in files}, SHAPED_PATHS)
     return sorted(files, key=lambda f: f.path)
+
+
+def metrics_files(settings: Settings, host: Host, common: dict[str, str]) -> list[RenderedFile]:
+    """The collector (mailhost/mailstats.py itself) and, on systemd hosts, the timer that runs it."""
+    values = {**common, "collector": COLLECTOR, "maillog_file": settings.maillog_file, "textfile": METRICS_TEXTFILE,
+              "window_hours": METRICS_WINDOW_HOURS, "every_minutes": METRICS_EVERY_MINUTES}
+    return [
+        RenderedFile(COLLECTOR, Path(mailstats.__file__).read_text(), mode=0o755, code=True),
+        RenderedFile(METRICS_SERVICE, _template("metrics.service.j2", **values)),
+        RenderedFile(METRICS_TIMER, _template("metrics.timer.j2", **values)),
+    ]
 
 
 def script(name: str) -> str:

@@ -72,14 +72,16 @@ def _fd_path(fd: int) -> Path:
     return Path(f"/proc/{os.getpid()}/fd/{fd}")
 
 
-def ssh_argv(host: str, port: int, user: str, key_file: Path, known_hosts: Path, key_type: str,
+def ssh_argv(host: str, port: int, user: str, key_file: Path | None, known_hosts: Path, key_type: str,
              connect_timeout: int = 10) -> list[str]:
-    """The ssh client invocation; no user or system ssh_config is read (-F /dev/null)."""
+    """The ssh client invocation; no user or system ssh_config is read (-F /dev/null).
+
+    Without key_file the keys come from the SSH agent (SSH_AUTH_SOCK) and from nowhere else."""
+    identity = ["-i", str(key_file), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"] if key_file else [
+        "-o", "IdentityAgent=SSH_AUTH_SOCK", "-o", "IdentityFile=none", "-o", "IdentitiesOnly=no"]
     return [
         SSH, "-F", "/dev/null",
-        "-i", str(key_file),
-        "-o", "IdentitiesOnly=yes",
-        "-o", "IdentityAgent=none",
+        *identity,
         "-o", f"UserKnownHostsFile={known_hosts}",
         "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", f"HostKeyAlias={HOST_ALIAS}",
@@ -99,7 +101,7 @@ def ssh_argv(host: str, port: int, user: str, key_file: Path, known_hosts: Path,
     ]
 
 
-def run(host: str, port: int, user: str, private_key: str, host_key: str, command: str,
+def run(host: str, port: int, user: str, private_key: str | None, host_key: str, command: str,
         stdin: str | None = None, timeout: float = 600, attempts: int = DIAL_ATTEMPTS) -> Result:
     """Run `command` on the host after checking its key against `host_key`; retry only dial errors.
 
@@ -110,10 +112,12 @@ def run(host: str, port: int, user: str, private_key: str, host_key: str, comman
         raise FileNotFoundError("the OpenSSH client (ssh) is not installed; apt-get install openssh-client")
     key_type = _key_type(host_key)
     pinned = " ".join(host_key.split()[:2])
-    key_fd = _memfile("mailhost-ssh-key", private_key if private_key.endswith("\n") else private_key + "\n")
+    key_fd = None if private_key is None else \
+        _memfile("mailhost-ssh-key", private_key if private_key.endswith("\n") else private_key + "\n")
     known_fd = _memfile("mailhost-known-hosts", f"{HOST_ALIAS} {pinned}\n")
     try:
-        argv = [*ssh_argv(host, port, user, _fd_path(key_fd), _fd_path(known_fd), key_type), "--", command]
+        key_path = None if key_fd is None else _fd_path(key_fd)
+        argv = [*ssh_argv(host, port, user, key_path, _fd_path(known_fd), key_type), "--", command]
         pause = DIAL_PAUSE
         deadline = time.monotonic() + timeout
         for attempt in range(1, max(attempts, 1) + 1):
@@ -138,5 +142,6 @@ def run(host: str, port: int, user: str, private_key: str, host_key: str, comman
             pause = min(pause * 2, MAX_PAUSE)
         raise AssertionError("unreachable")
     finally:
-        os.close(key_fd)
+        if key_fd is not None:
+            os.close(key_fd)
         os.close(known_fd)

@@ -16,12 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailhost import checks as c
+from mailhost import dmarc
+from mailhost import requirements as rq
 from mailhost.checks import Answer, CheckResult
 from mailhost.dnsquery import Lookup, ResolverSpec, spf_evaluate, spf_routing
+from mailhost.dnssec import check_dnssec
 from mailhost.expected import Expected, ExpectedHost
 
 RETRY_INTERVAL = 5.0
 MAX_SPF_TREE = 40  # include:/redirect= targets fetched at most (a record needing more fails anyway)
+MAX_SPF_QUESTIONS = 80  # a/mx/exists names (and MX hosts' addresses) fetched at most, for the void count
 
 
 class ExpectedError(ValueError):
@@ -41,6 +45,15 @@ class Report:
     attempts: int = 1
     seconds: float = 0.0
     queries: int = 0
+    summary: bool = True  # judge the receivers' requirements (not for --only: most checks did not run)
+
+    @property
+    def requirements(self) -> list[rq.Judged]:
+        return rq.evaluate(self.checks) if self.summary else []
+
+    @property
+    def receivers(self) -> list[rq.Receiver]:
+        return rq.receivers(self.requirements)
 
     @property
     def ok(self) -> bool:
@@ -58,7 +71,9 @@ class Report:
         return 1 if any(not check.lookup_error for check in self.failures) else 2
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checks": [check.to_dict() for check in self.checks]}
+        return {"ok": self.ok, "checks": [check.to_dict() for check in self.checks],
+                "requirements": [judged.to_dict() for judged in self.requirements],
+                "receivers": [receiver.to_dict() for receiver in self.receivers]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -83,7 +98,7 @@ async def verify_once(expected: Expected, options: VerifyOptions) -> Report:
             flat.append(CheckResult(f"{options.only[0]}:none", "fail", f"no {', '.join(options.only)} check ran",
                                     "the expected state names nothing of that kind: check the stack's hosts",
                                     lookup_error=True))
-    return Report(_dedupe(flat), 1, time.monotonic() - started, lookup.queries)
+    return Report(_dedupe(flat), 1, time.monotonic() - started, lookup.queries, summary=not options.only)
 
 
 async def verify(
@@ -134,14 +149,15 @@ def _dedupe(results: list[CheckResult]) -> list[CheckResult]:
     return out
 
 
-# -- the domain: SPF, DKIM, DMARC, MX -------------------------------------------------------------
+# -- the domain: SPF, DKIM, DMARC, MX, DNSSEC --------------------------------------------------------
 async def _domain_checks(lookup: Lookup, expected: Expected) -> list[CheckResult]:
     domain = expected.domain
-    spf_answer, dmarc_answer, mx_answer, dkim = await asyncio.gather(
+    spf_answer, dmarc_results, mx, dkim, dnssec = await asyncio.gather(
         lookup.query(domain, "TXT"),
-        lookup.query(f"_dmarc.{domain}", "TXT"),
-        lookup.query(domain, "MX"),
+        _dmarc_checks(lookup, expected),
+        _mx_check(lookup, domain),
         _dkim_checks(lookup, expected),
+        _dnssec_check(lookup, domain),
     )
     out = [c.check_spf_count(domain, spf_answer), c.check_spf_split(domain, spf_answer)]
     texts = c.spf_texts(spf_answer)
@@ -149,21 +165,30 @@ async def _domain_checks(lookup: Lookup, expected: Expected) -> list[CheckResult
         record = c.parse_spf(texts[0])
         out.append(c.check_spf_syntax(domain, record))
         if not record.errors:
-            tree = await _spf_tree(lookup, domain, spf_answer)
-            out.append(c.check_spf_lookups(domain, c.spf_lookup_cost(domain, tree)))
+            tree, answers = await _spf_tree(lookup, domain, spf_answer)
+            cost = c.spf_lookup_cost(domain, tree, answers)
+            out.append(c.check_spf_lookups(domain, cost))
+            out.append(c.check_spf_voids(domain, cost, _families(expected)))
             out.append(c.check_spf_all(domain, record))
             out.append(c.check_spf_breadth(domain, record))
             if expected.spf_includes:
                 out.append(c.check_spf_includes(domain, record, expected.spf_includes))
-    out += dkim
-    out.append(c.check_dmarc(domain, dmarc_answer, expected.production, expected.dmarc_policy))
-    out.append(c.check_mx(domain, mx_answer))
-    return out
+    return out + dkim + dmarc_results + [mx, dnssec]
 
 
-async def _spf_tree(lookup: Lookup, domain: str, first: Answer) -> dict[str, Answer]:
-    """Fetch the TXT records of every include:/redirect= target, breadth first, each once."""
+def _families(expected: Expected) -> tuple[int, ...]:
+    """The address families the hosts send over (both when the expected state names no address)."""
+    found = {4 for h in expected.hosts if h.ipv4 and h.sends_ipv4} | {6 for h in expected.hosts
+                                                                       if h.ipv6 and h.sends_ipv6}
+    return tuple(sorted(found)) or (4, 6)
+
+
+async def _spf_tree(lookup: Lookup, domain: str, first: Answer) -> tuple[dict[str, Answer],
+                                                                          dict[tuple[str, str], Answer]]:
+    """Fetch what evaluating the record may ask: the TXT of every include:/redirect= target (breadth first,
+    each once), then the names its a/mx/exists terms ask about and the addresses of those MX hosts."""
     tree: dict[str, Answer] = {domain.lower(): first}
+    questions = _term_questions(domain, first)
     frontier = _spf_targets(first)
     while frontier and len(tree) < MAX_SPF_TREE:
         todo = [t for t in dict.fromkeys(frontier) if t not in tree][: MAX_SPF_TREE - len(tree)]
@@ -172,7 +197,22 @@ async def _spf_tree(lookup: Lookup, domain: str, first: Answer) -> dict[str, Ans
         for target, answer in zip(todo, answers, strict=True):
             tree[target] = answer
             frontier += _spf_targets(answer)
-    return tree
+            questions += _term_questions(target, answer)
+    fetched = await _ask_all(lookup, list(dict.fromkeys(questions))[:MAX_SPF_QUESTIONS])
+    hosts = [(host, kind) for (_, rdtype), answer in fetched.items() if rdtype == "MX"
+             for host in c.mx_hosts(answer) for kind in ("A", "AAAA")]
+    fetched.update(await _ask_all(lookup, [q for q in dict.fromkeys(hosts) if q not in fetched][:MAX_SPF_QUESTIONS]))
+    return tree, fetched
+
+
+async def _ask_all(lookup: Lookup, questions: list[tuple[str, str]]) -> dict[tuple[str, str], Answer]:
+    answers = await asyncio.gather(*(lookup.query(name, rdtype) for name, rdtype in questions))
+    return dict(zip(questions, answers, strict=True))
+
+
+def _term_questions(domain: str, answer: Answer) -> list[tuple[str, str]]:
+    texts = c.spf_texts(answer)
+    return c.spf_term_lookups(domain, c.parse_spf(texts[0])) if len(texts) == 1 else []
 
 
 def _spf_targets(answer: Answer) -> list[str]:
@@ -185,6 +225,51 @@ def _spf_targets(answer: Answer) -> list[str]:
     if redirect:
         targets.append(redirect)
     return [t.rstrip(".").lower() for t in targets if "%" not in t]
+
+
+async def _tree_walk(lookup: Lookup, domain: str) -> dmarc.TreeWalk:
+    """RFC 9989's walk: every _dmarc name it may need, asked at once (at most eight)."""
+    names = dmarc.walk_names(domain)
+    answers = await asyncio.gather(*(lookup.query(f"_dmarc.{name}", "TXT") for name in names))
+    return dmarc.TreeWalk(domain, tuple(zip(names, answers, strict=True)))
+
+
+async def _dmarc_checks(lookup: Lookup, expected: Expected) -> list[CheckResult]:
+    """The record that applies, its tags, and whether each report address outside the organization agreed
+    (that needs the report domain's own tree walk, so it is asked only for rua domains other than ours)."""
+    walk = await _tree_walk(lookup, expected.domain)
+    out = [dmarc.check_dmarc(expected.domain, walk, expected.production, expected.dmarc_policy)]
+    tags = dmarc.check_dmarc_tags(expected.domain, walk, expected.production, expected.dmarc_testing)
+    found = walk.policy
+    if tags is None or found is None or not found.record.report_domains():
+        return out + ([tags] if tags else [])
+    destinations = []
+    for report_domain in found.record.report_domains():
+        external = report_domain != found.domain and not dmarc.same_organization(
+            walk, await _tree_walk(lookup, report_domain))
+        authorization = None
+        if external:
+            authorization = await lookup.query(dmarc.report_name(found.domain, report_domain), "TXT")
+        destinations.append(dmarc.Destination(report_domain, external, authorization))
+    return [*out, tags, dmarc.check_dmarc_rua(found.domain, destinations)]
+
+
+async def _mx_check(lookup: Lookup, domain: str) -> CheckResult:
+    """The MX, and only when there is none the domain's own addresses (the implicit MX)."""
+    answer = await lookup.query(domain, "MX")
+    if answer.failed or answer.status == "nxdomain" or not answer.empty:
+        return c.check_mx(domain, answer)
+    a, aaaa = await asyncio.gather(lookup.query(domain, "A"), lookup.query(domain, "AAAA"))
+    return c.check_mx(domain, answer, a, aaaa)
+
+
+async def _dnssec_check(lookup: Lookup, domain: str) -> CheckResult:
+    """DNSKEY at the apex of the zone holding the domain (which may be a parent), DS from its parent."""
+    zone, why = await lookup.zone(domain)
+    if zone is None:
+        return check_dnssec(domain, None, None, None, why)
+    dnskey, ds = await asyncio.gather(lookup.query(zone, "DNSKEY"), lookup.parent_side(zone, "DS"))
+    return check_dnssec(domain, zone, dnskey, ds)
 
 
 async def _dkim_checks(lookup: Lookup, expected: Expected) -> list[CheckResult]:

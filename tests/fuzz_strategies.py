@@ -80,7 +80,7 @@ def good_values(domain: str) -> dict[str, st.SearchStrategy[Any]]:
         "spfAll": st.sampled_from(["~all", "-all"]),
         "dmarc.policy": st.sampled_from(["none", "quarantine", "reject"]),
         "dmarc.rua": mailboxes().map(lambda m: "mailto:" + m),
-        "dmarc.pct": st.integers(0, 100),
+        "dmarc.testing": st.booleans(),
         "fromAddress": mailboxes(domain),
         "rerouteTo": mailboxes(),
         "drainSeconds": st.integers(0, 3600),

@@ -624,6 +624,13 @@ restart_services() { # reload when enough (opendkim needs ~6 s to stop), restart
   return 0
 }
 
+metrics_timer() { # systemd hosts: (re)start the collector's timer; elsewhere run the collector yourself
+  local unit=jira-mailhost-metrics.timer
+  [ -f "/etc/systemd/system/$unit" ] && have_systemd || return 0
+  { systemctl daemon-reload && systemctl enable --quiet --now "$unit"; } >"$WORK/out" 2>&1 ||
+    warn "warning: could not start $unit (metrics only; mail is fine): $(head -c 300 "$WORK/out")"
+}
+
 SERVICE_PROBLEM=""
 if [ -z "$failure" ]; then
   manages opendkim && run_dir && milter_group
@@ -660,7 +667,10 @@ fi
 
 mv -f "$WORK/managed.new" "$STATE/managed"
 mv -f "$WORK/applied" "$STATE/applied"
+# What is live now, for `mailhost status` and the metrics collector (drift = a live file that differs).
+install -m 0600 "$WORK/bundle/MANIFEST" "$STATE/manifest"
 rm -f "$JOURNAL"
+metrics_timer
 if [ "${#CHANGED[@]}" -eq 0 ]; then
   say "config $(config_id) was already on disk on $(host_label); postfix and opendkim reloaded it"
 else

@@ -171,6 +171,10 @@ if postfix_installed && [ "$(was postfix)" != running ] && postfix_running; then
   if [ "$count" -gt 0 ]; then postfix_do start >/dev/null 2>&1; refuse "$count"; fi
 fi
 ours_pidfile=$(odk_pidfile)
+# The metrics collector's timer goes with our files (the unit files are among them, "absent" originally).
+if have_systemd && [ -f /etc/systemd/system/jira-mailhost-metrics.timer ]; then
+  systemctl disable --quiet --now jira-mailhost-metrics.timer >/dev/null 2>&1
+fi
 failed=0
 dirs=()
 while read -r kind p; do
@@ -200,6 +204,7 @@ if postfix_installed; then
   fi
 fi
 if have_systemd; then
+  systemctl daemon-reload >/dev/null 2>&1
   for s in postfix opendkim; do
     case $(enabled $s) in disabled | masked) systemctl disable --quiet "$s" 2>/dev/null ;; esac
   done

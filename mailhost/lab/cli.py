@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailhost import cli_status
 from mailhost.lab import jirahost, ops
 from mailhost.lab.lab import DEFAULT_STATE, Lab, LabBusy, LabError
 
@@ -165,6 +166,13 @@ def status(state: StateOpt = DEFAULT_STATE) -> None:
     console.print(records)
     log = jirahost.run(info, ["tail", "-n", "8", ops.MAILLOG]).stdout.strip()
     console.print(f"last lines of the jira host's {ops.MAILLOG}:\n{log or '(empty)'}", markup=False, highlight=False)
+    outputs = state / "stack-outputs.json"
+    if outputs.exists():  # what `mailhost status` says of the deployed host, as on a real one
+        console.print("\nmailhost status (last hour):")
+        found = cli_status.targets(cli_status.read_outputs(outputs), None, "lab")
+        level = cli_status.run_status(found, Path(info.jira["client_key_path"]).read_text(), 1.0, False,
+                                      lambda line: console.print(line, markup=False, highlight=False))
+        raise typer.Exit(level)
 
 
 @lab_app.command()

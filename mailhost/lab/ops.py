@@ -156,12 +156,13 @@ class Burst:
 
 
 def send(lab: Lab, count: int, size_kb: int = 0, recipients: list[str] | None = None, oversize: int = 0,
-         big_every: int = 25, keep_refused: bool = False) -> Burst:
+         big_every: int = 25, keep_refused: bool = False, sender: str = f"jira@{zones.SENDER_DOMAIN}") -> Burst:
     """Submit a Jira burst to Postfix on 127.0.0.1:25 from inside the jira host, as Jira does.
-    keep_refused: each refused message comes back in `refused` (key `retry`), for `retry`."""
+    keep_refused: each refused message comes back in `refused` (key `retry`), for `retry`.
+    sender: Jira's From address (another domain's = a misconfigured Jira)."""
     limit = int(current_values(lab).get("messageSizeLimit", DEFAULT_LIMIT))
     argv = ["--count", str(count), "--size-limit", str(limit), "--size-kb", str(size_kb), "--oversize", str(oversize),
-            "--big-every", str(big_every), "--sender", f"jira@{zones.SENDER_DOMAIN}", "--seed", str(int(time.time()))]
+            "--big-every", str(big_every), "--sender", sender, "--seed", str(int(time.time()))]
     for rcpt in recipients or USERS:
         argv += ["--to", rcpt]
     return _submit(lab, argv + (["--keep-refused"] if keep_refused else []))

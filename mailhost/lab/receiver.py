@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import email
 import email.policy
 import ipaddress
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +35,61 @@ def peer_ip(session: Session) -> str:
 
 
 class Handler:
-    """aiosmtpd handler: refuse foreign recipients, evaluate each message, append a record."""
+    """aiosmtpd handler: refuse foreign recipients, evaluate each message, append a record.
 
-    def __init__(self, domains: list[str], log: Path, res: dns.resolver.Resolver):
-        self.domains = [d.lower() for d in domains]
+    Mail to a strict domain is judged the way Gmail, Yahoo and Microsoft judge it, with their
+    replies: a mailbox that is gone (5.1.1) or full (5.2.2), too many messages from one address
+    (421 4.7.28), an IPv6 sender without PTR (550 5.7.25), unauthenticated or DMARC-failing
+    mail (550 5.7.26).  Other domains accept everything and only record the verdicts."""
+
+    def __init__(self, domains: list[str], log: Path, res: dns.resolver.Resolver, strict: Sequence[str] = (),
+                 rate: tuple[int, float] = (20, 10.0)):
+        self.strict = [d.lower() for d in strict]
+        self.domains = [d.lower() for d in domains] + self.strict
         self.log = log
         self.res = res
+        self.rate_count, self.rate_seconds = rate
+        self.recent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+
+    def _over_rate(self, ip: str) -> bool:
+        now = time.monotonic()
+        seen = self.recent[ip]
+        while seen and seen[0] < now - self.rate_seconds:
+            seen.popleft()
+        if len(seen) >= self.rate_count:
+            return True
+        seen.append(now)
+        return False
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        if verdicts.domain_of(address) not in self.domains:
+        domain = verdicts.domain_of(address)
+        if domain not in self.domains:
             return "550 5.7.1 relaying denied: not a domain of this MX"
+        if domain in self.strict:
+            local = address.rpartition("@")[0].lower()
+            if local.startswith("gone"):
+                return f"550 5.1.1 <{address}>: the email account that you tried to reach does not exist"
+            if local.startswith("full"):
+                return f"552 5.2.2 <{address}>: the mailbox is full (over quota)"
+            if self._over_rate(peer_ip(session)):
+                return (f"421 4.7.28 [{peer_ip(session)}] unusual rate of mail from your IP address: "
+                        "rate limited, try again later")
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
+
+    def strict_refusal(self, envelope: Envelope, ip: str, result: verdicts.Verdicts) -> str | None:
+        """The big receivers' answer to an accepted envelope, or None to accept the message."""
+        if not any(verdicts.domain_of(r) in self.strict for r in envelope.rcpt_tos):
+            return None
+        if ipaddress.ip_address(ip).version == 6 and result.fcrdns != "pass":
+            return (f"550 5.7.25 [{ip}] the IP address sending this message does not have a PTR record, "
+                    "or the PTR does not resolve back to it")
+        if result.dmarc == "fail" or (result.spf != "pass" and result.dkim != "pass"):
+            return ("550 5.7.26 unauthenticated email is not accepted: it fails the From domain's DMARC policy "
+                    "or has neither a passing SPF nor a passing DKIM result")
+        return None
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
@@ -55,6 +98,9 @@ class Handler:
         mail_from = envelope.mail_from or ""
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(None, verdicts.evaluate, ip, helo, mail_from, content, self.res)
+        refusal = self.strict_refusal(envelope, ip, result)
+        if refusal:
+            return refusal
         self.write(self.record(session, envelope, content, ip, helo, result))
         tlsstats.count_message(session)
         return "250 2.0.0 OK: evaluated and stored"
@@ -116,13 +162,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=25)
     parser.add_argument("--hostname", required=True)
     parser.add_argument("--domain", action="append", required=True, help="recipient domain accepted (repeat)")
+    parser.add_argument("--strict-domain", action="append", default=[],
+                        help="recipient domain judged like Gmail/Yahoo/Microsoft do (repeat)")
+    parser.add_argument("--strict-rate", default="20/10", help="COUNT/SECONDS per sending address, strict domains")
     parser.add_argument("--dns", required=True, help="the lab nameserver to evaluate against")
     parser.add_argument("--dns-port", type=int, default=53)
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--conn-log", type=Path, help="one JSON line per connection (tlsstats)")
     args = parser.parse_args(argv)
     res = verdicts.resolver_for(args.dns, args.dns_port)
-    asyncio.run(serve(args.listen, args.port, args.hostname, Handler(args.domain, args.log, res), args.conn_log))
+    count, _, seconds = args.strict_rate.partition("/")
+    handler = Handler(args.domain, args.log, res, args.strict_domain, (int(count), float(seconds)))
+    asyncio.run(serve(args.listen, args.port, args.hostname, handler, args.conn_log))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ OTHER_DOMAIN = "example.org"  # a recipient domain the lab does not serve (rerou
 # (mx2, a receiver on the smarthost's addresses; started by the TLS-reuse benchmark).
 SAME_MX_DOMAINS = (f"eu.{RECIPIENT_DOMAIN}", f"us.{RECIPIENT_DOMAIN}", f"apac.{RECIPIENT_DOMAIN}")
 SECOND_MX_DOMAINS = (f"partner.{RECIPIENT_DOMAIN}", f"vendor.{RECIPIENT_DOMAIN}")
+# Judged like Gmail/Yahoo/Microsoft by the lab MX (mailhost.lab.receiver); strict6's MX has only an IPv6 address.
+STRICT_DOMAIN = f"strict.{RECIPIENT_DOMAIN}"
+STRICT6_DOMAIN = f"strict6.{RECIPIENT_DOMAIN}"
 FORWARD_ID, REVERSE4_ID, REVERSE6_ID = "ZLABFWD", "ZLABREV4", "ZLABREV6"  # shaped like Route53 ids (config checks them)
 
 
@@ -57,7 +60,8 @@ class World:
         ns = f"ns.{SENDER_DOMAIN}."
         mx, smtp = f"mx.{RECIPIENT_DOMAIN}.", f"smtp.{RECIPIENT_DOMAIN}."
         return {
-            SENDER_DOMAIN: _zone(SENDER_DOMAIN, [f"ns A {self.dns.v4}", f"ns AAAA {self.dns.v6}"]),
+            # The company's mailboxes (bounces to Jira's sender address) are at the lab MX, as at a provider.
+            SENDER_DOMAIN: _zone(SENDER_DOMAIN, [f"ns A {self.dns.v4}", f"ns AAAA {self.dns.v6}", f"@ MX 10 {mx}"]),
             RECIPIENT_DOMAIN: _zone(RECIPIENT_DOMAIN, [
                 f"@ MX 10 {mx}",
                 f"mx A {self.mx.v4}", f"mx AAAA {self.mx.v6}",
@@ -67,6 +71,8 @@ class World:
                 f"mx2 A {self.smarthost.v4}", f"mx2 AAAA {self.smarthost.v6}",
                 *(f"{d.removesuffix('.' + RECIPIENT_DOMAIN)} MX 10 {mx}" for d in SAME_MX_DOMAINS),
                 *(f"{d.removesuffix('.' + RECIPIENT_DOMAIN)} MX 10 mx2.{RECIPIENT_DOMAIN}." for d in SECOND_MX_DOMAINS),
+                f"strict MX 10 {mx}", f"strict6 MX 10 mx6.{RECIPIENT_DOMAIN}.", f"mx6 AAAA {self.mx.v6}",
+                '_dmarc TXT "v=DMARC1; p=reject"',  # mail claiming to be from here fails DMARC at strict MXs
             ]),
             self.reverse4: _zone(self.reverse4, [
                 f"{_ptr(self.dns.v4)} PTR {ns}", f"{_ptr(self.mx.v4)} PTR {mx}",

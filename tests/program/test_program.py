@@ -331,6 +331,10 @@ def test_stack_outputs_tell_the_admin_what_to_enter_and_hold_no_secret() -> None
     assert seen["deliveryMode"] == "relay" and seen["rerouteTo"] == "qa@example.com"
     assert seen["spf"].startswith("v=spf1 ip4:198.51.100.20") and seen["dkim"]["jira"].startswith("v=DKIM1;")
     assert Expected.from_json(seen["verification"]).hosts[0].fqdn == "jira.staging.example.com"
+    # what `mailhost status --outputs` connects with: the stack's pinned host key, its user and port
+    adopted = stacks.existing_relay_staging()["hosts"][0]
+    assert (jira["sshUser"], jira["sshPort"]) == (adopted.get("sshUser", "root"), adopted.get("sshPort", 22))
+    assert jira["sshHostKey"].split()[:2] == adopted["existing"]["hostKey"].split()[:2]
     everything = json.dumps(seen)
     assert stacks.RELAY_PASSWORD not in everything and "PRIVATE KEY" not in everything
 

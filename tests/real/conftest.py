@@ -53,6 +53,23 @@ def _exclusive(name: str, timeout: float = 900, lock_on: Path = Path(__file__)) 
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def lab_in_tmp(name: str, mode: str | None = "direct") -> Iterator[jm_lab.Lab]:
+    """A `jm` lab with its state in a new temp dir, the program deployed in `mode` (None: nothing
+    deployed); torn down however the module ends, and checked to leave nothing behind."""
+    with tempfile.TemporaryDirectory(prefix=f"mailhost-{name}-") as tmp:
+        the_lab = jm_lab.Lab(Path(tmp) / "state")
+        try:
+            if mode:
+                from mailhost.lab import ops
+
+                ops.up(the_lab, mode)
+            yield the_lab
+        finally:
+            the_lab.teardown()
+        assert the_lab.leftovers() == []
+
+
 @pytest.fixture(scope="module")
 def jm_lab_lock() -> Iterator[None]:
     """Held by every module that builds the `jm` lab, for the whole module: the lab's namespaces,
@@ -108,3 +125,19 @@ def dkim_private_key_pem() -> str:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the `jm` or `jmp` namespaces must live in a file tests/conftest.py schedules as
+    that prefix's (one worker, in order); this refuses one that does not, instead of letting two
+    workers fight over a lab."""
+    from tests.conftest import NAMESPACE_FILES
+
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        want = "jm" if "jm_lab_lock" in names else \
+            "jmp" if names & {"jmp_topology", "jmp_netns_host", "ssh_host", "ssh_host_shared"} else None
+        path = item.nodeid.split("::", 1)[0]
+        if want and path not in NAMESPACE_FILES[want]:
+            raise pytest.UsageError(f"{path} uses the {want} namespaces: add it to NAMESPACE_FILES[{want!r}] "
+                                    "in tests/conftest.py")

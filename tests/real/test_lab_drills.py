@@ -28,7 +28,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -42,6 +41,7 @@ import pytest
 from mailhost import sshexec
 from mailhost.lab import jirahost, ops, zones
 from mailhost.lab.lab import REPO, Lab, LabBusy
+from tests.real.conftest import lab_in_tmp
 
 pytestmark = [pytest.mark.real, pytest.mark.lab, pytest.mark.usefixtures("jm_lab_lock")]
 NO_V6_PTR = {"hosts": [{"name": "jira", "existing": {"ipv6Ptr": "none"}}]}
@@ -58,14 +58,8 @@ MASTER_STARTED = re.compile(r"postfix/master\[\d+\]: daemon started")
 
 @pytest.fixture(scope="module")
 def lab(jm_lab_lock: None) -> Iterator[Lab]:
-    with tempfile.TemporaryDirectory(prefix="mailhost-drill-") as tmp:
-        the_lab = Lab(Path(tmp) / "state")
-        try:
-            ops.up(the_lab, "direct")
-            yield the_lab
-        finally:
-            the_lab.teardown()
-        assert the_lab.leftovers() == []
+    with lab_in_tmp("drill") as the_lab:
+        yield the_lab
 
 
 def host(lab: Lab, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 import mailhost.lab.lab as lab_module
 from mailhost.lab import jirahost, ops, tlscert, zones
 from mailhost.lab.lab import SMARTHOST_NAME, Lab
+from tests.real.conftest import lab_in_tmp
 
 pytestmark = [pytest.mark.real, pytest.mark.lab, pytest.mark.usefixtures("jm_lab_lock")]
 COUNT = 5
@@ -34,17 +34,11 @@ DEFERRED = "dsn=4.7.5, status=deferred (Server certificate not verified)"
 
 @pytest.fixture(scope="module")
 def lab(jm_lab_lock: None) -> Iterator[Lab]:
-    with tempfile.TemporaryDirectory(prefix="mailhost-relaytls-") as tmp:
-        the_lab = Lab(Path(tmp) / "state")
-        try:
-            ops.up(the_lab, "relay")
-            # the men in the middle: the right name from an untrusted issuer, a trusted issuer for another name
-            tlscert.self_signed(SMARTHOST_NAME).write(*the_lab.cert_paths("self-signed"))
-            the_lab.lab_ca().issue(f"other.{zones.RECIPIENT_DOMAIN}").write(*the_lab.cert_paths("other-name"))
-            yield the_lab
-        finally:
-            the_lab.teardown()
-        assert the_lab.leftovers() == []
+    with lab_in_tmp("relaytls", "relay") as the_lab:
+        # the men in the middle: the right name from an untrusted issuer, a trusted issuer for another name
+        tlscert.self_signed(SMARTHOST_NAME).write(*the_lab.cert_paths("self-signed"))
+        the_lab.lab_ca().issue(f"other.{zones.RECIPIENT_DOMAIN}").write(*the_lab.cert_paths("other-name"))
+        yield the_lab
 
 
 class Marks:

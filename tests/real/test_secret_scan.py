@@ -34,6 +34,7 @@ from mailhost.lab.cli import lab_app
 from mailhost.lab.lab import RELAY_USER, REPO, Lab
 from mailhost.lab.secretscan import CmdlineSampler, Finding, Secret, TreeScan, scan_file, scan_text, scan_tree
 from mailhost.sshexec import HOST_ALIAS
+from tests.real.conftest import lab_in_tmp
 
 cli = CliRunner(env={"COLUMNS": "240"})
 REPO_SKIP = {REPO / ".venv", REPO / ".git"}  # installed packages and compressed objects: nothing the lab writes
@@ -101,13 +102,8 @@ def test_the_sampler_sees_a_secret_on_a_command_line() -> None:
 # -- the lab run -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lab(jm_lab_lock: None) -> Iterator[Lab]:
-    with tempfile.TemporaryDirectory(prefix="mailhost-secretscan-") as tmp:
-        the_lab = Lab(Path(tmp) / "state")
-        try:
-            yield the_lab
-        finally:
-            the_lab.teardown()
-        assert the_lab.leftovers() == []
+    with lab_in_tmp("secretscan", None) as the_lab:
+        yield the_lab
 
 
 def invoke(*args: str) -> str:

@@ -34,6 +34,7 @@ def test_the_benchmark_runs_every_config_in_both_modes_and_loses_nothing(
         row = dict(zip(bench.COLUMNS, cells, strict=True))
         count = "500" if row["mode"] == "direct" else "100"
         assert row["sent"] == row["delivered"] == count, row
+        assert 0 < float(row["submit_s"]) <= float(row["drain_s"]), "nothing drains before Jira has handed it over"
         assert int(row["handshakes"]) >= 1 and float(row["per_handshake"]) >= 1.0, row
         if row["config"] == "stock":
             assert row["handshakes"] == count, "stock Postfix never reuses a TLS connection"

@@ -27,10 +27,11 @@ from typer.testing import CliRunner
 
 from mailhost import cli_verify, dkim, dnstext
 from mailhost import verify as verify_mod
+from mailhost.checks import CheckResult
 from mailhost.dnsquery import ResolverSpec
 from mailhost.lab.knot import Knot, KnotError, free_port
 from mailhost.verify import Report, VerifyOptions, run
-from tests.fixtures.zones.verify_world import SELECTOR, World, lab_host
+from tests.fixtures.zones.verify_world import DOMAIN, OTHER_DOMAIN, SELECTOR, World, lab_host
 
 pytestmark = [
     pytest.mark.real,
@@ -81,7 +82,16 @@ def options(knot: Knot, authoritative: bool = False, dnsbl: tuple[str, ...] = ()
 
 
 def flagged(report: Report) -> dict[str, str]:
-    return {check.id: check.status for check in report.checks if check.status != "pass"}
+    """The judged checks that did not pass (info is reported, never judged)."""
+    return {check.id: check.status for check in report.checks if check.status not in ("pass", "info")}
+
+
+def result(report: Report, check_id: str) -> CheckResult:
+    return next(check for check in report.checks if check.id == check_id)
+
+
+def marks(report: Report) -> dict[str, str]:
+    return {item.requirement.text: item.mark for item in report.requirements}
 
 
 def detail(report: Report, check_id: str) -> str:
@@ -101,11 +111,22 @@ def test_good_zone_has_no_false_alarm(knot: Knot, key: str, authoritative: bool)
     assert {
         f"a:{JIRA}", f"aaaa:{JIRA}", f"ptr:{V4}", f"fcrdns:{V4}", f"helo:{V4}", f"ptr:{V6}", f"fcrdns:{V6}",
         f"helo:{V6}", "spf:count", "spf:syntax", "spf:split", f"spf:eval:{V4}", f"spf:eval:{V6}", "spf:lookups",
-        "spf:all", f"spf:helo:{JIRA}", f"dkim:{SELECTOR}", "dmarc", "mx", f"dnsbl:clean.test:{V4}",
+        "spf:voids", "spf:all", f"spf:helo:{JIRA}", f"dkim:{SELECTOR}", "dmarc", "dmarc:tags", "dmarc:rua", "mx",
+        "dnssec", f"dnsbl:clean.test:{V4}",
     } <= ids
     assert report.exit_code == 0
     assert "matches the signing key" in detail(report, f"dkim:{SELECTOR}")
     assert "2 string(s)" in detail(report, f"dkim:{SELECTOR}")  # the 2048-bit key really is split
+    assert "organizational domain example.com (DNS tree walk: _dmarc.example.com, _dmarc.com)" in detail(
+        report, "dmarc")
+    assert "example.com in the organization of example.com" in detail(report, "dmarc:rua")
+    assert "0 void DNS lookups" in detail(report, "spf:voids") and "MX 10 mx1.example.com" in detail(report, "mx")
+    assert (result(report, "dnssec").status, detail(report, "dnssec")) == (
+        "info", "zone example.com is not signed (no DNSKEY at its apex)")
+    assert set(marks(report).values()) == {"pass", "not checkable from DNS"}
+    assert {(r.provider, r.tier, r.mark) for r in report.receivers} == {
+        ("Gmail", "all", "pass"), ("Gmail", "bulk", "pass"), ("Yahoo", "all", "pass"), ("Yahoo", "bulk", "pass"),
+        ("Microsoft", "bulk", "pass")}
     print(f"good zone ({'authoritative' if authoritative else 'recursive'}): {elapsed:.3f}s")
 
 
@@ -120,6 +141,24 @@ def _eleven_lookups(world: World) -> None:
     _spf(world, f"v=spf1 ip4:{V4} ip6:{V6} include:_a.example.com include:_b.example.com ~all")
     world.forward["_a"] = ['TXT "v=spf1 ' + " ".join(f"a:h{i}.example.com" for i in range(1, 6)) + ' -all"']
     world.forward["_b"] = ['TXT "v=spf1 ' + " ".join(f"a:h{i}.example.com" for i in range(6, 10)) + ' -all"']
+    for i in range(1, 10):  # each name exists: too many lookups, but none of them void
+        world.forward[f"h{i}"] = [f"A 198.51.100.{100 + i}", f"AAAA 2001:db8:5100::{100 + i:x}"]
+
+
+def _three_void_lookups(world: World) -> None:
+    """An include of a name that is gone, an a: without A, an mx: without MX: 3 voids for IPv4 senders."""
+    _spf(world, f"v=spf1 ip4:{V4} ip6:{V6} include:_gone.example.com a:old.example.com mx:old.example.com ~all")
+    world.forward["old"] = ['TXT "a name without A or MX"']
+
+
+def _dmarc(world: World, record: str) -> None:
+    world.forward["_dmarc"] = [f'TXT "{record}"']
+
+
+def _dmarc_from_the_public_suffix(world: World) -> None:
+    """No record of the domain's own; `com` publishes one as a public suffix (psd=y), as RFC 9989 allows."""
+    del world.forward["_dmarc"]
+    world.others["com"]["_dmarc"] = ['TXT "v=DMARC1; p=reject; psd=y"']
 
 
 def _dkim_separate_records(world: World, key: str) -> None:
@@ -191,7 +230,23 @@ CASES: dict[str, tuple[Callable[[World], None], dict[str, str], str]] = {
     "DMARC p=none in production": (
         _set("forward", "_dmarc", 'TXT "v=DMARC1; p=none"'), {"dmarc": "warn"}, "p=none"
     ),
-    "no MX": (lambda w: w.forward["@"].remove("MX 10 mx1"), {"mx": "warn"}, "no MX record"),
+    "no MX and no address": (lambda w: w.forward["@"].remove("MX 10 mx1"), {"mx": "fail"}, "no MX and no A/AAAA"),
+    "null MX": (lambda w: w.forward["@"].__setitem__(1, "MX 0 ."), {"mx": "fail"}, "null MX (RFC 7505"),
+    "3 SPF void lookups": (_three_void_lookups, {"spf:voids": "fail"},
+                           "3 void DNS lookups for IPv4 senders (limit 2): a:old.example.com (no A), "
+                           "mx:old.example.com (no MX), _gone.example.com (no TXT)"),
+    "DMARC with RFC 7489's pct and ri": (
+        lambda w: _dmarc(w, f"v=DMARC1; p=quarantine; pct=50; ri=3600; rua=mailto:dmarc-reports@{DOMAIN}"),
+        {"dmarc:tags": "warn"}, "pct=50, ri=3600 were removed by RFC 9989"),
+    "DMARC t=y the stack does not ask for": (
+        lambda w: _dmarc(w, "v=DMARC1; p=quarantine; t=y"), {"dmarc:tags": "warn"},
+        "the record has t=y but the stack's dmarc.testing is false"),
+    "DMARC only from the public suffix (psd=y)": (
+        _dmarc_from_the_public_suffix, {"dmarc": "warn"},
+        "_dmarc.example.com has no record of its own; receivers use _dmarc.com: p=reject"),
+    "DMARC reports to another organization that did not agree": (
+        lambda w: _dmarc(w, f"v=DMARC1; p=quarantine; rua=mailto:reports@{OTHER_DOMAIN}"), {"dmarc:rua": "warn"},
+        f"example.net did not agree (no v=DMARC1 TXT at example.com._report._dmarc.{OTHER_DOMAIN})"),
     "wrong A": (
         _set("forward", "jira", "A 198.51.100.77", f"AAAA {V6}", 'TXT "v=spf1 a -all"'),
         {f"a:{JIRA}": "fail", f"fcrdns:{V4}": "fail", f"spf:helo:{JIRA}": "fail"},
@@ -243,6 +298,128 @@ def test_dkim_record_problems(knot: Knot, key: str, case: str, expected_status: 
     report = run(world.expected(), options(knot))
     assert flagged(report) == {f"dkim:{SELECTOR}": expected_status}
     assert phrase in detail(report, f"dkim:{SELECTOR}")
+
+
+@pytest.mark.parametrize("authoritative", [False, True], ids=["recursive", "authoritative"])
+def test_sender_domain_without_mx_but_with_an_address_takes_bounces(knot: Knot, key: str,
+                                                                     authoritative: bool) -> None:
+    world = World([lab_host(1)], key)
+    world.forward["@"] = [rr for rr in world.forward["@"] if not rr.startswith("MX")] + ["A 198.51.100.5"]
+    serve(knot, world)
+    report = run(world.expected(), options(knot, authoritative))
+    assert flagged(report) == {}
+    assert detail(report, "mx") == ("example.com has no MX; mail to it goes to its own address 198.51.100.5 "
+                                    "(implicit MX, RFC 5321 5.1)")
+
+
+@pytest.mark.parametrize("authoritative", [False, True], ids=["recursive", "authoritative"])
+def test_dmarc_reports_to_another_organization_that_agreed(knot: Knot, key: str, authoritative: bool) -> None:
+    world = World([lab_host(1)], key)
+    world.forward["_dmarc"] = [f'TXT "v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@{DOMAIN},'
+                               f'mailto:reports@{OTHER_DOMAIN}"']
+    world.others[OTHER_DOMAIN][f"{DOMAIN}._report._dmarc"] = ['TXT "v=DMARC1"']
+    serve(knot, world)
+    report = run(world.expected(), options(knot, authoritative))
+    assert flagged(report) == {}
+    assert detail(report, "dmarc:rua") == (
+        "report destinations of _dmarc.example.com: example.com in the organization of example.com; example.net "
+        "agreed (example.com._report._dmarc.example.net)")
+
+
+def test_a_parent_zone_that_refuses_leaves_the_organizational_domain_open_and_nothing_fails(key: str) -> None:
+    """Like the lab's own server: it serves example.com but refuses _dmarc.com (a zone it does not have)."""
+    world = World([lab_host(1)], key)
+    world.others.clear()
+    server = Knot(zones=world.zones())
+    server.start()
+    try:
+        for authoritative in (False, True):
+            report = run(world.expected(), options(server, authoritative))
+            assert flagged(report) == {} and report.exit_code == 0, authoritative
+            assert not any(check.lookup_error for check in report.checks)
+            assert "organizational domain not determined (_dmarc.com: " in detail(report, "dmarc")
+            assert detail(report, "dnssec") == "zone example.com is not signed (no DNSKEY at its apex)"
+    finally:
+        server.stop()
+
+
+class SigningKnot(Knot):
+    """Knot signing the sender zone itself (dnssec-signing: on, with Knot's default policy and keys)."""
+
+    def _render_conf(self) -> str:
+        zone = f'  - domain: "{DOMAIN}."\n'
+        conf = super()._render_conf()
+        assert zone in conf
+        return conf.replace(zone, zone + "    dnssec-signing: on\n")
+
+    def ds(self) -> list[str]:
+        """The DS records of the zone's key-signing key, as the parent would publish them."""
+        argv = ["keymgr", "-c", str(self.conf), f"{DOMAIN}.", "ds"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+        return [line.split(" DS ", 1)[1] for line in out.splitlines() if " DS " in line]
+
+
+@pytest.fixture(scope="module")
+def signing_knot(key: str) -> Iterator[SigningKnot]:
+    server = SigningKnot(zones=World([lab_host(1)], key).zones())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _dnssec(server: Knot, world: World, authoritative: bool) -> CheckResult:
+    serve(server, world)
+    report = run(world.expected(), options(server, authoritative))
+    assert flagged(report) == {} and report.exit_code == 0  # reported, never a failure
+    return result(report, "dnssec")
+
+
+@pytest.mark.parametrize("authoritative", [False, True], ids=["recursive", "authoritative"])
+def test_dnssec_of_a_signed_zone_with_and_without_the_parents_ds(signing_knot: SigningKnot, key: str,
+                                                                 authoritative: bool) -> None:
+    world = World([lab_host(1)], key)
+    signed = _dnssec(signing_knot, world, authoritative)
+    assert signed.status == "info" and "zone example.com is signed (2 DNSKEY, key tag " in signed.detail
+    assert signed.detail.endswith("but its parent has no DS for it: validators treat it as unsigned")
+    world.others["com"]["example"] = ["NS ns1.example.com.", *(f"DS {ds}" for ds in signing_knot.ds())]
+    vouched = _dnssec(signing_knot, world, authoritative)
+    assert "and its parent's DS (key tag " in vouched.detail and vouched.fix == ""
+    world.others["com"]["example"] = ["NS ns1.example.com.", "DS 1 13 2 " + "ab" * 32]
+    stale = _dnssec(signing_knot, world, authoritative)
+    assert "but no DS at its parent matches its keys (DS key tag 1)" in stale.detail
+
+
+def test_authoritative_mode_asks_the_parents_own_servers_for_the_ds(signing_knot: SigningKnot, key: str) -> None:
+    """The DS lives on the parent's side of the zone cut.  Here `com` is delegated to a second server (on
+    127.0.0.2) that has the DS; the first server's own copy of `com` has none, so asking the child's
+    servers, or anyone but the parent's, would say 'no DS'."""
+    world = World([lab_host(1)], key)
+    world.forward["ns-com"] = ["A 127.0.0.2"]
+    world.others["com"] = {"@": ["NS ns-com.example.com."]}
+    parent = Knot(listen=("127.0.0.2",), port=signing_knot.port, zones={"com": _zone_text("com", [
+        "@ NS ns-com.example.com.", "example NS ns1.example.com.", *(f"example DS {ds}" for ds in signing_knot.ds())])})
+    parent.start()
+    try:
+        vouched = _dnssec(signing_knot, world, authoritative=True)
+    finally:
+        parent.stop()
+    assert "and its parent's DS (key tag " in vouched.detail, vouched.detail
+
+
+def _zone_text(origin: str, lines: list[str]) -> str:
+    head = [f"$ORIGIN {origin}.", "$TTL 60", f"@ SOA ns1.{DOMAIN}. hostmaster.{DOMAIN}. 1 3600 600 86400 60"]
+    return "\n".join(head + lines) + "\n"
+
+
+@pytest.mark.parametrize("authoritative", [False, True], ids=["recursive", "authoritative"])
+def test_dnssec_of_an_unsigned_zone_whose_parent_publishes_a_ds(knot: Knot, key: str, authoritative: bool) -> None:
+    world = World([lab_host(1)], key)
+    world.others["com"]["example"] = ["NS ns1.example.com.", "DS 1 13 2 " + "ab" * 32]
+    bogus = _dnssec(knot, world, authoritative)
+    assert bogus.detail == ("zone example.com is not signed (no DNSKEY) but its parent publishes a DS (key tag 1): "
+                            "validating resolvers answer SERVFAIL for every name in it")
 
 
 def test_ipv6_without_ptr_is_only_a_warning_when_postfix_sends_ipv4_only(knot: Knot, key: str) -> None:
@@ -333,9 +510,28 @@ def test_cli_flags_exit_zero_and_json_shape(knot: Knot, key: str) -> None:
     code, out = _cli(knot, *_flags(key), "--json")
     assert code == 0, out
     data = json.loads(out)
-    assert set(data) == {"ok", "checks"} and data["ok"] is True
+    assert set(data) == {"ok", "checks", "requirements", "receivers"} and data["ok"] is True
     assert all(set(check) == {"id", "status", "detail", "fix"} for check in data["checks"])
-    assert {check["status"] for check in data["checks"]} == {"pass"}
+    assert {check["status"] for check in data["checks"]} == {"pass", "info"}
+    assert all(set(item) == {"requirement", "status", "required_by", "checks"} for item in data["requirements"])
+    spf_or_dkim = data["requirements"][0]
+    assert spf_or_dkim["requirement"] == "SPF or DKIM passes" and spf_or_dkim["status"] == "pass"
+    assert spf_or_dkim["required_by"] == {"gmail": "all", "yahoo": "all", "microsoft": None}
+    assert spf_or_dkim["checks"] == [f"spf:eval:{V4}", f"spf:eval:{V6}", "spf:count", "spf:syntax", "spf:lookups",
+                                     "spf:voids", f"dkim:{SELECTOR}"]
+    assert {item["status"] for item in data["requirements"]} == {"pass", "not checkable from DNS"}
+    assert data["receivers"] == [
+        {"provider": "gmail", "tier": "all", "status": "pass", "not_checkable_from_dns": [
+            "TLS in transit", "spam complaint rate under 0.3%", "RFC 5322 message format"]},
+        {"provider": "gmail", "tier": "bulk", "status": "pass", "not_checkable_from_dns": [
+            "TLS in transit", "spam complaint rate under 0.3%", "RFC 5322 message format",
+            "one-click unsubscribe (RFC 8058) on marketing mail"]},
+        {"provider": "yahoo", "tier": "all", "status": "pass", "not_checkable_from_dns": [
+            "spam complaint rate under 0.3%"]},
+        {"provider": "yahoo", "tier": "bulk", "status": "pass", "not_checkable_from_dns": [
+            "spam complaint rate under 0.3%", "one-click unsubscribe (RFC 8058) on marketing mail"]},
+        {"provider": "microsoft", "tier": "bulk", "status": "pass", "not_checkable_from_dns": []},
+    ]
 
 
 def test_cli_exit_one_on_a_failing_check_and_says_the_fix(knot: Knot, key: str) -> None:
@@ -346,10 +542,17 @@ def test_cli_exit_one_on_a_failing_check_and_says_the_fix(knot: Knot, key: str) 
     assert code == 1
     assert f"FAIL ptr:{V4}: {V4} has no PTR record" in out
     assert "fix: publish 10.100.51.198.in-addr.arpa. PTR jira.example.com." in out
+    assert "  FAIL                   PTR for each sending IP, forward-confirmed [Gmail all senders]\n" in out
+    assert ("  Gmail all senders: fail · Gmail bulk: fail · Yahoo all senders: pass · Yahoo bulk: pass · "
+            "Microsoft bulk: pass\n") in out
     code, out = _cli(knot, *_flags(key), "--json")
     data = json.loads(out)
     assert code == 1 and data["ok"] is False
     assert [c["id"] for c in data["checks"] if c["status"] == "fail"] == [f"ptr:{V4}"]
+    assert [r["requirement"] for r in data["requirements"] if r["status"] == "fail"] == [
+        "PTR for each sending IP, forward-confirmed"]
+    assert [(r["provider"], r["tier"]) for r in data["receivers"] if r["status"] == "fail"] == [
+        ("gmail", "all"), ("gmail", "bulk")]
 
 
 def test_cli_usage_errors_exit_two(knot: Knot) -> None:

@@ -187,26 +187,18 @@ def test_dkim_key_sizes_and_syntax() -> None:
     assert c.check_dkim("s", "example.com", txt("n", "v=DKIM1; k=rsa; p=!!!"), None).status == "fail"
 
 
-# -- DMARC, MX, DNSBL ------------------------------------------------------------------------------
-def test_dmarc() -> None:
-    name = "_dmarc.example.com"
-    good = c.check_dmarc("example.com", txt(name, "v=DMARC1; p=reject; rua=mailto:d@example.com"), True)
-    assert (good.id, good.status) == ("dmarc", "pass") and "p=reject" in good.detail
-    assert c.check_dmarc("example.com", txt(name), True).status == "fail"
-    assert c.check_dmarc("example.com", Answer(name, "TXT", "nxdomain"), True).status == "fail"
-    two = c.check_dmarc("example.com", txt(name, "v=DMARC1; p=none", "v=DMARC1; p=reject"), True)
-    assert two.status == "fail" and "2 DMARC records" in two.detail
-    assert c.check_dmarc("example.com", txt(name, "v=DMARC1; p=none"), True).status == "warn"
-    assert c.check_dmarc("example.com", txt(name, "v=DMARC1; p=none"), False).status == "pass"
-    assert c.check_dmarc("example.com", txt(name, "v=DMARC1; p=maybe"), True).status == "fail"
-    assert c.check_dmarc("example.com", txt(name, "v=DMARC1; p=reject; rua=d@example.com"), True).status == "fail"
-    assert c.check_dmarc("example.com", txt(name, "v=DMARC1; p=none"), False, "reject").status == "warn"
-
-
-def test_mx() -> None:
+# -- MX, DNSBL (DMARC: test_dmarc.py) --------------------------------------------------------------
+def test_mx_or_an_address_takes_bounces_and_a_null_mx_or_nothing_fails() -> None:
+    nodata = Answer("e", "MX", "nodata")
     assert c.check_mx("example.com", ok("e", "MX", "10 mx.example.com")).status == "pass"
-    assert c.check_mx("example.com", Answer("e", "MX", "nodata")).status == "warn"
-    assert c.check_mx("example.com", ok("e", "MX", "0 .")).status == "warn"
+    assert c.check_mx("example.com", ok("e", "MX", "0 .")).status == "fail"
+    assert c.check_mx("example.com", Answer("e", "MX", "nxdomain")).status == "fail"
+    assert c.check_mx("example.com", nodata).status == "fail"
+    assert c.check_mx("example.com", nodata, Answer("e", "A", "nodata"), Answer("e", "AAAA", "nodata")).status == "fail"
+    implicit = c.check_mx("example.com", nodata, Answer("e", "A", "nodata"), ok("e", "AAAA", "2001:db8::5"))
+    assert implicit.status == "pass" and "implicit MX, RFC 5321 5.1" in implicit.detail
+    unknown = c.check_mx("example.com", nodata, ok("e", "A", "198.51.100.5"), TIMEOUT)
+    assert unknown.lookup_error and "(the implicit MX: the domain's own address)" in unknown.detail
 
 
 def test_dnsbl() -> None:
@@ -220,7 +212,7 @@ def test_dnsbl() -> None:
 
 
 def test_json_shape_of_a_result() -> None:
-    result = c.check_mx("example.com", Answer("e", "MX", "nodata"))
+    result = c.check_mx("example.com", ok("e", "MX", "10 mx.example.com"))
     assert set(result.to_dict()) == {"id", "status", "detail", "fix"}
 
 
@@ -233,3 +225,66 @@ def test_spf_breadth_fails_whatever_lets_the_internet_send() -> None:
     for wide in ("+all ~all", "ip4:0.0.0.0/0 ~all", "ip6:::/0 -all", "?ip4:0.0.0.0/1 -all", "a/0 -all",
                  "mx//7 ~all", "ip4:128.0.0.0/1 ip4:0.0.0.0/1 ~all"):
         assert status(f"v=spf1 {wide}") == "fail", wide
+
+
+# -- SPF void lookups (RFC 7208 4.6.4), counted by the lookup-cost walk -----------------------------
+VOID_RECORD = ("v=spf1 ip4:198.51.100.10 a a:gone.example.com mx:mail.example.com exists:%{i}.x.example "
+               "exists:bl.example.com include:_inc.example.com redirect=_spf.example.com")
+
+
+def test_spf_term_lookups_name_what_a_mx_and_exists_ask() -> None:
+    asked = c.spf_term_lookups("example.com", c.parse_spf(VOID_RECORD))
+    assert asked == [("example.com", "A"), ("example.com", "AAAA"), ("gone.example.com", "A"),
+                     ("gone.example.com", "AAAA"), ("mail.example.com", "MX"), ("bl.example.com", "A")]
+    assert c.spf_term_lookups("Example.COM.", c.parse_spf("v=spf1 a/24 mx//64 -all")) == [
+        ("example.com", "A"), ("example.com", "AAAA"), ("example.com", "MX")]
+
+
+def test_mx_hosts_are_the_exchanges_by_preference_at_most_ten() -> None:
+    answer = ok("e", "MX", "20 b.example.com", "10 a.example.com", "0 .", *(f"30 m{i}.example.com" for i in range(12)))
+    hosts = c.mx_hosts(answer)
+    assert hosts[:2] == ["a.example.com", "b.example.com"] and len(hosts) == 10
+
+
+def test_void_lookups_per_family_through_terms_mx_hosts_and_includes() -> None:
+    records = {"example.com": txt("e", VOID_RECORD),
+               "_inc.example.com": Answer("_inc.example.com", "TXT", "nxdomain"),
+               "_spf.example.com": txt("s", "v=spf1 a:v6only.example.com -all")}
+    answers = {
+        ("example.com", "A"): ok("e", "A", "198.51.100.10"), ("example.com", "AAAA"): Answer("e", "AAAA", "nodata"),
+        ("gone.example.com", "A"): Answer("g", "A", "nxdomain"),
+        ("gone.example.com", "AAAA"): Answer("g", "AAAA", "nxdomain"),
+        ("mail.example.com", "MX"): ok("m", "MX", "10 mx1.example.com"),
+        ("mx1.example.com", "A"): ok("x", "A", "198.51.100.20"), ("mx1.example.com", "AAAA"): TIMEOUT,
+        ("bl.example.com", "A"): Answer("b", "A", "nodata"),
+        ("v6only.example.com", "A"): Answer("v", "A", "nodata"),
+        ("v6only.example.com", "AAAA"): ok("v", "AAAA", "2001:db8::6"),
+    }
+    cost = c.spf_lookup_cost("example.com", records, answers)
+    assert cost.void_lookups(4) == ["a:gone.example.com (no A)", "exists:bl.example.com (no A)",
+                                    "_inc.example.com (no TXT)", "a:v6only.example.com (no A)"]
+    assert cost.void_lookups(6) == ["a:example.com (no AAAA)", "a:gone.example.com (no AAAA)",
+                                    "exists:bl.example.com (no A)", "_inc.example.com (no TXT)"]
+    assert "mx:mail.example.com: could not look up AAAA mx1.example.com" in cost.problems
+    four = c.check_spf_voids("example.com", cost, (4,))
+    assert (four.id, four.status) == ("spf:voids", "fail") and "4 void DNS lookups for IPv4 senders" in four.detail
+    assert "receivers that enforce the limit answer permerror" in four.detail and "remove the" in four.fix
+    assert c.check_spf_voids("example.com", cost, (6,)).detail.startswith("SPF of example.com makes 4 void")
+    # without the term answers (older callers) only the include targets count
+    assert c.spf_lookup_cost("example.com", records).void_lookups(4) == ["_inc.example.com (no TXT)"]
+
+
+def test_void_lookup_limit_is_two_and_the_worse_family_is_reported() -> None:
+    record = "v=spf1 mx:a.example.com mx:b.example.com a:c.example.com -all"
+    empty = {(n, "MX"): Answer(n, "MX", "nodata") for n in ("a.example.com", "b.example.com")}
+    has_a = {("c.example.com", "A"): ok("c", "A", "198.51.100.9"), ("c.example.com", "AAAA"): Answer("c", "AAAA",
+                                                                                                       "nodata")}
+    cost = c.spf_lookup_cost("example.com", {"example.com": txt("e", record)}, {**empty, **has_a})
+    assert c.check_spf_voids("example.com", cost, (4,)).status == "pass"  # exactly 2 is within the limit
+    both = c.check_spf_voids("example.com", cost, (4, 6))
+    assert both.status == "fail" and "3 void DNS lookups for IPv6 senders" in both.detail
+    assert c.check_spf_voids("example.com", c.SpfCost(0, 0), ()).detail == (
+        "SPF of example.com makes 0 void DNS lookups for IPv4 senders (limit 2)")
+    assert c.spf_lookup_cost("example.com", {"example.com": txt("e", "v=spf1 -all")}, {}).voids == ()
+    top = c.spf_lookup_cost("example.com", {"example.com": Answer("example.com", "TXT", "nodata")})
+    assert top.voids == (), "the domain's own missing record is spf:count's, not a void of the evaluation"

@@ -67,6 +67,7 @@ def test_shipped_stack_files_are_valid() -> None:
     (base(messageSizeLimit=1000), "messageSizeLimit", "greater than or equal"),
     (base(dmarc={"policy": "block"}), "dmarc.policy", "quarantine"),
     (base(dmarc={"rua": "not an address"}), "dmarc.rua", "e-mail address"),
+    (base(dmarc={"pct": 25}), "dmarc.pct", "dmarc.testing: true"),
     (base(rerouteTo="qa@example.com"), "rerouteTo", "production must mail real users"),
     (base(environment="staging"), "rerouteTo", "rerouteOptOut"),
     (base(fromAddress="jira@other.org"), "fromAddress", "jira@example.com"),

@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mailhost import checks as c
+from mailhost import dmarc as dm
 from mailhost.checks import Answer, CheckResult
+from mailhost.dnssec import check_dnssec
 
 REPORTS = Path(__file__).with_name("check_reports.json")
 DOMAIN = "example.com"
@@ -82,8 +84,21 @@ def dkim(record: str | tuple[str, ...] | None, expected: str | None = None, *mor
     return c.check_dkim("jm1-jira", DOMAIN, answer, expected)
 
 
+def walk(own: Answer, parent: Answer | None = None) -> dm.TreeWalk:
+    return dm.TreeWalk(DOMAIN, ((DOMAIN, own), ("com", parent or Answer("_dmarc.com", "TXT", "nxdomain"))))
+
+
 def dmarc(*records: str, production: bool = True, expected: str | None = None) -> CheckResult:
-    return c.check_dmarc(DOMAIN, txt(DMARC_NAME, *records), production, expected)
+    return dm.check_dmarc(DOMAIN, walk(txt(DMARC_NAME, *records)), production, expected)
+
+
+def dmarc_tags(record: str, production: bool = True, expected: bool | None = None) -> CheckResult:
+    result = dm.check_dmarc_tags(DOMAIN, walk(txt(DMARC_NAME, record)), production, expected)
+    assert result is not None
+    return result
+
+
+REPORT_NAME = dm.report_name(DOMAIN, "example.net")
 
 
 def spf(record: str) -> c.SpfRecord:
@@ -268,29 +283,69 @@ SCENARIOS: dict[str, Callable[[], CheckResult]] = {
     "dkim two without key": lambda: dkim("v=DKIM1; k=rsa", None, f"v=DKIM1; p={rsa_p(2048)}"),
     "dkim record and stray text": lambda: dkim(f" v=DKIM1; p={rsa_p(2048)}", None, "google-site-verification=x"),
     "dkim lookup error": lambda: c.check_dkim("jm1-jira", DOMAIN, failed(DKIM_NAME, "TXT"), None),
-    # DMARC
+    # DMARC (RFC 9989)
     "dmarc pass": lambda: dmarc("v=DMARC1; p=reject; rua=mailto:d@example.com,mailto:e@example.net; ruf=mailto:"
-                                "f@example.com; sp=quarantine; adkim=s; aspf=r; pct=100"),
-    "dmarc pct zero": lambda: dmarc("v=DMARC1; p=reject; pct=0"),
-    "dmarc pass pct": lambda: dmarc("v=DMARC1; p=quarantine; pct=50", "other text"),
+                                "f@example.com; sp=quarantine; np=reject; adkim=s; aspf=r; fo=1"),
+    "dmarc pass testing": lambda: dmarc("v=DMARC1; p=reject; t=y", "other text"),
     "dmarc none production": lambda: dmarc("v=DMARC1; p=none"),
     "dmarc none staging": lambda: dmarc("v=DMARC1; p=none", production=False),
     "dmarc none expected": lambda: dmarc("v=DMARC1; p=none", production=False, expected="none"),
     "dmarc other than stack": lambda: dmarc("v=DMARC1; p=none; rua=mailto:d@example.com", expected="reject"),
     "dmarc missing": lambda: dmarc("v=spf1 -all"),
-    "dmarc nxdomain": lambda: c.check_dmarc(DOMAIN, Answer(DMARC_NAME, "TXT", "nxdomain"), True),
+    "dmarc nxdomain": lambda: dm.check_dmarc(DOMAIN, walk(Answer(DMARC_NAME, "TXT", "nxdomain")), True),
     "dmarc two": lambda: dmarc("v=DMARC1; p=none", "v=DMARC1; p=reject"),
-    "dmarc errors": lambda: dmarc("v=DMARC1; p=maybe; sp=all; pct=101; adkim=x; aspf=; rua=d@example.com, "
+    "dmarc errors": lambda: dmarc("v=DMARC1; p=maybe; sp=all; t=x; adkim=x; aspf=; rua=d@example.com, "
                                   "mailto:nobody; ruf=http://x"),
-    "dmarc no policy": lambda: dmarc("v=DMARC1; pct=x; rua=mailto:d@example.com"),
-    "dmarc lookup error": lambda: c.check_dmarc(DOMAIN, failed(DMARC_NAME, "TXT"), True),
-    # MX
+    "dmarc no policy": lambda: dmarc("v=DMARC1; rua=mailto:d@example.com"),
+    "dmarc lookup error": lambda: dm.check_dmarc(DOMAIN, walk(failed(DMARC_NAME, "TXT")), True),
+    "dmarc parent refused": lambda: dm.check_dmarc(DOMAIN, walk(txt(DMARC_NAME, "v=DMARC1; p=reject"),
+                                                                failed("_dmarc.com", "TXT")), True),
+    "dmarc from the public suffix": lambda: dm.check_dmarc(DOMAIN, walk(
+        Answer(DMARC_NAME, "TXT", "nxdomain"), txt("_dmarc.com", "v=DMARC1; p=reject; sp=quarantine; psd=y")), True),
+    "dmarc from the public suffix, stack's own missing": lambda: dm.check_dmarc(DOMAIN, walk(
+        Answer(DMARC_NAME, "TXT", "nxdomain"), txt("_dmarc.com", "v=DMARC1; p=reject; psd=y")), True, "reject"),
+    # DMARC tags RFC 9989 removed or does not know, and t=y
+    "dmarc tags pass": lambda: dmarc_tags("v=DMARC1; p=reject"),
+    "dmarc tags pct": lambda: dmarc_tags("v=DMARC1; p=reject; pct=50"),
+    "dmarc tags pct 100 rf ri": lambda: dmarc_tags("v=DMARC1; p=reject; pct=100; rf=afrf; ri=86400"),
+    "dmarc tags unknown and sized": lambda: dmarc_tags("v=DMARC1; p=reject; adkmi=s; rua=mailto:d@example.com!10m"),
+    "dmarc tags testing as the stack says": lambda: dmarc_tags("v=DMARC1; p=reject; t=y", expected=True),
+    "dmarc tags testing the stack does not": lambda: dmarc_tags("v=DMARC1; p=reject; t=y", expected=False),
+    "dmarc tags stack testing, record not": lambda: dmarc_tags("v=DMARC1; p=reject", expected=True),
+    "dmarc tags testing in production": lambda: dmarc_tags("v=DMARC1; p=quarantine; t=y"),
+    # DMARC report destinations (RFC 9990)
+    "dmarc rua inside": lambda: dm.check_dmarc_rua(DOMAIN, [dm.Destination(DOMAIN, False)]),
+    "dmarc rua agreed": lambda: dm.check_dmarc_rua(DOMAIN, [
+        dm.Destination("reports.example.com", False), dm.Destination("example.net", True,
+                                                                      txt(REPORT_NAME, "v=DMARC1"))]),
+    "dmarc rua not agreed": lambda: dm.check_dmarc_rua(DOMAIN, [
+        dm.Destination("example.net", True, Answer(REPORT_NAME, "TXT", "nxdomain")),
+        dm.Destination("example.org", True, txt("x", "v=DMARC2"))]),
+    "dmarc rua lookup error": lambda: dm.check_dmarc_rua(DOMAIN, [dm.Destination("example.net", True,
+                                                                                  failed(REPORT_NAME, "TXT"))]),
+    # MX, or the implicit MX
     "mx pass": lambda: c.check_mx(DOMAIN, ok(DOMAIN, "MX", "20 mx2.example.com", "10 mx1.example.com")),
     "mx missing": lambda: c.check_mx(DOMAIN, Answer(DOMAIN, "MX", "nodata")),
+    "mx and address missing": lambda: c.check_mx(DOMAIN, Answer(DOMAIN, "MX", "nodata"),
+                                                 Answer(DOMAIN, "A", "nodata"), Answer(DOMAIN, "AAAA", "nodata")),
+    "mx implicit": lambda: c.check_mx(DOMAIN, Answer(DOMAIN, "MX", "nodata"), ok(DOMAIN, "A", IP4),
+                                      ok(DOMAIN, "AAAA", IP6)),
+    "mx implicit lookup error": lambda: c.check_mx(DOMAIN, Answer(DOMAIN, "MX", "nodata"), failed(DOMAIN, "A"),
+                                                   ok(DOMAIN, "AAAA", IP6)),
     "mx nxdomain": lambda: c.check_mx(DOMAIN, Answer(DOMAIN, "MX", "nxdomain")),
     "mx null": lambda: c.check_mx(DOMAIN, ok(DOMAIN, "MX", "0 .")),
     "mx null and real": lambda: c.check_mx(DOMAIN, ok(DOMAIN, "MX", "0 .", "10 mx.example.com")),
     "mx lookup error": lambda: c.check_mx(DOMAIN, failed(DOMAIN, "MX")),
+    # SPF void lookups
+    "spf voids none": lambda: c.check_spf_voids(DOMAIN, c.SpfCost(0, 0)),
+    "spf voids two": lambda: c.check_spf_voids(DOMAIN, c.SpfCost(2, 2, voids=(("a:x.example (no A)", 4),
+                                                                              ("mx:y.example (no MX)", 0)))),
+    "spf voids three for ipv6": lambda: c.check_spf_voids(DOMAIN, c.SpfCost(3, 3, voids=(
+        ("a:x.example (no AAAA)", 6), ("a:z.example (no AAAA)", 6), ("_gone.example (no TXT)", 0))), (4, 6)),
+    # DNSSEC (info only)
+    "dnssec unsigned": lambda: check_dnssec(DOMAIN, DOMAIN, Answer(DOMAIN, "DNSKEY", "nodata"),
+                                            Answer(DOMAIN, "DS", "nodata")),
+    "dnssec no zone": lambda: check_dnssec(DOMAIN, None, None, None, "SERVFAIL"),
     # DNSBL
     "dnsbl listed": lambda: c.check_dnsbl(IP4, "bl.example.", ok("n", "A", "127.0.0.4", "127.0.0.2"),
                                           txt("n", "spam seen", "see https://bl.example")),
@@ -322,10 +377,12 @@ def test_every_check_report_is_the_reviewed_one() -> None:
 @pytest.mark.parametrize("label", sorted(SCENARIOS))
 def test_every_problem_comes_with_a_fix_and_a_pass_needs_none(label: str) -> None:
     result = SCENARIOS[label]()
-    assert result.status in ("pass", "warn", "fail")
+    assert result.status in ("pass", "warn", "fail", "info")
     assert result.id and result.detail
     if result.status == "pass":
         assert result.fix == "" and not result.lookup_error
+    elif result.status == "info":  # reported, never judged: a fix is advice, and DNS not answering is no error
+        assert not result.lookup_error
     else:
         assert len(result.fix) > 10, "a problem without the fix in words"
 
@@ -339,7 +396,8 @@ LOOKUP_FAILURES: dict[str, tuple[Callable[[Answer], CheckResult], str]] = {
     "spf split": (lambda a: c.check_spf_split(DOMAIN, a), "spf:split"),
     "spf helo": (lambda a: c.check_spf_helo(HELO, a, "pass"), f"spf:helo:{HELO}"),
     "dkim": (lambda a: c.check_dkim("jm1-jira", DOMAIN, a, None), "dkim:jm1-jira"),
-    "dmarc": (lambda a: c.check_dmarc(DOMAIN, a, True), "dmarc"),
+    "dmarc": (lambda a: dm.check_dmarc(DOMAIN, walk(a), True), "dmarc"),
+    "dmarc rua": (lambda a: dm.check_dmarc_rua(DOMAIN, [dm.Destination("example.net", True, a)]), "dmarc:rua"),
     "mx": (lambda a: c.check_mx(DOMAIN, a), "mx"),
     "dnsbl": (lambda a: c.check_dnsbl(IP4, "Bl.Example.", a, None), f"dnsbl:bl.example:{IP4}"),
 }

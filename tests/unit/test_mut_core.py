@@ -58,6 +58,7 @@ def test_verification_output_round_trips_into_mailhost_verify() -> None:
         production=False,
         spf_includes=("include:_spf.relay.example.net", "ip4:203.0.113.0/24"),
         dmarc_policy="reject",
+        dmarc_testing=True,
     )
     assert Expected.from_json(expected.to_json()) == expected
 
@@ -65,7 +66,7 @@ def test_verification_output_round_trips_into_mailhost_verify() -> None:
 def test_an_older_verification_output_is_read_with_the_strict_defaults() -> None:
     """Keys a verification output lacks are read as the stricter case: production, nothing extra, no policy."""
     read = Expected.from_dict({"domain": "example.com", "hosts": [{"fqdn": "jira.example.com"}]})
-    assert read == Expected("example.com", (ExpectedHost("jira.example.com"),), True, (), None)
+    assert read == Expected("example.com", (ExpectedHost("jira.example.com"),), True, (), None, None)
     assert read.production is True and read.spf_includes == ()
     assert Expected.from_dict({"domain": "example.com"}).hosts == ()
 
@@ -80,6 +81,8 @@ def test_zone_text_lists_every_record_with_the_dkim_key_when_known() -> None:
     assert 'jm1-wiki._domainkey.example.com. 300 IN TXT "v=DKIM1; h=sha256; k=rsa; p="' in lines, "key not known yet"
     assert text.count("; forward\n") == len(lines) == 3 + 3 + 2
     assert '_dmarc.example.com. 300 IN TXT "v=DMARC1; p=quarantine; adkim=r; aspf=r"' in lines
+    testing = parse_settings(base(dmarc={"testing": True, "rua": "d@example.com", "pct": 100}), SECRETS)
+    assert plan.dmarc_record(testing).value == "v=DMARC1; p=quarantine; t=y; rua=mailto:d@example.com; adkim=r; aspf=r"
 
 
 # --- the expected DNS state (`verification` output) says what each host sends over ---
@@ -88,7 +91,8 @@ def test_expected_state_follows_ptr_coverage_and_the_stack() -> None:
     ec2 = {"name": "jira", "ec2": {"subnetId": "subnet-0123abcd", "sshCidrs": ["203.0.113.0/24"], "ipv6": False}}
     adopted = {**existing(ipv6="2001:db8::21", ipv6Ptr="none"), "name": "wiki"}
     s = parse_settings(base(environment="qa", rerouteOptOut=True, hosts=[ec2, adopted],
-                            spfExtra=["include:_spf.relay.example.net"], dmarc={"policy": "reject"}), SECRETS)
+                            spfExtra=["include:_spf.relay.example.net"], dmarc={"policy": "reject", "testing": True}),
+                       SECRETS)
     addresses = {"jira": plan.Addresses("203.0.113.10", "2001:db8::10"), "wiki": plan.Addresses("198.51.100.20",
                                                                                                 "2001:db8::21")}
     got = plan.expected(s, addresses, {"jira": "MIIBjira"})
@@ -99,6 +103,7 @@ def test_expected_state_follows_ptr_coverage_and_the_stack() -> None:
         production=False,
         spf_includes=("include:_spf.relay.example.net",),
         dmarc_policy="reject",
+        dmarc_testing=True,
     )
     six = parse_settings(base(reverseZones={"ipv6": "ZREV6"}, hosts=[existing(ipv6="2001:db8::21", ipv6Ptr="zone")]),
                          SECRETS)

@@ -62,6 +62,7 @@ STACKS: dict[str, dict[str, Any]] = {
     "relay fingerprint": base(delivery=relay(tlsFingerprint="zz" * 32), hosts=[existing(ipv4Ptr=None)]),
     "relay without password": base(delivery=relay(), hosts=[existing(ipv4Ptr=None)]),
     "dmarc rua": base(dmarc={"rua": "not an address"}),
+    "dmarc pct of RFC 7489": base(dmarc={"pct": 50}),
     "reroute in production": base(rerouteTo="qa@example.com"),
     "staging without reroute": base(environment="staging"),
     "from outside the domain": base(fromAddress="jira@other.org"),

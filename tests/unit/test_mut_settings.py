@@ -69,7 +69,7 @@ def test_documented_defaults_of_every_key() -> None:
     assert s.dkim_selector == "jm1" and s.selector(ec2) == "jm1-jira"
     assert s.message_size_limit == 26_214_400
     assert s.spf_extra == [] and s.spf_all == "~all"
-    assert (s.dmarc.policy, s.dmarc.rua, s.dmarc.pct) == ("quarantine", None, 100)
+    assert (s.dmarc.policy, s.dmarc.rua, s.dmarc.testing, s.dmarc.pct) == ("quarantine", None, False, None)
     assert s.from_address is None and s.sender == "jira@example.com"
     assert s.reroute_opt_out is False and s.rerouted and not s.production
     assert s.drain_seconds == 120 and s.maillog_file is None
@@ -98,7 +98,6 @@ def test_only_production_is_production() -> None:
     ("hosts.0.ec2.rootVolumeGb", 8, 2048),
     ("hosts.0.sshPort", 1, 65535),
     ("messageSizeLimit", 1_048_576, 1_073_741_824),
-    ("dmarc.pct", 0, 100),
     ("drainSeconds", 0, 3600),
     ("verify.waitSeconds", 0, 3600),
     ("delivery.relay.port", 1, 65535),
@@ -294,6 +293,23 @@ def test_tls_fingerprint_is_normalised_to_colon_pairs() -> None:
     for bad in ("ab" * 31, "ab:" * 31 + "abab", "zz" * 32):
         relay = {"mode": "relay", "relay": {**RELAY_HOST, "tlsFingerprint": bad}}
         assert "delivery.relay.tlsFingerprint" in problems(base(delivery=relay, hosts=[existing(ipv4Ptr=None)]))
+
+
+def test_dmarc_pct_of_rfc_7489_is_accepted_only_as_its_old_default_and_testing_replaces_it() -> None:
+    """RFC 9989 removed pct: 100 (the old default, the whole policy) still reads and changes nothing; any other
+    value is refused with the way out, since it meant something RFC 9989 receivers no longer do."""
+    for same in (100, "100"):
+        assert accepted(base(dmarc={"pct": same})) == accepted(base())
+    for gone in (0, 50, 99, 101, "50", True, [100]):
+        found = problems(base(dmarc={"pct": gone}))
+        assert set(found) == {"dmarc.pct"}, gone
+        assert "RFC 9989 (DMARCbis) removed pct; remove dmarc.pct from the stack" in found["dmarc.pct"]
+        assert "set dmarc.testing: true (publishes t=y" in found["dmarc.pct"]
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(base(dmarc={"pct": 50}), SECRETS)
+    assert "\n  jira-mailhost:dmarc.pct: 50: RFC 9989 (DMARCbis) removed pct;" in str(caught.value)
+    assert accepted(base(dmarc={"testing": True})).dmarc.testing is True
+    assert "dmarc.testing" in problems(base(dmarc={"testing": "sometimes"}))
 
 
 def test_dmarc_report_address_may_carry_mailto() -> None:

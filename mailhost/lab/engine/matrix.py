@@ -263,11 +263,12 @@ ROWS: tuple[Row, ...] = (
     Row("spfAll", setting("spfAll", lambda old, v: "-all" if old != "-all" else "~all")),
     Row("dmarc.policy", setting("dmarc.policy", lambda old, v: "none" if old != "none" else "quarantine")),
     Row("dmarc.rua", setting("dmarc.rua", lambda old, v: "reports@" + v["domain"])),
-    Row("dmarc.pct", setting("dmarc.pct", lambda old, v: 50)),
+    Row("dmarc.testing", setting("dmarc.testing", lambda old, v: not old)),
     Row("fromAddress", setting("fromAddress", lambda old, v: "noreply@" + v["domain"])),
     Row("rerouteTo", _only_if_set("rerouteTo", lambda old, v: "other-inbox@example.com")),
     Row("rerouteOptOut", _only_if_set("rerouteOptOut", lambda old, v: False)),
     Row("drainSeconds", setting("drainSeconds", lambda old, v: 60)),
+    Row("pushSerial", setting("pushSerial", lambda old, v: (old or 0) + 1)),
     Row("maillogFile", setting("maillogFile", lambda old, v: "/var/log/jira-mail.log")),
     Row("verify.enabled", lambda values, secrets, sim: values.setdefault("verify", {}).update(enabled=False)),
     Row("verify.nameserver", lambda values, secrets, sim: values.setdefault("verify", {}).update(

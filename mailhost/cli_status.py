@@ -1,0 +1,174 @@
+"""`mailhost status`: is mail leaving each host, what is stuck and why, and has anyone hand-edited it.
+
+Read-only, over SSH with the pinned host key (the push's own client, mailhost/sshexec).
+Where the hosts are: `--outputs FILE` (`pulumi stack output --json > FILE`: addresses and
+host keys of every host, EC2 ones included) and/or `--stack NAME` (the stack file: adopted
+hosts' addresses, and the files the stack would push, to tell "changed on the host" from
+"not pushed yet").  No Pulumi CLI and no AWS credentials are needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mailhost import render, sshexec
+from mailhost.config import ConfigError, Settings, load_stack_file, stack_file
+from mailhost.status import (
+    LEVEL_NAMES,
+    UNREACHABLE,
+    Target,
+    assess,
+    exit_code,
+    level_of,
+    parse_report,
+    remote_command,
+    summary_lines,
+)
+
+
+class StatusInputError(Exception):
+    """The options do not say where a host is or how to log in; the message says what to give."""
+
+
+def stack_expected(settings: Settings, host_name: str, stack: str) -> dict[str, str]:
+    """sha256 of each non-secret file the stack would push to this host (the secret ones are not known here)."""
+    host = next(h for h in settings.hosts if h.name == host_name)
+    return {f.path: f.digest for f in render.render_host(settings, host, render.PLACEHOLDERS, stack) if not f.secret}
+
+
+def targets(outputs: dict[str, Any] | None, settings: Settings | None, stack: str) -> list[Target]:
+    """Each host with its address and pinned key: from the outputs when given, else from the stack file."""
+    names = list(outputs["hosts"]) if outputs else [h.name for h in settings.hosts] if settings else []
+    found = []
+    for name in names:
+        expected = stack_expected(settings, name, stack) if settings and any(
+            h.name == name for h in settings.hosts) else {}
+        if outputs:
+            out = outputs["hosts"][name]
+            missing = [k for k in ("ipv4", "sshUser", "sshPort", "sshHostKey") if not out.get(k)]
+            if missing:
+                raise StatusInputError(f"the outputs of host {name} lack {', '.join(missing)}: run `pulumi up` once "
+                                       "with this version (it exports them), then `pulumi stack output --json`")
+            found.append(Target(name, str(out["ipv4"]), int(out["sshPort"]), str(out["sshUser"]),
+                                str(out["sshHostKey"]), expected))
+            continue
+        assert settings is not None
+        host = next(h for h in settings.hosts if h.name == name)
+        if host.existing is None:
+            raise StatusInputError(f"host {name} is an EC2 host: its address and host key are stack outputs; run "
+                                   f"`pulumi stack output --json --stack {stack} > outputs.json` and add "
+                                   "--outputs outputs.json")
+        found.append(Target(name, host.existing.ipv4, host.ssh_port, host.user, host.existing.host_key, expected))
+    if not found:
+        raise StatusInputError("no host to ask: give --outputs FILE (pulumi stack output --json) or --stack NAME")
+    return found
+
+
+def read_outputs(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise StatusInputError(f"--outputs {path}: {error}; write it with `pulumi stack output --json > {path}`") \
+            from error
+    if not isinstance(data, dict) or not isinstance(data.get("hosts"), dict):
+        raise StatusInputError(f"--outputs {path} has no 'hosts' output: is it `pulumi stack output --json` of a "
+                               "jira-mailhost stack?")
+    return data
+
+
+def admin_key(key_file: Path | None) -> str | None:
+    """The admin key from a file, or None for the SSH agent (which must then be running)."""
+    if key_file is not None:
+        try:
+            return key_file.read_text()
+        except OSError as error:
+            raise StatusInputError(f"--key {key_file}: {error.strerror}") from error
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        raise StatusInputError("no admin key: give --key FILE (the sshPrivateKey of the stack) or start an SSH "
+                               "agent holding it (SSH_AUTH_SOCK)")
+    return None
+
+
+def ask(target: Target, key: str | None, hours: float, timeout: float = 120) -> dict[str, Any]:
+    """One host's report, or {"error": ...} when it cannot be reached or the collector fails."""
+    try:
+        result = sshexec.run(target.address, target.port, target.user, key, target.host_key,
+                             remote_command(hours, target.expected), timeout=timeout, attempts=3)
+    except (sshexec.HostKeyMismatch, FileNotFoundError, ValueError) as error:
+        return {"error": str(error)}
+    if not result.ok:
+        why = result.stderr.strip().splitlines()[-1:] or [f"exit {result.rc}"]
+        return {"error": f"{target.user}@{target.address}:{target.port}: {why[0]}"}
+    try:
+        return parse_report(result.stdout)
+    except ValueError as error:
+        return {"error": f"{target.name}: {error}"}
+
+
+def run_status(targets_: list[Target], key: str | None, hours: float, as_json: bool,
+               echo: Any = print) -> int:
+    hosts: dict[str, Any] = {}
+    levels = []
+    for target in targets_:
+        report = ask(target, key, hours)
+        if "error" in report:
+            levels.append(UNREACHABLE)
+            hosts[target.name] = {"level": "unreachable", "error": report["error"]}
+            if not as_json:
+                echo(f"{target.name}: UNREACHABLE: {report['error']}")
+            continue
+        findings = assess(report)
+        level = level_of(findings)
+        levels.append(level)
+        hosts[target.name] = {"level": LEVEL_NAMES[level], "report": report,
+                              "findings": [{"level": LEVEL_NAMES[f.level], "what": f.what, "fix": f.fix}
+                                           for f in findings]}
+        if not as_json:
+            for line in summary_lines(target.name, report):
+                echo(line)
+            for f in findings:
+                echo(f"  {LEVEL_NAMES[f.level].upper()}: {f.what}")
+                if f.fix:
+                    echo(f"    fix: {f.fix}")
+            echo(f"  => {LEVEL_NAMES[level]}")
+    code = exit_code(levels)
+    if as_json:
+        echo(json.dumps({"level": LEVEL_NAMES[code], "exit_code": code, "hosts": hosts}, indent=2, sort_keys=True))
+    return code
+
+
+def status(
+    stack: Annotated[str | None, typer.Option(help="stack name (Pulumi.NAME.yaml) or a stack file")] = None,
+    outputs: Annotated[Path | None, typer.Option(help="`pulumi stack output --json` of the stack")] = None,
+    key: Annotated[Path | None, typer.Option(help="the admin SSH private key (default: the SSH agent)")] = None,
+    hours: Annotated[float, typer.Option(min=0.1, max=24 * 31, help="how far back to read the mail log")] = 24.0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
+) -> None:
+    """Mail on each host: daemons, queue, drift, deliveries and their causes with fixes.
+
+    Exit code: 0 ok, 1 warning, 2 critical, 3 a host unreachable."""
+    try:
+        settings = None
+        if stack:
+            try:
+                settings = load_stack_file(stack_file(stack), require_secrets=False)
+            except ConfigError as error:
+                raise StatusInputError(str(error)) from error
+            except OSError as error:
+                raise StatusInputError(f"--stack {stack}: {error.strerror}: {stack_file(stack)}") from error
+        data = read_outputs(outputs) if outputs else None
+        found = targets(data, settings, Path(stack).stem.removeprefix("Pulumi.") if stack else "")
+        secret = admin_key(key)
+    except StatusInputError as error:
+        typer.echo(f"mailhost status: {error}", err=True)
+        raise typer.Exit(UNREACHABLE) from None
+    raise typer.Exit(run_status(found, secret, hours, as_json, typer.echo))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)

@@ -1,0 +1,498 @@
+"""What happens to a host's outgoing mail, read on the host itself: queue, config drift, deliveries.
+
+This one file is the collector.  The push installs it on the host (a systemd timer writes
+node_exporter textfile metrics every few minutes), and `mailhost status` sends the very
+same file over SSH and runs it once with --json.  So it uses the Python standard library
+only (the host has python3 and nothing of ours), runs on Python 3.9+, and reads only:
+`postqueue -j`, the mail log, the push's manifest in /var/lib/jira-mailhost, and the
+managed files' contents (hashed, never printed).  It changes nothing except the one
+metrics file it is asked to write.
+
+CAUSES is the maintained table from a receiver's enhanced status code and reply text to
+the requirement behind it and the fix; the metrics, `status` and the README use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+STATE = "/var/lib/jira-mailhost"
+MANIFEST = "manifest"  # the last successful push's MANIFEST (path mode owner group postmap sha256)
+DEFAULT_LOG = "/var/log/mail.log"
+QUEUES = ("active", "deferred", "hold", "incoming", "maildrop")
+STUCK_SHOWN = 20  # queued messages listed one by one; the rest are counted
+METRIC_PREFIX = "jira_mailhost"
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One reason a receiver gives, the sender requirement behind it and what to change."""
+
+    id: str
+    codes: tuple[str, ...]  # enhanced status codes (RFC 3463) that mean it, exactly
+    text: str  # regex on the reply text (case-insensitive); "" = codes only
+    requirement: str
+    fix: str
+
+
+# First match wins: a code match beats a text match, so keep the specific entries first.
+CAUSES: tuple[Cause, ...] = (
+    Cause("ptr", ("5.7.25", "4.7.25"), r"\bPTR\b|reverse DNS|rDNS|reverse (?:lookup|hostname)",
+          "every address Postfix sends from has a PTR whose name resolves back to it (FCrDNS); "
+          "Gmail refuses IPv6 senders without one",
+          "publish the PTR for that address (reverseZones, or the Elastic IP's reverse DNS) and check with "
+          "`mailhost verify`; the program sends over IPv6 only where a PTR is published: see the host's "
+          "inet_protocols in `mailhost render`"),
+    Cause("auth", ("5.7.26", "5.7.27", "5.7.515", "5.7.509", "5.7.23", "5.7.24"),
+          r"unauthenticated|DMARC|\bSPF\b|DKIM|authentication (?:level|check)",
+          "SPF and DKIM pass, and DMARC aligns them with the From domain (Gmail, Yahoo, Microsoft)",
+          "run `mailhost verify`; make Jira's From address a mailbox of `domain` (the stack's `sender`), "
+          "so the DKIM signature and SPF align with it"),
+    Cause("rate_limit", ("4.7.28", "4.7.650", "4.7.500", "4.7.501", "4.7.502", "4.7.503", "4.7.504"),
+          r"rate.?limit|too many (?:messages|connections|recipients)|unusual rate|TSS0\d|try again later",
+          "a steady sender: few connections, reused, and no sudden bursts from a new address",
+          "nothing is lost (Postfix retries); if it persists, lower the concurrency for that provider "
+          "(a transport with a lower destination_concurrency_limit) and keep TLS connection reuse on"),
+    Cause("user_unknown", ("5.1.1", "5.1.10", "5.1.0", "5.1.6"),
+          r"user unknown|no such user|does not exist|RecipientNotFound|mailbox unavailable",
+          "the recipient address exists",
+          "a Jira user whose mailbox is gone (someone who left?): fix their email address or deactivate them"),
+    Cause("mailbox_full", ("5.2.2", "4.2.2"), r"mailbox (?:is )?full|over ?quota|quota exceeded",
+          "the recipient's mailbox has room", "nothing to change here: tell the user their mailbox is full"),
+    Cause("tls", ("5.7.10", "4.7.5", "5.7.5", "5.7.11"),
+          r"\bTLS\b|STARTTLS|certificate|handshake",
+          "the connection is encrypted with a certificate the sender accepts",
+          "check the receiver's certificate and our smtp_tls_security_level / CA bundle; in relay mode the "
+          "smarthost's certificate (relay.tlsFingerprint for a private CA)"),
+    Cause("dnsbl", ("5.7.606", "5.7.511"),
+          r"block ?list|black ?list|spamhaus|\bRBL\b|DNSBL|listed (?:at|on|in)|banned sending IP|poor reputation",
+          "the sending address is on no blocklist",
+          "look the address up (`mailhost verify --dnsbl ZONE`), find what sent spam from it, then ask "
+          "for delisting"),
+    Cause("policy", ("5.7.1", "5.7.0", "5.7.7", "5.7.750"), r"policy|not allowed|rejected|denied",
+          "the receiver's own policy accepts the message",
+          "read the receiver's text and its postmaster page; `mailhost verify` first"),
+    Cause("connect", ("4.4.1", "4.4.2", "4.4.7", "4.4.3", "5.4.4", "4.4.0"),
+          r"connection refused|timed out|no route to host|network is unreachable|lost connection|"
+          r"Host not found|Name service error",
+          "the host can reach receivers on TCP port 25 (or the smarthost on 587)",
+          "AWS blocks outgoing port 25 on EC2 until you ask for its removal: ask, or use delivery.mode relay; "
+          "check the security group's egress and the host's DNS resolver"),
+)
+OTHER = Cause("other", (), "", "", "read the receiver's text in the mail log")
+OK = Cause("ok", (), "", "", "")
+
+_DSN = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_COMPILED = [(c, re.compile(c.text, re.IGNORECASE) if c.text else None) for c in CAUSES]
+
+
+# Codes receivers use for many reasons (5.7.1 covers blocklists and content filters alike): the words decide.
+GENERIC_CODES = frozenset({"5.7.1", "5.7.0", "4.7.0", "4.7.1", "5.0.0", "4.0.0"})
+
+
+def classify(dsn: str, text: str) -> Cause:
+    """The cause of one deferral or bounce: a specific enhanced code, else the words of the reply, else
+    a generic code."""
+    codes = {m.group(0) for m in _DSN.finditer(text)} | {dsn}
+    specific = codes - GENERIC_CODES
+    for cause in CAUSES:
+        if specific.intersection(cause.codes):
+            return cause
+    for cause, pattern in _COMPILED:
+        if pattern is not None and pattern.search(text):
+            return cause
+    for cause in CAUSES:
+        if codes.intersection(cause.codes):
+            return cause
+    return OTHER
+
+
+def code_class(dsn: str) -> str:
+    """'5.7.26' → '5.7' (the class and subject of RFC 3463), 'none' when there is none."""
+    parts = dsn.split(".")
+    return f"{parts[0]}.{parts[1]}" if len(parts) == 3 else "none"
+
+
+def best_dsn(dsn: str, text: str) -> str:
+    """The most specific code: receivers put theirs in the text (550-5.7.26 ...), Postfix's dsn= may be generic."""
+    found = [m.group(0) for m in _DSN.finditer(text)]
+    return found[0] if found else dsn
+
+
+# -- the mail log --------------------------------------------------------------------------------
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                                       "Nov", "Dec"), start=1)}
+_BSD_TIME = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.\d+)? ")
+_ISO_TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.\d+)?(Z|[+-]\d\d:?\d\d)? ")
+_PROG = r"(?P<prog>postfix[\w.-]*/(?:smtp|lmtp|local|virtual|pipe|error|discard|relay))\[(?P<pid>\d+)\]: "
+_DELIVERY = re.compile(
+    _PROG + r"(?P<qid>[0-9A-Za-z]+): to=<(?P<rcpt>[^>]*)>,.*?\bdsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), "
+    r"status=(?P<status>sent|deferred|bounced|expired|undeliverable) \((?P<text>.*)\)\s*$"
+)
+_TLS = re.compile(_PROG + r"(?:\w+ )?TLS connection (?P<use>established|reused) to ")
+
+
+def line_time(line: str, now: float) -> float | None:
+    """Seconds since the epoch of a syslog (BSD or RFC 3339) or Postfix maillog_file line."""
+    iso = _ISO_TIME.match(line)
+    if iso:
+        year, month, day, hour, minute, second = (int(iso.group(i)) for i in range(1, 7))
+        zone = iso.group(7) or "Z"
+        offset = 0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 60 + int(zone[-2:]))
+        tz = dt.timezone(dt.timedelta(minutes=offset))
+        return dt.datetime(year, month, day, hour, minute, second, tzinfo=tz).timestamp()
+    bsd = _BSD_TIME.match(line)
+    if not bsd or bsd.group(1) not in _MONTHS:
+        return None
+    today = dt.datetime.fromtimestamp(now)  # BSD stamps are local time, without a year
+    month, day = _MONTHS[bsd.group(1)], int(bsd.group(2))
+    hour, minute, second = (int(bsd.group(i)) for i in (3, 4, 5))
+    for year in (today.year, today.year - 1):  # a December line read in January
+        try:
+            when = dt.datetime(year, month, day, hour, minute, second).timestamp()
+        except ValueError:  # 29 February of the wrong year
+            continue
+        if when <= now + 300:
+            return when
+    return None
+
+
+@dataclass
+class Delivery:
+    time: float
+    qid: str
+    domain: str
+    status: str  # sent | deferred | bounced
+    dsn: str
+    text: str
+    tls: bool
+
+
+def parse_log(lines: Iterable[str], since: float, now: float) -> tuple[list[Delivery], int]:
+    """Deliveries logged since `since`, and the TLS handshakes (new connections, not reused ones)."""
+    deliveries: list[Delivery] = []
+    handshakes = 0
+    tls_pending: dict[str, bool] = {}  # pid → the next delivery of this smtp process runs over TLS
+    tls_qid: dict[str, str] = {}  # pid → the message whose delivery took that TLS session
+    for line in lines:
+        if "postfix" not in line:
+            continue
+        when = line_time(line, now)
+        if when is None or when < since:
+            continue
+        tls = _TLS.search(line)
+        if tls:
+            tls_pending[tls.group("pid")] = True
+            handshakes += tls.group("use") == "established"
+            continue
+        hit = _DELIVERY.search(line)
+        if not hit:
+            continue
+        pid, qid = hit.group("pid"), hit.group("qid")
+        over_tls = tls_pending.pop(pid, False) or tls_qid.get(pid) == qid
+        tls_qid[pid] = qid if over_tls else ""
+        status = {"expired": "bounced", "undeliverable": "bounced"}.get(hit.group("status"), hit.group("status"))
+        domain = hit.group("rcpt").rpartition("@")[2].lower() or "(local)"
+        deliveries.append(Delivery(when, qid, domain, status, hit.group("dsn"), hit.group("text"), over_tls))
+    return deliveries, handshakes
+
+
+def read_lines(path: str, since: float, now: float, rotated: bool = True) -> Iterator[str]:
+    """The log and, when the window reaches back past its start, its first rotation (.1)."""
+    older = path + ".1"
+    if rotated and os.path.exists(older) and os.path.getmtime(older) >= since:
+        yield from _lines(older)
+    yield from _lines(path)
+
+
+def _lines(path: str) -> Iterator[str]:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        yield from handle
+
+
+# -- the queue, services and config ---------------------------------------------------------------
+def read_queue(now: float, postqueue: Sequence[str] = ("postqueue", "-j")) -> dict[str, Any]:
+    """Counts per queue, the oldest message's age and the stuck ones with their cause."""
+    counts = dict.fromkeys(QUEUES, 0)
+    out: dict[str, Any] = {"problem": None}
+    try:
+        done = subprocess.run(list(postqueue), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return {**counts, "oldest_age_seconds": 0, "stuck": [], "more_stuck": 0, "problem": str(error)}
+    if done.returncode != 0:
+        out["problem"] = (done.stderr.strip().splitlines() or ["postqueue failed"])[-1]
+    oldest = 0.0
+    stuck: list[dict[str, Any]] = []
+    for raw in done.stdout.splitlines():
+        try:
+            item = json.loads(raw)
+        except ValueError:
+            continue
+        queue = str(item.get("queue_name", ""))
+        counts[queue] = counts.get(queue, 0) + 1
+        age = max(0.0, now - float(item.get("arrival_time", now)))
+        oldest = max(oldest, age)
+        for rcpt in item.get("recipients", []):
+            reason = str(rcpt.get("delay_reason", ""))
+            cause = classify("", reason) if reason else OTHER
+            stuck.append({"queue_id": item.get("queue_id"), "queue": queue, "age_seconds": round(age),
+                          "domain": str(rcpt.get("address", "")).rpartition("@")[2].lower(),
+                          "cause": cause.id if reason else "waiting", "reason": reason[:300]})
+    stuck.sort(key=lambda s: -s["age_seconds"])
+    out.update(counts)
+    out.update({"oldest_age_seconds": round(oldest), "stuck": stuck[:STUCK_SHOWN],
+                "more_stuck": max(0, len(stuck) - STUCK_SHOWN)})
+    return out
+
+
+def _pid_alive(pidfile: str) -> bool:
+    try:
+        with open(pidfile) as handle:
+            pid = int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return os.path.exists(f"/proc/{pid}")
+
+
+def _conf_value(path: str, key: str) -> str | None:
+    try:
+        with open(path) as handle:
+            values = [line.split(None, 1)[1].strip() for line in handle
+                      if line.split(None, 1)[:1] == [key] and len(line.split(None, 1)) == 2]
+    except OSError:
+        return None
+    return values[-1] if values else None
+
+
+def services(manifest_paths: Sequence[str]) -> dict[str, bool | None]:
+    """Is each daemon running?  OpenDKIM is None (not ours to watch) when the push does not manage it."""
+    spool = _postconf_value("queue_directory") or "/var/spool/postfix"
+    postfix = _pid_alive(os.path.join(spool, "pid", "master.pid"))
+    opendkim: bool | None = None
+    if "/etc/opendkim.conf" in manifest_paths or not manifest_paths:
+        pidfile = _conf_value("/etc/opendkim.conf", "PidFile") or "/run/opendkim/opendkim.pid"
+        opendkim = _pid_alive(pidfile) if os.path.exists("/etc/opendkim.conf") else None
+    return {"postfix": postfix, "opendkim": opendkim}
+
+
+def _postconf_value(name: str) -> str | None:
+    try:
+        done = subprocess.run(["postconf", "-h", name], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _owner(path: str) -> str:
+    import grp
+    import pwd
+
+    st = os.stat(path)
+    try:
+        user, group = pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        user, group = str(st.st_uid), str(st.st_gid)
+    return f"{st.st_mode & 0o7777:04o} {user} {group}"
+
+
+def read_manifest(state: str = STATE) -> list[tuple[str, str, str]]:
+    """(path, "mode owner group", sha256) of every file the last successful push installed."""
+    try:
+        with open(os.path.join(state, MANIFEST)) as handle:
+            rows = [line.split() for line in handle if line.strip()]
+    except OSError:
+        return []
+    return [(r[0], f"{int(r[1], 8):04o} {r[2]} {r[3]}", r[5]) for r in rows if len(r) == 6]
+
+
+def drift(manifest: Sequence[tuple[str, str, str]], expected: dict[str, str]) -> dict[str, Any]:
+    """Which live files differ from the last push (hand edits), and which differ from the stack now."""
+    changed, missing = [], []
+    for path, meta, digest in manifest:
+        live = _sha256(path)
+        if live is None:
+            missing.append(path)
+        elif live != digest or _owner(path) != meta:
+            changed.append(path)
+    stack_changed = [path for path, digest in sorted(expected.items()) if _sha256(path) != digest]
+    return {"pushed": bool(manifest), "files": len(manifest), "changed": changed, "missing": missing,
+            "stack_changed": stack_changed, "stack_checked": len(expected)}
+
+
+# -- the report -----------------------------------------------------------------------------------
+def summarize(deliveries: Sequence[Delivery], handshakes: int) -> dict[str, Any]:
+    """Counts by status, by destination domain and by cause; the TLS share and reuse."""
+    totals = Counter(d.status for d in deliveries)
+    by_domain: dict[str, Counter[str]] = defaultdict(Counter)
+    groups: dict[tuple[str, str, str], list[Delivery]] = defaultdict(list)
+    for d in deliveries:
+        by_domain[d.domain][d.status] += 1
+        if d.status != "sent":
+            code = best_dsn(d.dsn, d.text)
+            groups[(d.status, classify(code, d.text).id, code)].append(d)
+    index = {c.id: c for c in (*CAUSES, OTHER)}
+    causes = []
+    for (status, cause_id, code), items in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        cause = index[cause_id]
+        causes.append({"status": status, "cause": cause_id, "code": code, "code_class": code_class(code),
+                       "count": len(items), "domains": sorted({d.domain for d in items})[:10],
+                       "example": items[-1].text[:300], "requirement": cause.requirement, "fix": cause.fix})
+    sent = [d for d in deliveries if d.status == "sent"]
+    tls_sent = sum(d.tls for d in sent)
+    return {
+        "deliveries": {s: totals.get(s, 0) for s in ("sent", "deferred", "bounced")},
+        "by_domain": {dom: {s: c.get(s, 0) for s in ("sent", "deferred", "bounced")}
+                      for dom, c in sorted(by_domain.items())},
+        "causes": causes,
+        "tls": {"sent_over_tls": tls_sent, "ratio": round(tls_sent / len(sent), 4) if sent else None,
+                "handshakes": handshakes,
+                "messages_per_handshake": round(tls_sent / handshakes, 2) if handshakes else None},
+    }
+
+
+def collect(hours: float, log_path: str | None, expected: dict[str, str], now: float | None = None,
+            state: str = STATE) -> dict[str, Any]:
+    """Everything `status` and the metrics need, as one JSON-able dict."""
+    now = time.time() if now is None else now
+    since = now - hours * 3600
+    manifest = read_manifest(state)
+    report: dict[str, Any] = {"host": os.uname().nodename, "collected_at": round(now), "window_seconds":
+                              round(hours * 3600), "services": services([m[0] for m in manifest]),
+                              "queue": read_queue(now), "config": drift(manifest, expected)}
+    path = log_path or _postconf_value("maillog_file") or DEFAULT_LOG
+    if os.path.exists(path):
+        deliveries, handshakes = parse_log(read_lines(path, since, now), since, now)
+        report["log"] = {"path": path, "problem": None}
+    else:
+        deliveries, handshakes = [], 0
+        report["log"] = {"path": path, "problem": f"no mail log at {path}: set maillogFile (e.g. "
+                         "/var/log/postfix.log) so deliveries can be counted"}
+    report.update(summarize(deliveries, handshakes))
+    return report
+
+
+# -- Prometheus textfile --------------------------------------------------------------------------
+def _labels(**labels: str) -> str:
+    if not labels:
+        return ""
+    quoted = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+    return "{" + quoted + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def metrics(report: dict[str, Any]) -> str:
+    """node_exporter textfile format: HELP and TYPE once per family, gauges only (a window, not counters)."""
+    out: list[str] = []
+
+    def family(name: str, help_text: str, samples: Iterable[tuple[dict[str, str], float]]) -> None:
+        full = f"{METRIC_PREFIX}_{name}"
+        out.append(f"# HELP {full} {help_text}")
+        out.append(f"# TYPE {full} gauge")
+        for labels, value in samples:
+            out.append(f"{full}{_labels(**labels)} {value:g}")
+
+    svc = report["services"]
+    family("up", "1 when the daemon runs, 0 when it does not (only daemons the push manages).",
+           [({"service": name}, float(bool(up))) for name, up in sorted(svc.items()) if up is not None])
+    queue = report["queue"]
+    family("queue_messages", "Messages in each Postfix queue.", [({"queue": q}, float(queue.get(q, 0)))
+                                                                  for q in QUEUES])
+    family("queue_oldest_age_seconds", "Age of the oldest queued message, 0 when the queue is empty.",
+           [({}, float(queue.get("oldest_age_seconds", 0)))])
+    samples: list[tuple[dict[str, str], float]] = [
+        ({"status": "sent", "cause": "ok", "code_class": "2.0"}, float(report["deliveries"]["sent"]))]
+    grouped: Counter[tuple[str, str, str]] = Counter()
+    for c in report["causes"]:
+        grouped[(c["status"], c["cause"], c["code_class"])] += c["count"]
+    samples += [({"status": s, "cause": cause, "code_class": cls}, float(n))
+                for (s, cause, cls), n in sorted(grouped.items())]
+    family("recent_deliveries", "Delivery attempts logged in the last window, by status and cause.", samples)
+    family("recent_window_seconds", "Length of the window the recent_* metrics count.",
+           [({}, float(report["window_seconds"]))])
+    family("log_readable", "1 when the mail log was read, 0 when there is none (recent_* are then empty).",
+           [({}, float(not report["log"]["problem"]))])
+    tls = report["tls"]
+    family("tls_delivery_ratio", "Share of sent deliveries that went over TLS in the window.",
+           [({}, float(tls["ratio"] if tls["ratio"] is not None else 1.0))])
+    family("tls_messages_per_handshake", "Messages sent per TLS handshake in the window (connection reuse).",
+           [({}, float(tls["messages_per_handshake"] or 0.0))])
+    config = report["config"]
+    differs = len(config["changed"]) + len(config["missing"])
+    family("config_digest_match", "1 when every file the last push installed is unchanged, 0 on drift.",
+           [({}, float(config["pushed"] and differs == 0))])
+    family("config_files_changed", "Files changed or missing since the last push.", [({}, float(differs))])
+    family("collector_last_run_timestamp_seconds", "When this file was written (Unix time).",
+           [({}, float(report["collected_at"]))])
+    return "\n".join(out) + "\n"
+
+
+def write_atomic(path: str, text: str) -> None:
+    """node_exporter must never read half a file: write beside it, then rename (mode 0644)."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".jira_mailhost.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _expected(values: Sequence[str]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        path, sep, digest = value.rpartition("=")
+        if not sep or not path.startswith("/") or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise SystemExit(f"--expect wants PATH=SHA256, not {value!r}")
+        pairs[path] = digest
+    return pairs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hours", type=float, default=24.0, help="window of the mail log to read")
+    parser.add_argument("--log", help="the mail log (default: Postfix's maillog_file, else /var/log/mail.log)")
+    parser.add_argument("--expect", action="append", default=[], help="PATH=SHA256 the stack would push")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--textfile", help="write node_exporter textfile metrics here (atomically)")
+    parser.add_argument("--state", default=STATE, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    report = collect(args.hours, args.log, _expected(args.expect), state=args.state)
+    if args.textfile:
+        write_atomic(args.textfile, metrics(report))
+    if args.json or not args.textfile:
+        json.dump(report, sys.stdout, sort_keys=True)
+        sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""`mailhost status`: judge what the collector found on each host, and say what to do.
+
+Pure: the SSH call is in cli_status.  The host side is mailhost/mailstats.py, sent over the
+same pinned-key SSH client as the push and run once with --json; this module turns its
+report into findings (level, what, fix) and an exit code fit for monitoring:
+0 ok, 1 warning, 2 critical, 3 unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailhost import mailstats
+
+OK, WARNING, CRITICAL, UNREACHABLE = 0, 1, 2, 3
+LEVEL_NAMES = {OK: "ok", WARNING: "warning", CRITICAL: "critical", UNREACHABLE: "unreachable"}
+OLDEST_CRITICAL = 3600  # seconds: Jira users notice an hour-old notification
+# An `up` with unchanged settings runs no remote command, so the push must be asked for.
+REPUSH = "put the stack's files back: raise the stack setting pushSerial by one and run `pulumi up`"
+HARMLESS_BOUNCES = frozenset({"user_unknown", "mailbox_full"})  # the recipient's side, not ours
+
+# Runs the collector (argument 1) with python3 as root: directly when the SSH user is root, else with
+# sudo -n like the push.  The script travels as an argument, so stdin stays free and nothing is installed.
+_WRAPPER = (
+    's=$1; shift; command -v python3 >/dev/null 2>&1 || { echo "jira-mailhost: python3 is not installed on '
+    '$(hostname)" >&2; exit 97; }; if [ "$(id -u)" -eq 0 ]; then exec python3 -c "$s" "$@"; fi; '
+    'exec sudo -n python3 -c "$s" "$@"'
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One host to ask: where it is and the key it must present."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    host_key: str
+    expected: dict[str, str] = field(default_factory=dict)  # path → sha256 of the non-secret files of the stack
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: int
+    what: str
+    fix: str = ""
+
+
+def remote_command(hours: float, expected: dict[str, str]) -> str:
+    """The one command line run on the host (no secrets in it: only our code and public digests)."""
+    args = ["--json", "--hours", f"{hours:g}"]
+    for path, digest in sorted(expected.items()):
+        args += ["--expect", f"{path}={digest}"]
+    script = Path(mailstats.__file__).read_text()
+    return " ".join(["sh", "-c", shlex.quote(_WRAPPER), "jira-mailhost-status", shlex.quote(script),
+                     *map(shlex.quote, args)])
+
+
+def parse_report(stdout: str) -> dict[str, Any]:
+    """The collector prints one JSON object; anything else means it did not run as ours."""
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise ValueError("the host printed no report")
+    report = json.loads(lines[-1])
+    if not isinstance(report, dict) or "queue" not in report:
+        raise ValueError("the host's report has no queue")
+    return report
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def assess(report: dict[str, Any]) -> list[Finding]:
+    """Every problem in one host's report, worst first."""
+    findings: list[Finding] = []
+    for service, up in sorted(report["services"].items()):
+        if up is False:
+            findings.append(Finding(CRITICAL, f"{service} is not running: no mail leaves this host",
+                                    f"start it (systemctl start {service}) and read why it stopped "
+                                    f"(journalctl -u {service}); `pulumi up` also starts it"))
+    queue = report["queue"]
+    if queue.get("problem"):
+        findings.append(Finding(WARNING, f"the queue could not be read: {queue['problem']}",
+                                "check that Postfix is installed and running"))
+    oldest = queue.get("oldest_age_seconds", 0)
+    if oldest >= OLDEST_CRITICAL:
+        findings.append(Finding(CRITICAL, f"the oldest queued message waits for {_age(oldest)}",
+                                "see the causes below; `postqueue -p` shows each message's reason"))
+    if queue.get("deferred", 0):
+        findings.append(Finding(WARNING, f"{queue['deferred']} message(s) deferred (Postfix retries them)",
+                                "see the causes below"))
+    if queue.get("hold", 0):
+        findings.append(Finding(WARNING, f"{queue['hold']} message(s) on hold: Postfix will not send them",
+                                "release with `postsuper -H ALL` once the reason is gone"))
+    config = report["config"]
+    if not config["pushed"]:
+        findings.append(Finding(WARNING, "no push of jira-mailhost is recorded on this host",
+                                "run `pulumi up` for this stack"))
+    for path in config["changed"]:
+        findings.append(Finding(WARNING, f"drift: {path} was changed on the host after the last push",
+                                f"{REPUSH}; to keep the change, make it a stack setting instead"))
+    for path in config["missing"]:
+        findings.append(Finding(WARNING, f"drift: {path} was removed from the host after the last push", REPUSH))
+    for path in config.get("stack_changed", []):
+        if path not in config["changed"]:
+            findings.append(Finding(WARNING, f"not live yet: the stack would push a different {path}",
+                                    "run `pulumi up` for this stack"))
+    log = report.get("log", {})
+    if log.get("problem"):
+        findings.append(Finding(WARNING, log["problem"], "set maillogFile in the stack and run `pulumi up`"))
+    for cause in report["causes"]:
+        findings.append(cause_finding(cause))
+    return sorted(findings, key=lambda f: -f.level)
+
+
+def cause_finding(cause: dict[str, Any]) -> Finding:
+    """A bounce of ours (5.7.x: authentication, PTR, policy) is critical; a gone mailbox is a warning."""
+    count, status, code = cause["count"], cause["status"], cause["code"]
+    level = WARNING
+    if status == "bounced" and cause["cause"] not in HARMLESS_BOUNCES and cause["code_class"] == "5.7":
+        level = CRITICAL
+    where = ", ".join(cause["domains"][:3]) + (" ..." if len(cause["domains"]) > 3 else "")
+    what = (f"{count} {status} ({code}, {cause['cause']}) to {where}: {cause['example'][:160]}"
+            + (f" | requirement: {cause['requirement']}" if cause["requirement"] else ""))
+    return Finding(level, what, cause["fix"])
+
+
+def level_of(findings: Iterable[Finding]) -> int:
+    return max((f.level for f in findings), default=OK)
+
+
+def exit_code(levels: Sequence[int]) -> int:
+    """The worst host decides: one unreachable host makes the run 3, like a monitoring plugin."""
+    return max(levels, default=OK)
+
+
+def summary_lines(name: str, report: dict[str, Any]) -> list[str]:
+    """What mail is doing on one host, in a few plain lines."""
+    queue, deliveries, tls = report["queue"], report["deliveries"], report["tls"]
+    services = ", ".join(f"{s} {'running' if up else 'STOPPED'}" for s, up in sorted(report["services"].items())
+                         if up is not None)
+    config = report["config"]
+    drifted = len(config["changed"]) + len(config["missing"])
+    state = ("not pushed" if not config["pushed"] else f"{drifted} file(s) changed since the last push" if drifted
+             else f"as pushed ({config['files']} files)")
+    if config.get("stack_checked"):
+        state += f"; {len(config['stack_changed'])} of {config['stack_checked']} differ from the stack"
+    hours = report["window_seconds"] / 3600
+    lines = [
+        f"{name} ({report['host']}): {services}",
+        f"  queue: {queue.get('active', 0)} active, {queue.get('deferred', 0)} deferred, {queue.get('hold', 0)} "
+        f"hold; oldest {_age(queue.get('oldest_age_seconds', 0))}",
+        f"  config: {state}",
+        f"  last {hours:g} h: {deliveries['sent']} sent, {deliveries['deferred']} deferred, "
+        f"{deliveries['bounced']} bounced",
+    ]
+    if tls["ratio"] is not None:
+        per = tls["messages_per_handshake"]
+        lines.append(f"  TLS: {tls['ratio'] * 100:.0f} % of sent mail"
+                     + (f", {per:g} messages per TLS handshake" if per is not None else ""))
+    for stuck in queue.get("stuck", [])[:5]:
+        lines.append(f"  queued {stuck['queue_id']} to {stuck['domain']} for {_age(stuck['age_seconds'])}: "
+                     f"{stuck['reason'][:120] or stuck['queue']}")
+    return lines

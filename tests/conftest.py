@@ -1,0 +1,42 @@
+"""Test-session wiring shared by every suite: how `pytest -n 2` (README) spreads the tests.
+
+The real-software suites build network namespaces with fixed names and addresses: every test of the
+`jm` lab must run on one worker, in file order, and so must every test of the `jmp` push hosts
+(their file locks would serialise two workers too, but only by making one wait for minutes).
+pytest-xdist's own `--dist loadgroup` does not group under pytest 9 (its nodeid suffix is never
+seen), so the grouping is done here, by file, in a scheduler of our own: one scope per namespace
+prefix, one scope per test for everything else.  tests/real/conftest.py refuses a test that uses a
+prefix's fixtures from a file not listed here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+NAMESPACE_FILES: dict[str, tuple[str, ...]] = {
+    "jm": tuple(f"tests/real/{name}.py" for name in (
+        "test_lab", "test_lab_drills", "test_lab_mx", "test_relay_tls", "test_secret_scan", "test_status_lab",
+        "test_tls_reuse_bench")),
+    "jmp": tuple(f"tests/real/{name}.py" for name in ("test_open_relay", "test_push_drills", "test_push_scripts")),
+}
+
+
+def scope_of(nodeid: str) -> str:
+    """The scheduling scope of a test: its namespace prefix, or the test itself."""
+    path = nodeid.split("::", 1)[0]
+    for prefix, files in NAMESPACE_FILES.items():
+        if path in files:
+            return f"namespaces:{prefix}"
+    return nodeid
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NamespaceScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return NamespaceScheduling(config, log)

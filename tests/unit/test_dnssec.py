@@ -1,0 +1,57 @@
+"""The sender zone's DNSSEC state: always info, in words for each state a sender must know about."""
+
+from __future__ import annotations
+
+from mailhost.checks import Answer
+from mailhost.dnssec import check_dnssec, ds_tags, key_tags
+
+# A key-signing key Knot made (public half only); its DS key tag, as `keymgr ... ds` printed it, is 35406.
+KSK = "257 3 13 iA6JTI9m9HUeQS/sXeMchnRKMmhxK91wqX4/qKvB0vgzjx2Apmf17Z01a4zScCwQGDZlBcYfd94ECkmDABXNvQ=="
+ZSK = "256 3 13 lxaiv9g0GknezQj4pqAqy9NZIYRz0893Sk1h9Lhefo37da5CpOd2F8/DwCI+0RZdZ9PEF8ah88g7ly4kB+LTeA=="
+DS = "35406 13 2 f85fbbd785a8b03f87f4f75e432cceb750d074ffa90a20b91ebfb0ca85e1dd40"
+
+
+def ok(rdtype: str, *values: str) -> Answer:
+    return Answer("example.com", rdtype, "ok" if values else "nodata", values)
+
+
+FAILED = Answer("example.com", "DS", "error", error="127.0.0.1 answered REFUSED")
+
+
+def test_key_tags_of_dnskeys_and_ds() -> None:
+    assert 35406 in key_tags(ok("DNSKEY", KSK, ZSK)) and len(key_tags(ok("DNSKEY", KSK, ZSK))) == 2
+    assert key_tags(ok("DNSKEY", "not a key")) == set()
+    assert ds_tags(ok("DS", DS, "x y")) == {35406}
+
+
+def test_every_state_is_info_and_says_what_it_means() -> None:
+    states = {
+        "unsigned": check_dnssec("example.com", "example.com", ok("DNSKEY"), ok("DS")),
+        "unsigned, DS not asked": check_dnssec("example.com", "example.com", ok("DNSKEY"), FAILED),
+        "bogus: DS without keys": check_dnssec("example.com", "example.com", ok("DNSKEY"), ok("DS", DS)),
+        "island": check_dnssec("example.com", "example.com", ok("DNSKEY", KSK, ZSK), ok("DS")),
+        "secure": check_dnssec("jira.example.com", "example.com", ok("DNSKEY", KSK, ZSK), ok("DS", DS)),
+        "stale DS": check_dnssec("example.com", "example.com", ok("DNSKEY", KSK), ok("DS", "1 13 2 " + "ab" * 32)),
+        "DS unknown": check_dnssec("example.com", "example.com", ok("DNSKEY", KSK), FAILED),
+        "DS not asked": check_dnssec("example.com", "example.com", ok("DNSKEY", KSK), None),
+        "no zone": check_dnssec("example.com", None, None, None, "no answer within 2s"),
+        "DNSKEY failed": check_dnssec("example.com", "example.com", FAILED, None),
+    }
+    assert {r.id for r in states.values()} == {"dnssec"}
+    assert {r.status for r in states.values()} == {"info"} and not any(r.lookup_error for r in states.values())
+    assert states["unsigned"].detail == "zone example.com is not signed (no DNSKEY at its apex)"
+    assert states["unsigned"].fix.startswith("optional: sign it")
+    assert states["unsigned, DS not asked"].detail == states["unsigned"].detail
+    assert states["bogus: DS without keys"].detail.endswith(
+        "but its parent publishes a DS (key tag 35406): validating resolvers answer SERVFAIL for every name in it")
+    assert states["island"].detail.endswith("but its parent has no DS for it: validators treat it as unsigned")
+    assert states["secure"].detail.startswith("zone example.com is signed (2 DNSKEY, key tag ")
+    assert states["secure"].detail.endswith("and its parent's DS (key tag 35406) vouches for it: validating "
+                                            "receivers check it") and states["secure"].fix == ""
+    assert "no DS at its parent matches its keys (DS key tag 1)" in states["stale DS"].detail
+    assert states["DS unknown"].detail.endswith("its parent's DS could not be asked (127.0.0.1 answered REFUSED)")
+    assert states["DS not asked"].detail.endswith("could not be asked (not asked)")
+    assert states["no zone"].detail == ("DNSSEC of example.com not determined: could not find its zone "
+                                        "(no answer within 2s)")
+    assert states["DNSKEY failed"].detail == ("DNSSEC of zone example.com not determined: DNSKEY lookup failed "
+                                              "(127.0.0.1 answered REFUSED)")
