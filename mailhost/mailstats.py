@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 STATE = "/var/lib/jira-mailhost"
+OPENDKIM_CONF = "/etc/opendkim.conf"
 MANIFEST = "manifest"  # the last successful push's MANIFEST (path mode owner group postmap sha256)
 DEFAULT_LOG = "/var/log/mail.log"
 QUEUES = ("active", "deferred", "hold", "incoming", "maildrop")
@@ -282,15 +283,16 @@ def services(manifest_paths: Sequence[str]) -> dict[str, bool | None]:
     spool = _postconf_value("queue_directory") or "/var/spool/postfix"
     postfix = _pid_alive(os.path.join(spool, "pid", "master.pid"))
     opendkim: bool | None = None
-    if "/etc/opendkim.conf" in manifest_paths or not manifest_paths:
-        pidfile = _conf_value("/etc/opendkim.conf", "PidFile") or "/run/opendkim/opendkim.pid"
-        opendkim = _pid_alive(pidfile) if os.path.exists("/etc/opendkim.conf") else None
+    if OPENDKIM_CONF in manifest_paths or not manifest_paths:
+        pidfile = _conf_value(OPENDKIM_CONF, "PidFile") or "/run/opendkim/opendkim.pid"
+        opendkim = _pid_alive(pidfile) if os.path.exists(OPENDKIM_CONF) else None
     return {"postfix": postfix, "opendkim": opendkim}
 
 
-def _postconf_value(name: str) -> str | None:
+def _postconf_value(name: str, postconf: Sequence[str] = ("postconf",)) -> str | None:
+    """A main.cf parameter as Postfix sees it (its default when unset); None when Postfix cannot say."""
     try:
-        done = subprocess.run(["postconf", "-h", name], capture_output=True, text=True, timeout=30)
+        done = subprocess.run([*postconf, "-h", name], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
@@ -400,6 +402,11 @@ def _labels(**labels: str) -> str:
     return "{" + quoted + "}"
 
 
+def _number(value: float) -> str:
+    """Exact: a Unix time printed with %g (1.8e+09) would be off by days and fire the staleness alert."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -413,16 +420,15 @@ def metrics(report: dict[str, Any]) -> str:
         out.append(f"# HELP {full} {help_text}")
         out.append(f"# TYPE {full} gauge")
         for labels, value in samples:
-            out.append(f"{full}{_labels(**labels)} {value:g}")
+            out.append(f"{full}{_labels(**labels)} {_number(value)}")
 
     svc = report["services"]
     family("up", "1 when the daemon runs, 0 when it does not (only daemons the push manages).",
            [({"service": name}, float(bool(up))) for name, up in sorted(svc.items()) if up is not None])
     queue = report["queue"]
-    family("queue_messages", "Messages in each Postfix queue.", [({"queue": q}, float(queue.get(q, 0)))
-                                                                  for q in QUEUES])
+    family("queue_messages", "Messages in each Postfix queue.", [({"queue": q}, float(queue[q])) for q in QUEUES])
     family("queue_oldest_age_seconds", "Age of the oldest queued message, 0 when the queue is empty.",
-           [({}, float(queue.get("oldest_age_seconds", 0)))])
+           [({}, float(queue["oldest_age_seconds"]))])
     samples: list[tuple[dict[str, str], float]] = [
         ({"status": "sent", "cause": "ok", "code_class": "2.0"}, float(report["deliveries"]["sent"]))]
     grouped: Counter[tuple[str, str, str]] = Counter()

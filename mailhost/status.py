@@ -160,8 +160,8 @@ def summary_lines(name: str, report: dict[str, Any]) -> list[str]:
     hours = report["window_seconds"] / 3600
     lines = [
         f"{name} ({report['host']}): {services}",
-        f"  queue: {queue.get('active', 0)} active, {queue.get('deferred', 0)} deferred, {queue.get('hold', 0)} "
-        f"hold; oldest {_age(queue.get('oldest_age_seconds', 0))}",
+        f"  queue: {queue['active']} active, {queue['deferred']} deferred, {queue['hold']} hold; "
+        f"oldest {_age(queue['oldest_age_seconds'])}",
         f"  config: {state}",
         f"  last {hours:g} h: {deliveries['sent']} sent, {deliveries['deferred']} deferred, "
         f"{deliveries['bounced']} bounced",

@@ -171,6 +171,7 @@ def test_the_collector_writes_metrics_promtool_accepts(lab: Lab) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
     samples = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln[:1] != "#"}
     assert samples['jira_mailhost_up{service="postfix"}'] == 1
+    assert abs(samples["jira_mailhost_collector_last_run_timestamp_seconds"] - time.time()) < 120
     assert samples["jira_mailhost_config_digest_match"] == 1
     assert samples['jira_mailhost_recent_deliveries{status="sent",cause="ok",code_class="2.0"}'] >= 6
     assert any(k.startswith('jira_mailhost_recent_deliveries{status="bounced",cause="auth"') for k in samples)

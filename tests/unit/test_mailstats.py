@@ -8,7 +8,9 @@ the formats Postfix writes (maillog_file / BSD syslog, and RFC 3339 syslog).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,9 +73,21 @@ def test_the_receivers_code_wins_over_postfixs_generic_dsn() -> None:
     ("2026-11-27T10:59:00.123+00:00", dt.datetime(2026, 11, 27, 10, 59, tzinfo=dt.UTC).timestamp()),
     ("2026-11-27T10:59:00Z", dt.datetime(2026, 11, 27, 10, 59, tzinfo=dt.UTC).timestamp()),
     ("2026-11-27T12:59:00+0200", dt.datetime(2026, 11, 27, 10, 59, tzinfo=dt.UTC).timestamp()),
+    ("2026-11-27T05:29:00-05:30", dt.datetime(2026, 11, 27, 10, 59, tzinfo=dt.UTC).timestamp()),
 ])
 def test_log_times_in_both_syslog_formats(stamp: str, expected: float) -> None:
-    assert mailstats.line_time(f"{stamp} jira postfix/smtp[1]: x", NOW) == pytest.approx(expected)
+    assert mailstats.line_time(f"{stamp} jira postfix/smtp[1]: x", NOW) == expected
+
+
+def test_the_window_and_the_clock_skew_edges() -> None:
+    """A line stamped exactly at the window's start counts; a BSD stamp up to 5 minutes ahead is this year's."""
+    ahead = dt.datetime.fromtimestamp(NOW + 300)
+    stamp = f"{ahead:%b} {ahead.day:>2} {ahead:%H:%M:%S}"
+    assert mailstats.line_time(f"{stamp} jira postfix/smtp[1]: x", NOW) == NOW + 300
+    edge = dt.datetime.fromtimestamp(NOW - 3600)
+    lines = [delivery("Q1", "a@b.org", "2.0.0", "sent", "250 ok", ts=f"{edge:%b} {edge.day:>2} {edge:%H:%M:%S}")]
+    assert [d.qid for d in mailstats.parse_log(lines, NOW - 3600, NOW)[0]] == ["Q1"]
+    assert mailstats.parse_log(lines, NOW - 3599, NOW)[0] == []
 
 
 def test_a_december_line_read_in_january_is_last_year() -> None:
@@ -105,6 +119,9 @@ def test_parse_log_counts_window_tls_and_reuse() -> None:
     assert summary["deliveries"] == {"sent": 4, "deferred": 1, "bounced": 1}
     assert summary["tls"] == {"sent_over_tls": 3, "ratio": 0.75, "handshakes": 1, "messages_per_handshake": 3.0}
     assert summary["by_domain"]["example.net"] == {"sent": 3, "deferred": 1, "bounced": 1}
+    assert [c["cause"] for c in summary["causes"]] == ["user_unknown", "rate_limit"], "a tie: bounced first"
+    more = mailstats.summarize([*deliveries, deliveries[-2], deliveries[-2]], handshakes)
+    assert [c["cause"] for c in more["causes"]] == ["rate_limit", "user_unknown"], "the most frequent first"
     causes = {c["cause"]: c for c in summary["causes"]}
     assert causes["rate_limit"]["status"] == "deferred" and causes["rate_limit"]["code_class"] == "4.7"
     assert causes["user_unknown"]["code"] == "5.1.1" and causes["user_unknown"]["fix"]
@@ -138,6 +155,8 @@ def cause(cause_id: str, state: str, code: str) -> dict[str, Any]:
     ({"queue": report()["queue"] | {"deferred": 3, "oldest_age_seconds": 600}}, status.WARNING),
     ({"queue": report()["queue"] | {"deferred": 3, "oldest_age_seconds": 3600}}, status.CRITICAL),
     ({"config": report()["config"] | {"changed": ["/etc/postfix/main.cf"]}}, status.WARNING),
+    ({"config": report()["config"] | {"missing": ["/etc/opendkim.conf"]}}, status.WARNING),
+    ({"queue": report()["queue"] | {"hold": 1}}, status.WARNING),
     ({"config": report()["config"] | {"stack_changed": ["/etc/postfix/main.cf"], "stack_checked": 6}},
      status.WARNING),
     ({"config": report()["config"] | {"pushed": False}}, status.WARNING),
@@ -145,6 +164,8 @@ def cause(cause_id: str, state: str, code: str) -> dict[str, Any]:
     ({"causes": [cause("ptr", "bounced", "5.7.25")]}, status.CRITICAL),
     ({"causes": [cause("auth", "bounced", "5.7.26")]}, status.CRITICAL),
     ({"causes": [cause("rate_limit", "deferred", "4.7.28")]}, status.WARNING),
+    ({"causes": [cause("policy", "deferred", "5.7.1")]}, status.WARNING),  # soft_bounce: retried, not lost
+    ({"causes": [cause("policy", "bounced", "5.7.1")]}, status.CRITICAL),
     ({"causes": [cause("user_unknown", "bounced", "5.1.1")]}, status.WARNING),
 ])
 def test_levels(changes: dict[str, Any], level: int) -> None:
@@ -157,6 +178,13 @@ def test_findings_name_the_file_and_the_fix() -> None:
     assert found[0].level == status.CRITICAL and "5.7.25" in found[0].what and "inet_protocols" in found[0].fix
     assert any("/etc/postfix/main.cf" in f.what and "pulumi up" in f.fix for f in found)
     assert status.exit_code([status.OK, status.UNREACHABLE, status.WARNING]) == status.UNREACHABLE
+    assert status.exit_code([]) == status.OK
+    texts = [f.what for f in status.assess(report(queue=report()["queue"] | {"hold": 2},
+                                                  config=report()["config"] | {"missing": ["/etc/x"]}))]
+    assert "2 message(s) on hold: Postfix will not send them" in texts
+    assert "drift: /etc/x was removed from the host after the last push" in texts
+    removed = next(f for f in status.assess(report(config=report()["config"] | {"missing": ["/etc/x"]})))
+    assert removed.fix == status.REPUSH and "pushSerial" in removed.fix
 
 
 def test_metrics_text_follows_the_exposition_format() -> None:
@@ -187,3 +215,206 @@ def test_the_collector_runs_alone_with_only_the_standard_library(tmp_path: Path)
     assert data["deliveries"]["sent"] == 1 and data["config"]["pushed"] is False
     assert "jira_mailhost_collector_last_run_timestamp_seconds" in prom.read_text()
     assert oct(prom.stat().st_mode & 0o777) == "0o644"
+
+
+def fake(tmp_path: Path, name: str, stdout: str, rc: int = 0, stderr: str = "") -> list[str]:
+    """A stand-in command that prints `stdout` (a Postfix tool is not what these tests judge)."""
+    script = tmp_path / name
+    script.write_text(f"import sys\nsys.stdout.write({stdout!r})\nsys.stderr.write({stderr!r})\nsys.exit({rc})\n")
+    return [sys.executable, str(script)]
+
+
+def test_the_queue_is_counted_aged_and_each_waiting_recipient_has_its_cause(tmp_path: Path) -> None:
+    items = [
+        {"queue_name": "deferred", "queue_id": "A1", "arrival_time": NOW - 7200, "recipients": [
+            {"address": "x@Gmail.com", "delay_reason": "host said: 421-4.7.28 unusual rate of mail"}]},
+        {"queue_name": "active", "queue_id": "B2", "arrival_time": NOW - 5, "recipients": [{"address": "y@a.org"}]},
+        {"queue_name": "hold", "queue_id": "C3", "arrival_time": NOW - 60, "recipients": []},
+    ]
+    items.append({"queue_name": "corrupt", "queue_id": "D4", "arrival_time": NOW, "recipients": []})
+    lines = "\n".join(json.dumps(i) for i in items) + "\nnot json\n"
+    queue = mailstats.read_queue(NOW, fake(tmp_path, "postqueue", lines))
+    assert (queue["deferred"], queue["active"], queue["hold"], queue["incoming"], queue["corrupt"]) == (1, 1, 1, 0, 1)
+    assert queue["oldest_age_seconds"] == 7200 and queue["problem"] is None
+    assert queue["stuck"][0] == {"queue_id": "A1", "queue": "deferred", "age_seconds": 7200, "domain": "gmail.com",
+                                 "cause": "rate_limit", "reason": "host said: 421-4.7.28 unusual rate of mail"}
+    assert queue["stuck"][1]["cause"] == "waiting" and queue["more_stuck"] == 0
+    broken = mailstats.read_queue(NOW, fake(tmp_path, "down", "", 1, "postqueue: fatal: Queue report unavailable"))
+    assert broken["problem"] == "postqueue: fatal: Queue report unavailable" and broken["oldest_age_seconds"] == 0
+    missing = mailstats.read_queue(NOW, ["/nonexistent/postqueue"])
+    assert missing["problem"] and missing["stuck"] == [] and missing["more_stuck"] == 0
+    assert set(missing) == set(mailstats.read_queue(NOW, fake(tmp_path, "idle", ""))), "same keys, ran or not"
+
+
+def test_many_waiting_recipients_are_listed_up_to_a_limit(tmp_path: Path) -> None:
+    items = [{"queue_name": "deferred", "queue_id": f"Q{i}", "arrival_time": NOW - i,
+              "recipients": [{"address": f"u{i}@b.org", "delay_reason": "connect to b.org: Connection refused"}]}
+             for i in range(mailstats.STUCK_SHOWN + 3)]
+    queue = mailstats.read_queue(NOW, fake(tmp_path, "pq", "\n".join(json.dumps(i) for i in items)))
+    assert len(queue["stuck"]) == mailstats.STUCK_SHOWN and queue["more_stuck"] == 3
+    assert queue["stuck"][0]["queue_id"] == f"Q{mailstats.STUCK_SHOWN + 2}", "oldest first"
+    assert {s["cause"] for s in queue["stuck"]} == {"connect"}
+
+
+def test_postconf_values_and_their_absence(tmp_path: Path) -> None:
+    assert mailstats._postconf_value("maillog_file", fake(tmp_path, "pc", "/var/log/postfix.log\n")) == \
+        "/var/log/postfix.log"
+    assert mailstats._postconf_value("maillog_file", fake(tmp_path, "empty", "\n")) is None
+    assert mailstats._postconf_value("x", fake(tmp_path, "bad", "junk\n", 1)) is None
+    assert mailstats._postconf_value("x", ["/nonexistent/postconf"]) is None
+
+
+def test_main_reads_the_manifest_checks_drift_and_writes_both_outputs(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    live = tmp_path / "main.cf"
+    live.write_text("myhostname = jira.example.com\n")
+    digest = hashlib.sha256(live.read_bytes()).hexdigest()
+    owner = mailstats._owner(str(live)).split()
+    (tmp_path / mailstats.MANIFEST).write_text(f"{live} {owner[0]} {owner[1]} {owner[2]} 0 {digest}\n")
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    prom = tmp_path / "m.prom"
+    assert mailstats.main(["--state", str(tmp_path), "--log", str(log), "--textfile", str(prom), "--json",
+                           "--expect", f"{live}={'0' * 64}"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"] == {"pushed": True, "files": 1, "changed": [], "missing": [],
+                                "stack_changed": [str(live)], "stack_checked": 1}
+    assert report["log"] == {"path": str(log), "problem": None} and report["window_seconds"] == 24 * 3600
+    assert "jira_mailhost_config_digest_match 1" in prom.read_text()
+    live.write_text("myhostname = edited\n")
+    assert mailstats.main(["--state", str(tmp_path), "--log", str(tmp_path / "none.log"), "--hours", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["changed"] == [str(live)] and report["window_seconds"] == 7200
+    assert "no mail log at" in report["log"]["problem"] and "maillogFile" in report["log"]["problem"]
+    live.unlink()
+    assert mailstats.main(["--state", str(tmp_path), "--log", str(log)]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["missing"] == [str(live)]
+
+
+@pytest.mark.parametrize("bad", ["main.cf=" + "0" * 64, "/etc/x=abc", "/etc/x"])
+def test_expect_wants_an_absolute_path_and_a_sha256(bad: str) -> None:
+    with pytest.raises(SystemExit, match="--expect wants PATH=SHA256"):
+        mailstats.main(["--expect", bad])
+
+
+def test_summary_lines_say_what_mail_does() -> None:
+    lines = status.summary_lines("jira", report(
+        queue=report()["queue"] | {"active": 3, "deferred": 2, "oldest_age_seconds": 5400, "stuck": [
+            {"queue_id": "A1", "queue": "deferred", "age_seconds": 5400, "domain": "gmail.com", "cause": "rate_limit",
+             "reason": "421 4.7.28 rate"}]},
+        config=report()["config"] | {"stack_checked": 6, "stack_changed": ["/etc/postfix/main.cf"]},
+        services={"postfix": True, "opendkim": False}))
+    assert lines == [
+        "jira (jira): opendkim STOPPED, postfix running",
+        "  queue: 3 active, 2 deferred, 0 hold; oldest 90 min",
+        "  config: as pushed (9 files); 1 of 6 differ from the stack",
+        "  last 1 h: 10 sent, 0 deferred, 0 bounced",
+        "  TLS: 100 % of sent mail, 10 messages per TLS handshake",
+        "  queued A1 to gmail.com for 90 min: 421 4.7.28 rate",
+    ]
+    drifted = status.summary_lines("j", report(config=report()["config"] | {"changed": ["/a"], "missing": ["/b"]},
+                                              tls={"ratio": None, "messages_per_handshake": None}))
+    assert drifted[2] == "  config: 2 file(s) changed since the last push" and len(drifted) == 4
+    assert status.summary_lines("j", report(config=report()["config"] | {"pushed": False}))[2] == "  config: not pushed"
+
+
+METRICS_GOLDEN = """\
+# HELP jira_mailhost_up 1 when the daemon runs, 0 when it does not (only daemons the push manages).
+# TYPE jira_mailhost_up gauge
+jira_mailhost_up{service="opendkim"} 0
+jira_mailhost_up{service="postfix"} 1
+# HELP jira_mailhost_queue_messages Messages in each Postfix queue.
+# TYPE jira_mailhost_queue_messages gauge
+jira_mailhost_queue_messages{queue="active"} 0
+jira_mailhost_queue_messages{queue="deferred"} 4
+jira_mailhost_queue_messages{queue="hold"} 0
+jira_mailhost_queue_messages{queue="incoming"} 0
+jira_mailhost_queue_messages{queue="maildrop"} 0
+# HELP jira_mailhost_queue_oldest_age_seconds Age of the oldest queued message, 0 when the queue is empty.
+# TYPE jira_mailhost_queue_oldest_age_seconds gauge
+jira_mailhost_queue_oldest_age_seconds 4000
+# HELP jira_mailhost_recent_deliveries Delivery attempts logged in the last window, by status and cause.
+# TYPE jira_mailhost_recent_deliveries gauge
+jira_mailhost_recent_deliveries{status="sent",cause="ok",code_class="2.0"} 10
+jira_mailhost_recent_deliveries{status="bounced",cause="auth",code_class="5.7"} 4
+jira_mailhost_recent_deliveries{status="deferred",cause="rate_limit",code_class="4.7"} 2
+# HELP jira_mailhost_recent_window_seconds Length of the window the recent_* metrics count.
+# TYPE jira_mailhost_recent_window_seconds gauge
+jira_mailhost_recent_window_seconds 3600
+# HELP jira_mailhost_log_readable 1 when the mail log was read, 0 when there is none (recent_* are then empty).
+# TYPE jira_mailhost_log_readable gauge
+jira_mailhost_log_readable 1
+# HELP jira_mailhost_tls_delivery_ratio Share of sent deliveries that went over TLS in the window.
+# TYPE jira_mailhost_tls_delivery_ratio gauge
+jira_mailhost_tls_delivery_ratio 0.75
+# HELP jira_mailhost_tls_messages_per_handshake Messages sent per TLS handshake in the window (connection reuse).
+# TYPE jira_mailhost_tls_messages_per_handshake gauge
+jira_mailhost_tls_messages_per_handshake 2.5
+# HELP jira_mailhost_config_digest_match 1 when every file the last push installed is unchanged, 0 on drift.
+# TYPE jira_mailhost_config_digest_match gauge
+jira_mailhost_config_digest_match 1
+# HELP jira_mailhost_config_files_changed Files changed or missing since the last push.
+# TYPE jira_mailhost_config_files_changed gauge
+jira_mailhost_config_files_changed 0
+# HELP jira_mailhost_collector_last_run_timestamp_seconds When this file was written (Unix time).
+# TYPE jira_mailhost_collector_last_run_timestamp_seconds gauge
+jira_mailhost_collector_last_run_timestamp_seconds 1800000000
+"""
+
+
+def test_the_metrics_file_exactly() -> None:
+    """Names, HELP texts, label order, value formatting: what node_exporter serves and the rules query."""
+    two = [cause("auth", "bounced", "5.7.26"), cause("auth", "bounced", "5.7.26"),
+           cause("rate_limit", "deferred", "4.7.28")]
+    text = mailstats.metrics(report(
+        services={"postfix": True, "opendkim": False, "other": None}, collected_at=1_800_000_000,
+        queue=report()["queue"] | {"deferred": 4, "oldest_age_seconds": 4000}, causes=two,
+        tls={"sent_over_tls": 5, "ratio": 0.75, "handshakes": 2, "messages_per_handshake": 2.5}))
+    assert text == METRICS_GOLDEN
+
+
+def test_metrics_of_an_idle_host_without_log_or_push() -> None:
+    text = mailstats.metrics(report(log={"path": "/x", "problem": "no mail log"}, config=report()["config"] | {
+        "pushed": False}, deliveries={"sent": 0, "deferred": 0, "bounced": 0},
+        tls={"sent_over_tls": 0, "ratio": None, "handshakes": 0, "messages_per_handshake": None}))
+    samples = dict(ln.rsplit(" ", 1) for ln in text.splitlines() if not ln.startswith("#"))
+    assert samples["jira_mailhost_log_readable"] == "0"
+    assert samples["jira_mailhost_config_digest_match"] == "0", "never pushed is not a match"
+    assert samples["jira_mailhost_tls_delivery_ratio"] == "1", "nothing sent: no plaintext delivery either"
+    assert samples["jira_mailhost_tls_messages_per_handshake"] == "0"
+
+
+def test_label_values_are_escaped() -> None:
+    assert mailstats._labels(a='x"y\\z\nw') == '{a="x\\"y\\\\z\\nw"}'
+    assert mailstats._labels() == ""
+
+
+def test_write_atomic_replaces_whole_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "jira_mailhost.prom"
+    mailstats.write_atomic(str(target), "a 1\n")
+    mailstats.write_atomic(str(target), "a 2\n")
+    assert target.read_text() == "a 2\n" and oct(target.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in target.parent.iterdir()] == ["jira_mailhost.prom"]
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(OSError):  # the target is a directory: the rename fails, the temp file goes
+        mailstats.write_atomic(str(tmp_path / "dir"), "a 3\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "dir"]
+
+
+def test_services_watch_opendkim_only_where_the_push_manages_it(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "opendkim.conf"
+    pidfile = tmp_path / "odk.pid"
+    conf.write_text(f"Syslog yes\nPidFile {tmp_path / 'old.pid'}\nPidFile {pidfile}\n")
+    pidfile.write_text(f"{os.getpid()}\n")
+    assert mailstats._conf_value(str(conf), "PidFile") == str(pidfile), "the last line wins, as in opendkim"
+    assert mailstats._conf_value(str(conf), "UserID") is None
+    assert mailstats._conf_value(str(tmp_path / "none"), "PidFile") is None
+    monkeypatch.setattr(mailstats, "OPENDKIM_CONF", str(conf))
+    monkeypatch.setattr(mailstats, "_postconf_value", lambda name: str(tmp_path / "spool"))
+    (tmp_path / "spool" / "pid").mkdir(parents=True)
+    (tmp_path / "spool" / "pid" / "master.pid").write_text("999999999\n")
+    assert mailstats.services([str(conf), "/etc/postfix/main.cf"]) == {"postfix": False, "opendkim": True}
+    assert mailstats.services(["/etc/postfix/main.cf"]) == {"postfix": False, "opendkim": None}
+    pidfile.write_text("not a pid\n")
+    assert mailstats.services([])["opendkim"] is False
