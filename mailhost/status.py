@@ -29,6 +29,8 @@ HARMLESS_BOUNCES = frozenset({"user_unknown", "mailbox_full"})  # the recipient'
 _WRAPPER = (
     's=$1; shift; command -v python3 >/dev/null 2>&1 || { echo "jira-mailhost: python3 is not installed on '
     '$(hostname)" >&2; exit 97; }; if [ "$(id -u)" -eq 0 ]; then exec python3 -c "$s" "$@"; fi; '
+    'sudo -n true 2>/dev/null || { echo "jira-mailhost: user $(id -un) is not root and cannot run sudo without a '
+    'password; status needs what the push needs (sshUser root, or passwordless sudo)" >&2; exit 97; }; '
     'exec sudo -n python3 -c "$s" "$@"'
 )
 

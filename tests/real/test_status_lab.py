@@ -191,3 +191,22 @@ def test_an_unreachable_host_exits_3_and_bad_options_name_the_fix(lab: Lab, tmp_
     none = subprocess.run([sys.executable, "-m", "mailhost", "status", "--outputs", str(bad)],
                           capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, "SSH_AUTH_SOCK": ""})
     assert none.returncode == 3 and "--key FILE" in none.stderr
+
+
+def test_the_admin_key_can_come_from_the_ssh_agent(lab: Lab, tmp_path: Path) -> None:
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        until(sock.exists, 10, "ssh-agent's socket")
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        added = subprocess.run(["ssh-add", "-q", lab.info().jira["client_key_path"]], env=env, capture_output=True,
+                               text=True, timeout=30)
+        assert added.returncode == 0, added.stderr
+        done = subprocess.run([sys.executable, "-m", "mailhost", "status", "--outputs",
+                               str(lab.state_dir / "stack-outputs.json"), "--json"],
+                              capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
+        assert done.returncode in (0, 1, 2), done.stdout + done.stderr  # reached the host: not 3
+        assert "report" in json.loads(done.stdout)["hosts"]["jira"]
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
