@@ -10,7 +10,7 @@ import pulumi
 import pytest
 
 from components.postfix import apply_command
-from mailhost import bundle
+from mailhost import bundle, render
 from mailhost.expected import Expected
 from tests.program import stacks
 from tests.program.harness import (
@@ -370,3 +370,22 @@ def test_a_replaced_instance_gets_the_push_again() -> None:
     assert unwrap(run.one("jira-push").inputs)["create"] == update
     adopted = run_program(stacks.existing_relay_staging(), SECRETS)
     assert "# host instance" not in unwrap(adopted.one("jira-push").inputs)["update"]
+
+
+@pytest.mark.parametrize(("template", "smuggled"), [
+    ("main.cf.j2", "always_bcc = audit@elsewhere.example\n"),  # a parameter no template writes
+    ("reroute.j2", "/@/ someone@elsewhere.example\n"),  # a second reroute rule
+])
+def test_a_rendered_file_outside_its_allowlist_stops_the_program_before_any_resource(
+        monkeypatch: pytest.MonkeyPatch, template: str, smuggled: str) -> None:
+    """Defence behind the grammars (README "What a stack value can change"): a value or template bug that
+    adds a line is refused at render, with the host's key named, before anything (DNS included) exists."""
+    original = render._template
+
+    def tampered(name: str, **values: object) -> str:
+        text = original(name, **values)
+        return text + smuggled if name == template else text
+
+    monkeypatch.setattr(render, "_template", tampered)
+    message = refused(stacks.existing_relay_staging(), SECRETS)
+    assert "jira-mailhost:hosts[0]: the rendered config was refused" in message and "no file was pushed" in message
