@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,7 @@ class Lab:
         self.save(info)
         return proc.pid
 
-    def start_receiver(self, info: LabInfo | None = None) -> None:
+    def start_receiver(self, info: LabInfo | None = None, extra: Sequence[str] = ()) -> None:
         info = info or self.info()
         mx = self.world.mx
         self._spawn(info, "receiver", "mx", [
@@ -248,7 +248,7 @@ class Lab:
             *(arg for d in zones.SAME_MX_DOMAINS for arg in ("--domain", d)),
             "--strict-domain", zones.STRICT_DOMAIN, "--strict-domain", zones.STRICT6_DOMAIN,
             "--dns", self.world.dns.v4, "--log", str(self.receiver_log),
-            "--conn-log", str(self.receiver_connections),
+            "--conn-log", str(self.receiver_connections), *extra,
         ])
         wait_port(mx.v4, 25, what="receiver")
         wait_port(mx.v6, 25, what="receiver")
@@ -261,7 +261,7 @@ class Lab:
     def second_mx_connections(self) -> Path:
         return self.state_dir / "mx2-connections.jsonl"
 
-    def start_second_mx(self, info: LabInfo | None = None) -> None:
+    def start_second_mx(self, info: LabInfo | None = None, extra: Sequence[str] = ()) -> None:
         """mx2: the MX of SECOND_MX_DOMAINS, a receiver on the smarthost's addresses (port 25 there is free)."""
         info = info or self.info()
         sh = self.world.smarthost
@@ -270,7 +270,7 @@ class Lab:
             "--hostname", f"mx2.{zones.RECIPIENT_DOMAIN}",
             *(arg for d in zones.SECOND_MX_DOMAINS for arg in ("--domain", d)),
             "--dns", self.world.dns.v4, "--log", str(self.second_mx_log),
-            "--conn-log", str(self.second_mx_connections),
+            "--conn-log", str(self.second_mx_connections), *extra,
         ])
         wait_port(sh.v4, 25, what="mx2")
 
@@ -301,6 +301,17 @@ class Lab:
             "--events", str(self.smarthost_events), "--conn-log", str(self.smarthost_connections),
         ])
         wait_port(sh.v4, 587, what="smarthost")
+
+    def restart_receivers(self, extra: Sequence[str]) -> None:
+        """The MX (and mx2 when it runs) again, with extra receiver options (e.g. --no-verdicts)."""
+        info = self.info()
+        for name, start in (("receiver", self.start_receiver), ("mx2", self.start_second_mx)):
+            pid = info.pids.get(name)
+            if pid is None and name == "mx2":
+                continue
+            if pid is not None:
+                _kill(pid)
+            start(info, extra)
 
     def stop_smarthost(self) -> None:
         info = self.info()

@@ -54,6 +54,7 @@ class Summary:
     refused: int
     seconds: float
     results: list[Submitted] = field(default_factory=list)
+    started_at: float = 0.0  # Unix time of the first submission (the burst is built before it)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -205,11 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             extra = attachment_for(args.size_limit + 64 * 1024)
             fresh.insert(len(fresh) // 2, notification(10_000 + i, args.sender, args.to[0], name, rng, extra, domain))
         messages = list(fresh)
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     results = submit(messages, args.host, args.port, keep_refused=args.keep_refused)
     seconds = time.monotonic() - started
     refused = sum(1 for r in results if not r.accepted)
-    print(Summary(name, len(results) - refused, refused, round(seconds, 3), results).to_json())
+    print(Summary(name, len(results) - refused, refused, round(seconds, 3), results, started_at).to_json())
     return 0
 
 

@@ -153,6 +153,7 @@ class Burst:
     seconds: float
     message_ids: set[str] = field(default_factory=set)
     latencies: list[float] = field(default_factory=list)  # per submitted message, as Jira waited
+    started_at: float = 0.0  # Unix time of the first submission
 
 
 def send(lab: Lab, count: int, size_kb: int = 0, recipients: list[str] | None = None, oversize: int = 0,
@@ -185,7 +186,7 @@ def _submit(lab: Lab, args: list[str], stdin: str | None = None) -> Burst:
     refused = [r for r in data["results"] if not r["accepted"]]
     ids = {r["message_id"] for r in data["results"] if r["accepted"]}
     return Burst(data["burst"], data["sent"], refused, data["seconds"], ids,
-                 [r.get("latency", 0.0) for r in data["results"]])
+                 [r.get("latency", 0.0) for r in data["results"]], data.get("started_at", 0.0))
 
 
 def records(lab: Lab, burst: str | None = None) -> list[dict[str, Any]]:

@@ -27,6 +27,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mailhost.lab import tlsstats, verdicts
 from mailhost.lab.tlscert import server_context
 
+UNJUDGED = verdicts.Verdicts("unjudged", "unjudged", "unjudged", None, "unjudged", None, "unjudged", None, False)
+
 
 def peer_ip(session: Session) -> str:
     peer = session.peer
@@ -43,12 +45,13 @@ class Handler:
     mail (550 5.7.26).  Other domains accept everything and only record the verdicts."""
 
     def __init__(self, domains: list[str], log: Path, res: dns.resolver.Resolver, strict: Sequence[str] = (),
-                 rate: tuple[int, float] = (20, 10.0)):
+                 rate: tuple[int, float] = (20, 10.0), judge: bool = True):
         self.strict = [d.lower() for d in strict]
         self.domains = [d.lower() for d in domains] + self.strict
         self.log = log
         self.res = res
         self.rate_count, self.rate_seconds = rate
+        self.judge = judge  # False: store without the SPF/DKIM/DMARC/FCrDNS verdicts (benchmarks of the sender)
         self.recent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
 
     def _over_rate(self, ip: str) -> bool:
@@ -96,6 +99,10 @@ class Handler:
         ip = peer_ip(session)
         helo = session.host_name or ""
         mail_from = envelope.mail_from or ""
+        if not self.judge:
+            self.write(self.record(session, envelope, content, ip, helo, UNJUDGED))
+            tlsstats.count_message(session)
+            return "250 2.0.0 OK: stored"
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(None, verdicts.evaluate, ip, helo, mail_from, content, self.res)
         refusal = self.strict_refusal(envelope, ip, result)
@@ -165,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--strict-domain", action="append", default=[],
                         help="recipient domain judged like Gmail/Yahoo/Microsoft do (repeat)")
     parser.add_argument("--strict-rate", default="20/10", help="COUNT/SECONDS per sending address, strict domains")
+    parser.add_argument("--no-verdicts", action="store_true",
+                        help="store without judging (a real MX's checks do not run on the sender's CPU)")
     parser.add_argument("--dns", required=True, help="the lab nameserver to evaluate against")
     parser.add_argument("--dns-port", type=int, default=53)
     parser.add_argument("--log", type=Path, required=True)
@@ -172,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     res = verdicts.resolver_for(args.dns, args.dns_port)
     count, _, seconds = args.strict_rate.partition("/")
-    handler = Handler(args.domain, args.log, res, args.strict_domain, (int(count), float(seconds)))
+    handler = Handler(args.domain, args.log, res, args.strict_domain, (int(count), float(seconds)),
+                      judge=not args.no_verdicts)
     asyncio.run(serve(args.listen, args.port, args.hostname, handler, args.conn_log))
 
 
