@@ -381,20 +381,24 @@ class SpfCost:
         return [what for what, hits in self.voids if hits in (0, family)]
 
 
-def _term_domain(term: SpfTerm, domain: str) -> str:
-    """The name an a/mx/exists term asks about: its domain-spec, or the record's own domain."""
-    return _norm(term.value.split("/")[0] or domain)
+# What each a/mx/exists term asks, and for which senders a void answer counts: 4 or 6 (A for IPv4
+# connections, AAAA for IPv6), 0 for both.  An mx term then also asks its hosts' A/AAAA.
+_TERM_QUESTIONS: dict[str, tuple[tuple[str, int], ...]] = {
+    "a": (("A", 4), ("AAAA", 6)), "mx": (("MX", 0),), "exists": (("A", 0),)}
+
+
+def _term_names(domain: str, record: SpfRecord) -> list[tuple[SpfTerm, str]]:
+    """Each a/mx/exists term with the name it asks about (its domain-spec, or the record's own domain);
+    terms with macros are left out (their names exist only during an evaluation)."""
+    named = [(term, _norm(term.value.split("/")[0] or domain)) for term in record.mechanisms(*_TERM_QUESTIONS)]
+    return [(term, name) for term, name in named if "%" not in name]
 
 
 def spf_term_lookups(domain: str, record: SpfRecord) -> list[tuple[str, str]]:
     """The (name, type) questions the a, mx and exists terms of a record ask (macros left out)."""
     asked: list[tuple[str, str]] = []
-    for term in record.mechanisms("a", "mx", "exists"):
-        name = _term_domain(term, domain)
-        if "%" in name:
-            continue
-        kinds = {"a": ("A", "AAAA"), "mx": ("MX",), "exists": ("A",)}[term.name]
-        asked += [(name, kind) for kind in kinds if (name, kind) not in asked]
+    for term, name in _term_names(domain, record):
+        asked += [(name, kind) for kind, _ in _TERM_QUESTIONS[term.name] if (name, kind) not in asked]
     return asked
 
 
@@ -419,22 +423,14 @@ def _term_voids(domain: str, record: SpfRecord, answers: Mapping[tuple[str, str]
             return None
         return answer.empty
 
-    for term in record.mechanisms("a", "mx", "exists"):
-        name = _term_domain(term, domain)
+    for term, name in _term_names(domain, record):
         label = f"{term.name}:{name}"
-        if "%" in name:
-            continue
-        if term.name == "exists" and empty(name, "A", label):
-            voids.append((f"{label} (no A)", 0))
-        if term.name == "a":
-            voids += [(f"{label} (no {kind})", family) for kind, family in (("A", 4), ("AAAA", 6))
-                      if empty(name, kind, label)]
-        if term.name == "mx":
-            if empty(name, "MX", label):
-                voids.append((f"{label} (no MX)", 0))
-                continue
+        found = [(f"{label} (no {kind})", family) for kind, family in _TERM_QUESTIONS[term.name]
+                 if empty(name, kind, label)]
+        voids += found
+        if term.name == "mx" and not found:  # an MX answer: its hosts' addresses are asked as an a term's
             for host in mx_hosts(answers.get((name, "MX")) or Answer(name, "MX", "nodata")):
-                voids += [(f"{label} → {host} (no {kind})", family) for kind, family in (("A", 4), ("AAAA", 6))
+                voids += [(f"{label} → {host} (no {kind})", family) for kind, family in _TERM_QUESTIONS["a"]
                           if empty(host, kind, label)]
     return voids, problems
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from mailhost import render, sshexec
-from mailhost.config import ConfigError, Settings, load_stack_file, stack_file
+from mailhost.config import ConfigError, Host, Settings, load_stack_file, stack_file
 from mailhost.status import (
     LEVEL_NAMES,
     UNREACHABLE,
@@ -35,19 +35,19 @@ class StatusInputError(Exception):
     """The options do not say where a host is or how to log in; the message says what to give."""
 
 
-def stack_expected(settings: Settings, host_name: str, stack: str) -> dict[str, str]:
+def stack_expected(settings: Settings, host: Host, stack: str) -> dict[str, str]:
     """sha256 of each non-secret file the stack would push to this host (the secret ones are not known here)."""
-    host = next(h for h in settings.hosts if h.name == host_name)
     return {f.path: f.digest for f in render.render_host(settings, host, render.PLACEHOLDERS, stack) if not f.secret}
 
 
 def targets(outputs: dict[str, Any] | None, settings: Settings | None, stack: str) -> list[Target]:
     """Each host with its address and pinned key: from the outputs when given, else from the stack file."""
-    names = list(outputs["hosts"]) if outputs else [h.name for h in settings.hosts] if settings else []
+    in_stack = {h.name: h for h in settings.hosts} if settings else {}
+    names = list(outputs["hosts"]) if outputs else list(in_stack)
     found = []
     for name in names:
-        expected = stack_expected(settings, name, stack) if settings and any(
-            h.name == name for h in settings.hosts) else {}
+        host = in_stack.get(name)
+        expected = stack_expected(settings, host, stack) if settings and host else {}
         if outputs:
             out = outputs["hosts"][name]
             missing = [k for k in ("ipv4", "sshUser", "sshPort", "sshHostKey") if not out.get(k)]
@@ -57,8 +57,7 @@ def targets(outputs: dict[str, Any] | None, settings: Settings | None, stack: st
             found.append(Target(name, str(out["ipv4"]), int(out["sshPort"]), str(out["sshUser"]),
                                 str(out["sshHostKey"]), expected))
             continue
-        assert settings is not None
-        host = next(h for h in settings.hosts if h.name == name)
+        assert host is not None  # without outputs the names are the stack's own
         if host.existing is None:
             raise StatusInputError(f"host {name} is an EC2 host: its address and host key are stack outputs; run "
                                    f"`pulumi stack output --json --stack {stack} > outputs.json` and add "

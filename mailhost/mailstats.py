@@ -482,6 +482,12 @@ def _expected(values: Sequence[str]) -> dict[str, str]:
     return pairs
 
 
+def own_source() -> str:
+    """This file's text: what the push installs on a host and what `mailhost status` runs there."""
+    with open(__file__, encoding="utf-8") as handle:
+        return handle.read()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, default=24.0, help="window of the mail log to read")

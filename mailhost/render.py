@@ -162,7 +162,7 @@ def metrics_files(settings: Settings, host: Host, common: dict[str, str]) -> lis
     values = {**common, "collector": COLLECTOR, "maillog_file": settings.maillog_file, "textfile": METRICS_TEXTFILE,
               "window_hours": METRICS_WINDOW_HOURS, "every_minutes": METRICS_EVERY_MINUTES}
     return [
-        RenderedFile(COLLECTOR, Path(mailstats.__file__).read_text(), mode=0o755, code=True),
+        RenderedFile(COLLECTOR, mailstats.own_source(), mode=0o755, code=True),
         RenderedFile(METRICS_SERVICE, _template("metrics.service.j2", **values)),
         RenderedFile(METRICS_TIMER, _template("metrics.timer.j2", **values)),
     ]

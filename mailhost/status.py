@@ -12,7 +12,6 @@ import json
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mailhost import mailstats
@@ -59,7 +58,7 @@ def remote_command(hours: float, expected: dict[str, str]) -> str:
     args = ["--json", "--hours", f"{hours:g}"]
     for path, digest in sorted(expected.items()):
         args += ["--expect", f"{path}={digest}"]
-    script = Path(mailstats.__file__).read_text()
+    script = mailstats.own_source()
     return " ".join(["sh", "-c", shlex.quote(_WRAPPER), "jira-mailhost-status", shlex.quote(script),
                      *map(shlex.quote, args)])
 
@@ -93,17 +92,17 @@ def assess(report: dict[str, Any]) -> list[Finding]:
                                     f"start it (systemctl start {service}) and read why it stopped "
                                     f"(journalctl -u {service}); `pulumi up` also starts it"))
     queue = report["queue"]
-    if queue.get("problem"):
+    if queue["problem"]:
         findings.append(Finding(WARNING, f"the queue could not be read: {queue['problem']}",
                                 "check that Postfix is installed and running"))
-    oldest = queue.get("oldest_age_seconds", 0)
+    oldest = queue["oldest_age_seconds"]
     if oldest >= OLDEST_CRITICAL:
         findings.append(Finding(CRITICAL, f"the oldest queued message waits for {_age(oldest)}",
                                 "see the causes below; `postqueue -p` shows each message's reason"))
-    if queue.get("deferred", 0):
+    if queue["deferred"]:
         findings.append(Finding(WARNING, f"{queue['deferred']} message(s) deferred (Postfix retries them)",
                                 "see the causes below"))
-    if queue.get("hold", 0):
+    if queue["hold"]:
         findings.append(Finding(WARNING, f"{queue['hold']} message(s) on hold: Postfix will not send them",
                                 "release with `postsuper -H ALL` once the reason is gone"))
     config = report["config"]
@@ -172,7 +171,7 @@ def summary_lines(name: str, report: dict[str, Any]) -> list[str]:
         per = tls["messages_per_handshake"]
         lines.append(f"  TLS: {tls['ratio'] * 100:.0f} % of sent mail"
                      + (f", {per:g} messages per TLS handshake" if per is not None else ""))
-    for stuck in queue.get("stuck", [])[:5]:
+    for stuck in queue["stuck"][:5]:
         lines.append(f"  queued {stuck['queue_id']} to {stuck['domain']} for {_age(stuck['age_seconds'])}: "
                      f"{stuck['reason'][:120] or stuck['queue']}")
     return lines

@@ -48,7 +48,7 @@ def rendered(values: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def collector() -> str:
-    return Path(render.mailstats.__file__).read_text()
+    return render.mailstats.own_source()
 
 
 def test_every_rendered_file_is_the_reviewed_one() -> None:
