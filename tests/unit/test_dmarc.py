@@ -69,6 +69,8 @@ def test_parse_names_removed_and_unknown_tags_and_every_error() -> None:
         "ruf: 'http://x' is not a mailto: address")
     assert dm.parse("v=DMARC1; rua=mailto:d@example.com").errors == ("no p= policy",)
     assert dm.parse("spf1").errors == ("does not start with v=DMARC1",) and dm.parse("v=DMARC1; p=x").policy is None
+    not_dmarc = dm.parse("v=spf1 -all")
+    assert not_dmarc.tags == () and not_dmarc.policy is None and not_dmarc.removed == ()
 
 
 # -- the DNS tree walk ----------------------------------------------------------------------------------

@@ -110,9 +110,12 @@ def test_parse_log_counts_window_tls_and_reuse() -> None:
         delivery("Q3", "d@plain.example", "2.0.0", "sent", "250 OK", pid=8),  # no TLS line: plaintext
         delivery("Q4", "e@example.net", "4.7.28", "deferred", "host said: 421 4.7.28 rate limited", pid=9),
         delivery("Q5", "gone@example.net", "5.1.1", "bounced", "host said: 550 5.1.1 user unknown", pid=9),
+        delivery("Q6", "late@example.net", "4.4.1", "expired", "connect to b: Connection timed out", pid=9),
     ]
     deliveries, handshakes = mailstats.parse_log(lines, NOW - 3600, NOW)
-    assert [d.qid for d in deliveries] == ["Q1", "Q2", "Q2", "Q3", "Q4", "Q5"]
+    assert [d.qid for d in deliveries] == ["Q1", "Q2", "Q2", "Q3", "Q4", "Q5", "Q6"]
+    assert deliveries[-1].status == "bounced", "expired after the queue lifetime: returned to the sender"
+    deliveries.pop()
     assert [d.tls for d in deliveries[:4]] == [True, True, True, False]
     assert handshakes == 1
     summary = mailstats.summarize(deliveries, handshakes)
@@ -413,8 +416,51 @@ def test_services_watch_opendkim_only_where_the_push_manages_it(tmp_path: Path,
     monkeypatch.setattr(mailstats, "OPENDKIM_CONF", str(conf))
     monkeypatch.setattr(mailstats, "_postconf_value", lambda name: str(tmp_path / "spool"))
     (tmp_path / "spool" / "pid").mkdir(parents=True)
+    (tmp_path / "spool" / "pid" / "master.pid").write_text(f"{os.getpid()}\n")  # found in Postfix's queue_directory
+    assert mailstats.services([str(conf), "/etc/postfix/main.cf"]) == {"postfix": True, "opendkim": True}
     (tmp_path / "spool" / "pid" / "master.pid").write_text("999999999\n")
-    assert mailstats.services([str(conf), "/etc/postfix/main.cf"]) == {"postfix": False, "opendkim": True}
     assert mailstats.services(["/etc/postfix/main.cf"]) == {"postfix": False, "opendkim": None}
     pidfile.write_text("not a pid\n")
     assert mailstats.services([])["opendkim"] is False
+
+
+def test_the_log_is_postfixs_maillog_file_unless_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "postfix.log"
+    log.write_text("")
+    monkeypatch.setattr(mailstats, "_postconf_value", lambda name: str(log) if name == "maillog_file" else None)
+    real_read_queue = mailstats.read_queue
+    monkeypatch.setattr(mailstats, "read_queue", lambda now: real_read_queue(now, ["/nonexistent/postqueue"]))
+    assert mailstats.collect(1, None, {}, state=str(tmp_path))["log"] == {"path": str(log), "problem": None}
+    assert mailstats.collect(1, str(tmp_path / "x.log"), {}, state=str(tmp_path))["log"]["path"] == \
+        str(tmp_path / "x.log")
+
+
+def test_the_collectors_options_say_what_they_do(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        mailstats.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("window of the mail log to read", "PATH=SHA256 the stack would push", "print the report as JSON",
+                  "write node_exporter textfile metrics here (atomically)", "else /var/log/mail.log"):
+        assert words in text
+
+
+def test_the_smaller_messages_and_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each text a user reads in a finding, and the edges of option parsing and counting."""
+    assert mailstats._expected([f"/etc/a=b={'0' * 64}"]) == {"/etc/a=b": "0" * 64}, "the digest is after the last ="
+    silent = mailstats.read_queue(NOW, fake(tmp_path, "silent", "", 1))
+    assert silent["problem"] == "postqueue failed"
+    both = report(config=report()["config"] | {"changed": ["/a"], "missing": ["/b"]})
+    assert "jira_mailhost_config_files_changed 2" in mailstats.metrics(both)
+    found = status.assess(report(queue=report()["queue"] | {"problem": "postqueue: fatal: no spool"},
+                                 log={"path": "/x", "problem": "no mail log at /x"}))
+    assert [(f.what, f.fix) for f in found] == [
+        ("the queue could not be read: postqueue: fatal: no spool", "check that Postfix is installed and running"),
+        ("no mail log at /x", "set maillogFile in the stack and run `pulumi up`")]
+    with pytest.raises(ValueError, match="the host printed no report"):
+        status.parse_report("sudo: something\n")
+    with pytest.raises(ValueError, match="the host's report has no queue"):
+        status.parse_report('{"host": "x"}\n')
+    assert status.parse_report('noise\n{"queue": {}}\n') == {"queue": {}}
+    with pytest.raises(SystemExit):
+        mailstats.main(["--help"])
+    assert "What happens to a host's outgoing mail" in capsys.readouterr().out
