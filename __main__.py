@@ -18,7 +18,7 @@ from components.mail_dns import MailDns
 from components.postfix import PostfixConfig
 from components.settings import load_settings, secret
 from components.verify import DkimGate, DnsVerification
-from mailhost import plan, sshkeys
+from mailhost.publish import plan, sshkeys
 
 settings = load_settings()
 ssh_private_key = secret("sshPrivateKey")

@@ -1,7 +1,7 @@
 """How verify scales: seconds for 1 host and for 100 hosts checked concurrently, and the ratio.
 
 Runs a real Knot on 127.0.0.1 (free port) serving 100 hosts' forward and reverse records,
-then times `mailhost.verify` (recursive mode, then authoritative mode) for the first host
+then times `mailhost.verify.run` (recursive mode, then authoritative mode) for the first host
 alone and for all 100.  Best of several runs each, so one scheduler hiccup does not decide.
 Twice: straight to Knot (about 0.1 ms per lookup: measures Python CPU only) and through
 bench/dns_delay.py, which adds a network-like round-trip time (--rtt-ms, default 20 and 50).
@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailhost.dnsquery import ResolverSpec
 from mailhost.lab.knot import Knot, free_port
-from mailhost.verify import VerifyOptions, verify_once
+from mailhost.verify.dnsquery import ResolverSpec
+from mailhost.verify.run import VerifyOptions, verify_once
 from tests.fixtures.zones.verify_world import World, lab_host
 
 

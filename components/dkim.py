@@ -5,8 +5,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_tls as tls
 
-from mailhost import dkim
-from mailhost.config import Host, Settings
+from mailhost.records import dkim
+from mailhost.settings.config import Host, Settings
 
 
 class DkimKey(pulumi.ComponentResource):

@@ -6,8 +6,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_tls as tls
 
-from mailhost import sshkeys
-from mailhost.config import Host, Settings
+from mailhost.publish import sshkeys
+from mailhost.settings.config import Host, Settings
 
 from . import secret_str
 

@@ -3,7 +3,7 @@
 Which records exist, and their names, follow from the settings alone: `name` and `zoneId` force
 a replace in the Route53 provider, so an unknown name at preview would plan to replace (and, in
 production, refuse to touch) a protected record.  Only a PTR's name comes from its own host's
-address.  Values come from mailhost.plan through one apply per host over that host's own
+address.  Values come from mailhost.publish.plan through one apply per host over that host's own
 addresses and key, so adding a host or rotating one key never touches another host's records.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 import pulumi
 import pulumi_aws as aws
 
-from mailhost import plan
-from mailhost.config import Host, PtrSource, Settings
-from mailhost.expected import Expected
+from mailhost.publish import plan
+from mailhost.records.expected import Expected
+from mailhost.settings.config import Host, PtrSource, Settings
 
 from .host import JiraHost
 

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_command as command
 
-from mailhost import bundle, render
-from mailhost.config import Host, Settings
+from mailhost.publish import bundle, render
+from mailhost.settings.config import Host, Settings
 
 from . import secret_str
 from .host import JiraHost

@@ -8,7 +8,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from mailhost.config import PROJECT, SECRET_KEYS, ConfigError, Settings, parse_settings
+from mailhost.publish.stack import parse_settings
+from mailhost.settings.config import PROJECT, SECRET_KEYS, ConfigError, Settings
 
 
 def _value(raw: str) -> Any:

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_command as command
 
-from mailhost.config import Settings
-from mailhost.expected import Expected
+from mailhost.records.expected import Expected
+from mailhost.settings.config import Settings
 
 EXPECTED_ENV = "MAILHOST_EXPECTED"
 

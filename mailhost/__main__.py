@@ -1,3 +1,3 @@
-from mailhost.cli import main
+from mailhost.cli.app import main
 
 main()

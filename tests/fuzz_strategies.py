@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from mailhost.config import SECRET_KEYS, Settings
+from mailhost.settings.config import SECRET_KEYS, Settings
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBBxq7Z4jFPcNFkx+1udVSIvOMuXHTPCLKklOXNlryv7"

@@ -6,7 +6,7 @@
 # The SSH user may be root or a user with passwordless sudo (we re-run ourselves with sudo -n).
 #
 # Input contract
-#   stdin    base64 of a gzipped tar (mailhost/bundle.py pack): MANIFEST and files/<absolute path>.
+#   stdin    base64 of a gzipped tar (mailhost/publish/bundle.py pack): MANIFEST and files/<absolute path>.
 #            MANIFEST: one line per file "<path> <mode, octal> <owner> <group> <postmap 0|1> <sha256>".
 #   settings the bundle must contain /var/lib/jira-mailhost/settings.env, KEY=VALUE lines (a value
 #            may be in double quotes; nothing is expanded or executed):

@@ -15,9 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mailhost import cli_status
 from mailhost.lab import jirahost, ops
 from mailhost.lab.lab import DEFAULT_STATE, Lab, LabBusy, LabError
+from mailhost.ops import hosts as host_status
 
 lab_app = typer.Typer(no_args_is_help=True, help="A lab of real Postfix, OpenDKIM, Knot, sshd and a strict MX.")
 console = Console()
@@ -169,8 +169,8 @@ def status(state: StateOpt = DEFAULT_STATE) -> None:
     outputs = state / "stack-outputs.json"
     if outputs.exists():  # what `mailhost status` says of the deployed host, as on a real one
         console.print("\nmailhost status (last hour):")
-        found = cli_status.targets(cli_status.read_outputs(outputs), None, "lab")
-        level = cli_status.run_status(found, Path(info.jira["client_key_path"]).read_text(), 1.0, False,
+        found = host_status.targets(host_status.read_outputs(outputs), None, "lab")
+        level = host_status.run_status(found, Path(info.jira["client_key_path"]).read_text(), 1.0, False,
                                       lambda line: console.print(line, markup=False, highlight=False))
         raise typer.Exit(level)
 

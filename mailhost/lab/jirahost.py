@@ -10,17 +10,21 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mailhost.lab import sshhost
-
-if TYPE_CHECKING:
-    from mailhost.lab.lab import Lab, LabInfo
+from mailhost.lab.netns import Host
 
 
-def start(lab: Lab, info: LabInfo) -> dict[str, Any]:
-    host = lab.host("jira")
-    started = sshhost.start_ssh_host(host, resolver=lab.world.dns.v4)
+class JiraState(Protocol):
+    """What this module needs of the lab's saved state (lab.LabInfo): the record `start` returned."""
+
+    jira: dict[str, Any]
+
+
+def start(host: Host, resolver: str) -> dict[str, Any]:
+    """sshd in the jira namespace, resolving through the lab DNS; the record to keep in lab.json."""
+    started = sshhost.start_ssh_host(host, resolver=resolver)
     assert started.process is not None
     return {
         "workdir": str(started.workdir),
@@ -50,7 +54,7 @@ cat {name} >> ca-certificates.crt
 CA_FILE = "jira-mailhost-lab-ca.pem"
 
 
-def trust_ca(info: LabInfo, ca_pem: bytes) -> None:
+def trust_ca(info: JiraState, ca_pem: bytes) -> None:
     """Make the jira host trust the lab CA as a Debian host trusts a public CA; never the machine's /etc/ssl."""
     subject_hash = subprocess.run(["openssl", "x509", "-noout", "-subject_hash"], input=ca_pem,
                                   capture_output=True, check=True, timeout=10).stdout.decode().strip()
@@ -60,21 +64,20 @@ def trust_ca(info: LabInfo, ca_pem: bytes) -> None:
         raise RuntimeError(f"installing the lab CA in the jira host failed: {done.stderr.decode().strip()}")
 
 
-def stop(lab: Lab, info: LabInfo) -> None:
+def stop(host: Host, prefix: str, jira: dict[str, Any]) -> None:
     """Kill everything in the host's namespaces and remove its temp dir (also leftovers of a crash)."""
-    jira = info.jira
     if jira:
-        sshhost.SshHost(host=lab.host("jira"), workdir=Path(jira["workdir"]), host_key=jira["host_key"],
+        sshhost.SshHost(host=host, workdir=Path(jira["workdir"]), host_key=jira["host_key"],
                         client_key_path=Path(jira["client_key_path"]), mount_ns=jira.get("mount_ns", "")).stop()
-    for leftover in Path("/tmp").glob(f"{lab.prefix}-jira-sshhost-*"):
+    for leftover in Path("/tmp").glob(f"{prefix}-jira-sshhost-*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def nsenter(info: LabInfo, argv: list[str]) -> list[str]:
+def nsenter(info: JiraState, argv: list[str]) -> list[str]:
     """argv run inside the jira host (its network and private mount namespace), as the lab's own tooling."""
     pid = info.jira["pid"]
     return ["nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt", "--", *argv]
 
 
-def run(info: LabInfo, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(info: JiraState, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(nsenter(info, argv), capture_output=True, text=True, timeout=timeout)

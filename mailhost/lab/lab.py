@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailhost.lab import netns, tlscert, zones
+from mailhost.lab import jirahost, netns, tlscert, zones
 from mailhost.lab.knot import Knot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -321,9 +321,7 @@ class Lab:
         self.save(info)
 
     def _start_jira(self, info: LabInfo) -> None:
-        from mailhost.lab import jirahost
-
-        info.jira = jirahost.start(self, info)
+        info.jira = jirahost.start(self.host("jira"), self.world.dns.v4)
         self.save(info)
         jirahost.trust_ca(info, self.ca_cert.read_bytes())
 
@@ -338,9 +336,7 @@ class Lab:
             for pid in info.pids.values():
                 _kill(pid)
             with contextlib.suppress(Exception):
-                from mailhost.lab import jirahost
-
-                jirahost.stop(self, info)
+                jirahost.stop(self.host("jira"), self.prefix, info.jira)
         progress("removing namespaces and links")
         netns.destroy_prefix(self.prefix)
         if info is not None:

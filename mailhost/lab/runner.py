@@ -5,7 +5,7 @@ A lab tool, not part of the program: `__main__.py` runs unchanged under
 
 - tls PrivateKey → a real key made with `cryptography`;
 - route53 Record → an RFC 2136 update of the lab's Knot (zone ids map to lab zones);
-- command remote.Command → run over real SSH (mailhost.sshexec) with the pinned host key;
+- command remote.Command → run over real SSH (mailhost.ops.sshexec) with the pinned host key;
 - command local.Command → run here, for real (the post-deploy `mailhost verify`);
 - components → pass through.
 
@@ -314,7 +314,7 @@ class Applier:
                             lambda i, script, stdin: self._ssh(name, i, script, stdin))
 
     def _ssh(self, name: str, inputs: dict[str, Any], script: str | None, stdin: str | None) -> tuple[str, str]:
-        from mailhost import sshexec
+        from mailhost.ops import sshexec
 
         if not script:
             return "", ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from mailhost import dnstext
+from mailhost.records import dnstext
 
 SENDER_DOMAIN = "example.com"
 RECIPIENT_DOMAIN = "example.net"

@@ -19,8 +19,8 @@ import pulumi
 import pytest
 
 from components.host import DEBIAN_AMI_NAME, DEBIAN_OWNER
-from mailhost import bundle
 from mailhost.lab.engine.program import stack_config
+from mailhost.publish import bundle
 from tests.program import stacks
 from tests.program.harness import EngineMocks, RecordingMonitor, Run, admin_key_openssh, execute, unwrap
 
@@ -97,7 +97,7 @@ def records_never_overwrite(run: Run) -> None:
 
 
 def test_route53_records_carry_the_plans_ttl(prod: tuple[Run, InvokeRecordingMocks]) -> None:
-    from mailhost.plan import DEFAULT_TTL
+    from mailhost.publish.plan import DEFAULT_TTL
 
     records = prod[0].all(RECORD)
     assert records and all(unwrap(r.inputs)["ttl"] == DEFAULT_TTL == 300 for r in records)
@@ -389,7 +389,7 @@ def test_each_record_has_the_planned_type(prod: tuple[Run, InvokeRecordingMocks]
 
 
 def test_cloud_init_lets_the_admin_key_in(prod: tuple[Run, InvokeRecordingMocks]) -> None:
-    from mailhost import sshkeys
+    from mailhost.publish import sshkeys
 
     run, _ = prod
     user_data = unwrap(run.one("jira").inputs)["userData"]

@@ -10,8 +10,8 @@ import pulumi
 import pytest
 
 from components.postfix import apply_command
-from mailhost import bundle, render
-from mailhost.expected import Expected
+from mailhost.publish import bundle, render
+from mailhost.records.expected import Expected
 from tests.program import stacks
 from tests.program.harness import (
     Run,
@@ -82,7 +82,7 @@ def test_dkim_record_is_one_value_split_in_strings_and_matches_the_signing_key(s
     assert len(strings) == 2 and all(len(s) <= 255 for s in strings)
     published_p = "".join(strings).split("p=")[1]
     key_file = next(f for f in pushed_files(staging) if f.endswith(".private"))
-    from mailhost import dkim as dkim_core
+    from mailhost.records import dkim as dkim_core
 
     assert dkim_core.public_key_b64(pushed_files(staging)[key_file]) == published_p
 

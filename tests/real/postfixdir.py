@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mailhost.bundle import RenderedFile
 from mailhost.lab import freshetc
+from mailhost.publish.bundle import RenderedFile
 
 
 def tool(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "files" / "prometheus" / "jira-mailhost.rules.yml"
 RULE_TESTS = ROOT / "tests" / "fixtures" / "prometheus" / "jira-mailhost.rules.test.yml"
 
-# Every metric the collector (mailhost/mailstats.py) writes; the README's metrics table lists the same.
+# Every metric the collector (mailhost/publish/mailstats.py) writes; the README's metrics table lists the same.
 METRICS = frozenset({
     "jira_mailhost_up",
     "jira_mailhost_queue_messages",

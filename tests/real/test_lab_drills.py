@@ -38,9 +38,9 @@ from typing import Any
 
 import pytest
 
-from mailhost import sshexec
 from mailhost.lab import jirahost, ops, zones
 from mailhost.lab.lab import REPO, Lab, LabBusy
+from mailhost.ops import sshexec
 from tests.real.conftest import lab_in_tmp
 
 pytestmark = [pytest.mark.real, pytest.mark.lab, pytest.mark.usefixtures("jm_lab_lock")]

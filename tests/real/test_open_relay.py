@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from mailhost.bundle import RenderedFile
-from mailhost.config import parse_settings
 from mailhost.lab.netns import Host, Topology
 from mailhost.lab.sshhost import SshHost
-from mailhost.render import HostSecrets, render_host
+from mailhost.publish.bundle import RenderedFile
+from mailhost.publish.render import HostSecrets, render_host
+from mailhost.publish.stack import parse_settings
 from tests.real.test_push_scripts import FQDN, assert_serving, edit, out, push, queue_ids, remote
 
 pytestmark = [pytest.mark.real]

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from components.postfix import apply_command, readable_config
-from mailhost import bundle, sshexec
-from mailhost.bundle import RenderedFile
 from mailhost.lab.sshhost import SshHost
+from mailhost.ops import sshexec
+from mailhost.publish import bundle
+from mailhost.publish.bundle import RenderedFile
 from tests.real.test_push_scripts import assert_serving, edit, files_for, hold_port, out, push, remote
 
 pytestmark = [pytest.mark.real]

@@ -26,14 +26,16 @@ import dkim
 import pytest
 
 from components.postfix import apply_command, readable_config, teardown_command
-from mailhost import bundle, cli_status, sshexec
-from mailhost.bundle import RenderedFile
-from mailhost.config import Settings, parse_settings
-from mailhost.dkim import public_key_b64
-from mailhost.dkim import txt_value as dkim_txt
 from mailhost.lab.sshhost import SshHost
-from mailhost.render import SCRIPTS, HostSecrets, render_host
-from mailhost.status import Target
+from mailhost.ops import hosts, sshexec
+from mailhost.ops.status import Target
+from mailhost.publish import bundle
+from mailhost.publish.bundle import RenderedFile
+from mailhost.publish.render import SCRIPTS, HostSecrets, render_host
+from mailhost.publish.stack import parse_settings
+from mailhost.records.dkim import public_key_b64
+from mailhost.records.dkim import txt_value as dkim_txt
+from mailhost.settings.config import Settings
 
 pytestmark = [pytest.mark.real]
 
@@ -473,7 +475,7 @@ def test_sudo_user_pushes_and_tears_down(ssh_host: SshHost, dkim_private_key_pem
     owners = stats(ssh_host, ["/etc/postfix/main.cf", "/var/lib/jira-mailhost"])
     assert owners["/etc/postfix/main.cf"].split()[-2:] == ["root", "root"]
     # `mailhost status` needs no more than the push: the same sudo user reads queue, manifest and files
-    report = cli_status.ask(status_target(admin), admin.private_key, 1.0)
+    report = hosts.ask(status_target(admin), admin.private_key, 1.0)
     assert report.get("services", {}).get("postfix") is True, report
     assert report["config"]["pushed"] and report["config"]["changed"] == [] and report["config"]["missing"] == []
     done = remote(admin, teardown_command(settings_for(ssh_host)))
@@ -489,7 +491,7 @@ def test_user_without_sudo_is_told_why(ssh_host: SshHost, dkim_private_key_pem: 
     assert "user jira is not root and cannot run sudo without a password" in result.stderr
     assert not ssh_host.upper("/var/lib/jira-mailhost").exists()
     jira = replace(ssh_host, user="jira")
-    refused = cli_status.ask(status_target(jira), jira.private_key, 1.0)
+    refused = hosts.ask(status_target(jira), jira.private_key, 1.0)
     assert "user jira is not root and cannot run sudo without a password" in refused["error"]
 
 

@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailhost import render
-from mailhost.config import parse_settings
+from mailhost.publish import render
+from mailhost.publish.stack import parse_settings
 from tests.real.postfixdir import materialise, postconf_n, postfix_check, tool
 from tests.unit.test_config import SECRETS, base, existing
 

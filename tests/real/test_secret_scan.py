@@ -33,7 +33,7 @@ from mailhost.lab import ops, runner
 from mailhost.lab.cli import lab_app
 from mailhost.lab.lab import RELAY_USER, REPO, Lab
 from mailhost.lab.secretscan import CmdlineSampler, Finding, Secret, TreeScan, scan_file, scan_text, scan_tree
-from mailhost.sshexec import HOST_ALIAS
+from mailhost.ops.sshexec import HOST_ALIAS
 from tests.real.conftest import lab_in_tmp
 
 cli = CliRunner(env={"COLUMNS": "240"})

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from mailhost import allowlist, render
-from mailhost.config import ConfigError, parse_settings
+from mailhost.publish import allowlist, render
+from mailhost.publish.stack import parse_settings
+from mailhost.settings.config import ConfigError
 from tests.fuzz_strategies import EXAMPLES, stacks, valid_stacks
 from tests.real.postfixdir import materialise, postconf_n, postfix_check, tool
 

@@ -29,10 +29,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from mailhost import render
 from mailhost.lab import dnsupdate, jirahost, ops, zones
 from mailhost.lab.lab import REPO, Lab
 from mailhost.lab.runner import stack_path
+from mailhost.publish import render
 from tests.real.conftest import lab_in_tmp
 
 pytestmark = [pytest.mark.real, pytest.mark.lab, pytest.mark.usefixtures("jm_lab_lock")]

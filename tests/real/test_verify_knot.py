@@ -25,12 +25,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from typer.testing import CliRunner
 
-from mailhost import cli_verify, dkim, dnstext
-from mailhost import verify as verify_mod
-from mailhost.checks import CheckResult
-from mailhost.dnsquery import ResolverSpec
+from mailhost.cli import verify as cli_verify
 from mailhost.lab.knot import Knot, KnotError, free_port
-from mailhost.verify import Report, VerifyOptions, run
+from mailhost.records import dkim, dnstext
+from mailhost.verify import run as verify_mod
+from mailhost.verify.checks import CheckResult
+from mailhost.verify.dnsquery import ResolverSpec
+from mailhost.verify.run import Report, VerifyOptions, run
 from tests.fixtures.zones.verify_world import DOMAIN, OTHER_DOMAIN, SELECTOR, World, lab_host
 
 pytestmark = [

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from mailhost import bundle
-from mailhost.bundle import RenderedFile
+from mailhost.publish import bundle
+from mailhost.publish.bundle import RenderedFile
 
 FILES = [
     RenderedFile("/etc/postfix/main.cf", "myhostname = jira.example.com\n"),

@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailhost import checks as c
-from mailhost.checks import Answer
+from mailhost.verify import checks as c
+from mailhost.verify.checks import Answer
 
 
 def txt(name: str, *records: str | tuple[str, ...]) -> Answer:

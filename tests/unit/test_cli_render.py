@@ -8,8 +8,8 @@ import dns.rdatatype
 import dns.rrset
 from typer.testing import CliRunner
 
-from mailhost import render
-from mailhost.cli import _register, app
+from mailhost.cli.app import _register, app
+from mailhost.publish import render
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from mailhost.config import ConfigError, PtrSource, Settings, load_stack_file, parse_settings
+from mailhost.publish.stack import load_stack_file, parse_settings
+from mailhost.settings.config import ConfigError, PtrSource, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBBxq7Z4jFPcNFkx+1udVSIvOMuXHTPCLKklOXNlryv7"

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from mailhost import dmarc as dm
-from mailhost.checks import Answer, AnswerStatus
+from mailhost.verify import dmarc as dm
+from mailhost.verify.checks import Answer, AnswerStatus
 
 NX: AnswerStatus = "nxdomain"
 

@@ -6,8 +6,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailhost import dkim, dnstext, plan, spf
-from mailhost.config import parse_settings
+from mailhost.publish import plan
+from mailhost.publish.stack import parse_settings
+from mailhost.records import dkim, dnstext, spf
 from tests.unit.test_config import HOST_KEY, SECRETS, base, existing
 
 

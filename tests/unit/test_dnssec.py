@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mailhost.checks import Answer
-from mailhost.dnssec import check_dnssec, ds_tags, key_tags
+from mailhost.verify.checks import Answer
+from mailhost.verify.dnssec import check_dnssec, ds_tags, key_tags
 
 # A key-signing key Knot made (public half only); its DS key tag, as `keymgr ... ds` printed it, is 35406.
 KSK = "257 3 13 iA6JTI9m9HUeQS/sXeMchnRKMmhxK91wqX4/qKvB0vgzjx2Apmf17Z01a4zScCwQGDZlBcYfd94ECkmDABXNvQ=="

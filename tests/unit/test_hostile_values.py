@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from mailhost import allowlist, render
-from mailhost.config import ConfigError, load_stack_file, parse_settings
+from mailhost.publish import allowlist, render
+from mailhost.publish.stack import load_stack_file, parse_settings
+from mailhost.settings.config import ConfigError
 from tests.unit.test_config import SECRETS, base, existing
 
 RELAY = {"host": "smtp.relay.example.net", "port": 587, "username": "jira"}

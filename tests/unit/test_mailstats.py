@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from mailhost import mailstats, status
+from mailhost.ops import status
+from mailhost.publish import mailstats
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, 0).timestamp()  # local time, as BSD syslog stamps are
 

@@ -23,10 +23,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from mailhost import checks as c
-from mailhost import dmarc as dm
-from mailhost.checks import Answer, CheckResult
-from mailhost.dnssec import check_dnssec
+from mailhost.verify import checks as c
+from mailhost.verify import dmarc as dm
+from mailhost.verify.checks import Answer, CheckResult
+from mailhost.verify.dnssec import check_dnssec
 
 REPORTS = Path(__file__).with_name("check_reports.json")
 DOMAIN = "example.com"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mailhost import dnstext, plan, spf
-from mailhost.config import parse_settings
-from mailhost.expected import Expected, ExpectedHost
+from mailhost.publish import plan
+from mailhost.publish.stack import parse_settings
+from mailhost.records import dnstext, spf
+from mailhost.records.expected import Expected, ExpectedHost
 from tests.unit.test_config import SECRETS, base, existing
 
 # --- spfExtra: "a"/"mx" CIDR suffixes authorise at most a /8, and only real prefix lengths ---
@@ -115,7 +116,7 @@ def test_expected_state_follows_ptr_coverage_and_the_stack() -> None:
 # --- messages a bad value gets, word for word where the words are the fix ---
 
 def test_ssh_range_messages_name_the_network_to_write() -> None:
-    from mailhost import grammar
+    from mailhost.records import grammar
 
     with pytest.raises(ValueError) as host_bits:
         grammar.network("203.0.113.7/8", "SSH")
@@ -134,7 +135,7 @@ def test_a_dkim_key_that_is_not_rsa_is_refused_with_the_reason() -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from mailhost import dkim
+    from mailhost.records import dkim
 
     pem = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
@@ -144,7 +145,7 @@ def test_a_dkim_key_that_is_not_rsa_is_refused_with_the_reason() -> None:
 
 
 def test_an_unreadable_ssh_key_says_how_to_set_it() -> None:
-    from mailhost import sshkeys
+    from mailhost.publish import sshkeys
 
     with pytest.raises(ValueError) as caught:
         sshkeys.public_openssh("not a key")
@@ -160,7 +161,8 @@ def test_ssh_private_key_is_read_in_openssh_and_pem_form(form: str) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from mailhost import keys, sshkeys
+    from mailhost.publish import sshkeys
+    from mailhost.settings import keys
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     fmt = {"openssh": serialization.PrivateFormat.OpenSSH, "pem-pkcs8": serialization.PrivateFormat.PKCS8,
@@ -175,7 +177,7 @@ def test_a_private_key_with_a_passphrase_is_refused_with_the_reason() -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from mailhost import keys
+    from mailhost.settings import keys
 
     encrypted = ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -254,7 +256,7 @@ def test_dkim_key_bits_refuses_what_is_not_rsa() -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from mailhost import dkim
+    from mailhost.records import dkim
 
     der = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -291,7 +293,7 @@ def test_dkim_selector_may_fill_a_dns_label_exactly() -> None:
 
 
 def test_a_record_name_longer_than_dns_allows_is_refused_by_key() -> None:
-    from mailhost.config import ConfigError
+    from mailhost.settings.config import ConfigError
 
     domain = ".".join(["d" * 60] * 4)[:240] + ".example"  # 248 characters: the domain itself fits
     with pytest.raises(ConfigError) as caught:
@@ -303,7 +305,7 @@ def test_a_record_name_longer_than_dns_allows_is_refused_by_key() -> None:
 
 
 def test_an_empty_ssh_key_is_reported_once_as_not_set() -> None:
-    from mailhost.config import ConfigError
+    from mailhost.settings.config import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         parse_settings({**base(), "sshPrivateKey": ""})
@@ -321,14 +323,14 @@ def test_expected_state_of_a_host_sending_over_ipv6_only() -> None:
 def test_ipv6_ptr_zone_is_the_ipv6_reverse_zone_only() -> None:
     s = parse_settings(base(reverseZones={"ipv4": "ZREV4"}, hosts=[existing(ipv4Ptr=None, ipv6="2001:db8::20")]),
                        SECRETS)
-    from mailhost.config import PtrSource
+    from mailhost.settings.config import PtrSource
 
     assert s.ptr_source(s.hosts[0], 4) is PtrSource.ZONE and s.ptr_source(s.hosts[0], 6) is PtrSource.NONE
     assert parse_settings(base(zoneId=None, reverseZones={"ipv4": None}), SECRETS).zone_id is None
 
 
 def test_names_and_addresses_at_their_length_limits_are_accepted() -> None:
-    from mailhost import grammar
+    from mailhost.records import grammar
 
     name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 57, "com"])  # 253 characters
     assert len(name) == 253 and grammar.fqdn(name, "x") == name
@@ -341,7 +343,7 @@ def test_names_and_addresses_at_their_length_limits_are_accepted() -> None:
 
 
 def test_the_secret_key_problem_ends_with_how_to_set_it() -> None:
-    from mailhost.config import secret_problems
+    from mailhost.settings.config import secret_problems
 
     ((key, message),) = secret_problems({"sshPrivateKey": "garbage"})
     assert key == "sshPrivateKey"
@@ -355,7 +357,7 @@ def test_bundle_members_belong_to_root_by_name_too() -> None:
     import io
     import tarfile
 
-    from mailhost import bundle
+    from mailhost.publish import bundle
 
     payload = bundle.pack([bundle.RenderedFile("/etc/x", "x\n")])
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(payload)))) as tar:

@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mailhost import grammar, spf
-from mailhost.config import ConfigError, parse_settings
+from mailhost.publish.stack import parse_settings
+from mailhost.records import grammar, spf
+from mailhost.settings.config import ConfigError
 from tests.unit.test_config import SECRETS, base, existing
 from tests.unit.test_hostile_values import HOSTILE
 
@@ -107,7 +108,7 @@ LONG = "x" * 70
 
 def allowlist_results() -> dict[str, Any]:
     """The last line of defence: what each check says about a file of the wrong shape."""
-    from mailhost import allowlist, render
+    from mailhost.publish import allowlist, render
 
     staging = parse_settings(base(environment="staging", rerouteTo="qa@example.com"), SECRETS)
     relay_settings = parse_settings(base(hosts=[existing(ipv4Ptr=None)], delivery=relay()), SECRETS)

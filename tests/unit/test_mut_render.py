@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from mailhost import render
-from mailhost.config import parse_settings
+from mailhost.publish import render
+from mailhost.publish.stack import parse_settings
 from tests.unit.test_config import SECRETS, base, existing
 
 RENDERED = Path(__file__).with_name("rendered_files.json")
@@ -43,7 +43,8 @@ def rendered(values: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"path": f.path, "mode": oct(f.mode), "owner": f.owner, "group": f.group, "secret": f.secret,
              "postmap": f.postmap, "code": f.code,
              # our own code (the collector) is tested on its own: here only that it is shipped unchanged
-             "content": ["<mailhost/mailstats.py>"] if f.code and f.content == collector() else f.content.splitlines()}
+             "content": (["<mailhost/publish/mailstats.py>"] if f.code and f.content == collector()
+                         else f.content.splitlines())}
             for f in files]
 
 
@@ -91,9 +92,9 @@ def test_relay_mode_without_a_password_is_refused() -> None:
 
 def test_the_templates_are_found_in_a_checkout_and_else_in_the_installed_data_package(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailhost import render
+    from mailhost.publish import render
 
-    beside = Path(render.__file__).resolve().parents[1] / "files"
+    beside = Path(render.__file__).resolve().parents[2] / "files"
     assert render.files_dir() == beside and (beside / "templates" / "main.cf.j2").is_file()
     installed = tmp_path / "site-packages" / "mailhost"  # no files/ beside it: the data package answers
     installed.mkdir(parents=True)

@@ -2,7 +2,7 @@
 
 mutmut cannot mutate pydantic validators, Field defaults or bounds (decorated methods and class
 bodies are outside its reach), so these rules are guarded by hand: each test was checked to fail
-when the rule it names is broken in mailhost/config.py.
+when the rule it names is broken in mailhost/settings/config.py.
 """
 
 from __future__ import annotations
@@ -14,16 +14,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from mailhost import config
-from mailhost.config import (
-    ConfigError,
-    PtrSource,
-    Settings,
-    load_stack_file,
-    parse_settings,
-    stack_file,
-    values_from_stack_file,
-)
+from mailhost.publish.stack import load_stack_file, parse_settings, stack_file, values_from_stack_file
+from mailhost.settings import config
+from mailhost.settings.config import ConfigError, PtrSource, Settings
 from tests.unit.test_config import HOST_KEY, SECRETS, base, existing
 
 EC2 = {"subnetId": "subnet-0123abcd", "sshCidrs": ["203.0.113.0/24"]}

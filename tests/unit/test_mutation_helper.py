@@ -8,9 +8,9 @@ import pytest
 
 from tests.mutation import mutants
 
-ENTRY = """## mailhost.grammar
+ENTRY = """## mailhost.records.grammar
 
-- `mailhost.grammar.x_fqdn__mutmut_7`: equivalent: the length check runs first
+- `mailhost.records.grammar.x_fqdn__mutmut_7`: equivalent: the length check runs first
   `if len(name) > 254 or not all(LABEL.fullmatch(p) for p in parts):`
 """
 
@@ -20,14 +20,14 @@ def test_an_entry_explains_its_mutant_only_while_the_recorded_line_matches(
     md = tmp_path / "SURVIVORS.md"
     md.write_text(ENTRY)
     listed = mutants.listed_survivors(md)
-    assert listed == {"mailhost.grammar.x_fqdn__mutmut_7":
+    assert listed == {"mailhost.records.grammar.x_fqdn__mutmut_7":
                       "if len(name) > 254 or not all(LABEL.fullmatch(p) for p in parts):"}
     same = ["if len(name) > 254 or not all(LABEL.fullmatch(p) for p in parts): # more"]
     monkeypatch.setattr(mutants, "mutated_lines", lambda name: same)
-    assert mutants.explained("mailhost.grammar.x_fqdn__mutmut_7", listed)
-    assert not mutants.explained("mailhost.grammar.x_fqdn__mutmut_8", listed)  # not listed
+    assert mutants.explained("mailhost.records.grammar.x_fqdn__mutmut_7", listed)
+    assert not mutants.explained("mailhost.records.grammar.x_fqdn__mutmut_8", listed)  # not listed
     monkeypatch.setattr(mutants, "mutated_lines", lambda name: ["if len(name) > 253 or not parts:"])
-    assert not mutants.explained("mailhost.grammar.x_fqdn__mutmut_7", listed)  # renumbered: stale
+    assert not mutants.explained("mailhost.records.grammar.x_fqdn__mutmut_7", listed)  # renumbered: stale
 
 
 def test_the_recorded_file_parses_whole() -> None:

@@ -32,9 +32,10 @@ def test_the_wheel_declares_the_dependencies_and_renders_away_from_the_checkout(
     # The installed code alone (no checkout on the path): render a shipped stack file elsewhere.
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     out = tmp_path / "render"
-    run = subprocess.run([sys.executable, "-c", "import sys, mailhost.render as r; "
+    run = subprocess.run([sys.executable, "-c", "import sys, mailhost.publish.render as r; "
                           "assert str(r.TEMPLATES).startswith(sys.argv[1]), r.TEMPLATES; "
-                          "from mailhost.cli import main; sys.argv = ['mailhost', 'render', '--stack', sys.argv[2], "
+                          "from mailhost.cli.app import main; "
+                          "sys.argv = ['mailhost', 'render', '--stack', sys.argv[2], "
                           "'--out', sys.argv[3]]; main()", str(tmp_path / "site"),
                           str(ROOT / "Pulumi.staging.yaml"), str(out)],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)

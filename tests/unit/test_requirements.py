@@ -7,10 +7,10 @@ import json
 
 from rich.console import Console
 
-from mailhost import requirements as rq
-from mailhost.checks import CheckResult
-from mailhost.cli_verify import print_report
-from mailhost.verify import Report
+from mailhost.cli.verify import print_report
+from mailhost.verify import requirements as rq
+from mailhost.verify.checks import CheckResult
+from mailhost.verify.run import Report
 
 IP4, IP6 = "198.51.100.10", "2001:db8::10"
 
@@ -132,7 +132,8 @@ def test_the_readme_table_lists_exactly_these_requirements_and_tiers() -> None:
     from pathlib import Path
 
     readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
-    table = readme.split("| requirement (`REQUIREMENTS` in `mailhost/requirements.py`)", 1)[1].split("\n\n", 1)[0]
+    heading = "| requirement (`REQUIREMENTS` in `mailhost/verify/requirements.py`)"
+    table = readme.split(heading, 1)[1].split("\n\n", 1)[0]
     rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table.splitlines()[2:]]
     documented = {row[0]: {p: row[2 + i] for i, p in enumerate(rq.PROVIDERS)} for row in rows}
     assert documented == {r.text: {p: r.tiers.get(p, "–") for p in rq.PROVIDERS} for r in rq.REQUIREMENTS}

@@ -13,8 +13,9 @@ import dns.zone
 import spf
 from hypothesis import HealthCheck, given, settings
 
-from mailhost import allowlist, plan, render
-from mailhost.config import ConfigError, Settings, parse_settings
+from mailhost.publish import allowlist, plan, render
+from mailhost.publish.stack import parse_settings
+from mailhost.settings.config import ConfigError, Settings
 from tests.fuzz_strategies import EXAMPLES, KNOWN_KEYS, stacks
 
 SSH = frozenset({"sshPrivateKey"})

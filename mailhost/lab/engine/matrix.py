@@ -19,9 +19,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mailhost.config import ConfigError, values_from_stack_file
 from mailhost.lab.engine import plan
 from mailhost.lab.engine.simulate import AMI, REPO, Simulator
+from mailhost.publish.stack import values_from_stack_file
+from mailhost.settings.config import ConfigError
 
 Values = dict[str, Any]
 Secrets = dict[str, str]

@@ -21,12 +21,13 @@ def _root() -> None:
 
 def _register() -> None:
     """Each part adds its own commands; a part that is missing must not break the others."""
-    from mailhost import cli_render, cli_status
+    from mailhost.cli import render as cli_render
+    from mailhost.cli import status as cli_status
 
     cli_render.register(app)
     cli_status.register(app)
     try:
-        cli_verify = importlib.import_module("mailhost.cli_verify")
+        cli_verify = importlib.import_module("mailhost.cli.verify")
     except ImportError:
         pass
     else:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mailhost.checks import CheckResult
+from mailhost.verify.checks import CheckResult
 
 Mark = Literal["pass", "fail", "not checkable from DNS", "not checked"]
 Tier = Literal["all", "bulk"]  # all senders; bulk: 5,000+ messages a day (Yahoo names no number)

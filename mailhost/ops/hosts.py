@@ -1,10 +1,10 @@
-"""`mailhost status`: is mail leaving each host, what is stuck and why, and has anyone hand-edited it.
+"""Asking each host how its mail is doing: where the hosts are, one SSH call each, verdicts printed.
 
-Read-only, over SSH with the pinned host key (the push's own client, mailhost/sshexec).
-Where the hosts are: `--outputs FILE` (`pulumi stack output --json > FILE`: addresses and
-host keys of every host, EC2 ones included) and/or `--stack NAME` (the stack file: adopted
-hosts' addresses, and the files the stack would push, to tell "changed on the host" from
-"not pushed yet").  No Pulumi CLI and no AWS credentials are needed.
+Where the hosts are: the stack outputs (`pulumi stack output --json`: addresses and host keys of
+every host, EC2 ones included) and/or the stack's settings (adopted hosts' addresses, and the files
+the stack would push, to tell "changed on the host" from "not pushed yet").  Read-only, over SSH
+with the pinned host key (the push's own client, ops/sshexec).  `mailhost status` and
+`mailhost lab status` share it.
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-from mailhost import render, sshexec
-from mailhost.config import ConfigError, Host, Settings, load_stack_file, stack_file
-from mailhost.status import (
+from mailhost.ops import sshexec
+from mailhost.ops.status import (
     LEVEL_NAMES,
     UNREACHABLE,
     Target,
@@ -29,6 +26,8 @@ from mailhost.status import (
     remote_command,
     summary_lines,
 )
+from mailhost.publish import render
+from mailhost.settings.config import Host, Settings
 
 
 class StatusInputError(Exception):
@@ -139,35 +138,3 @@ def run_status(targets_: list[Target], key: str | None, hours: float, as_json: b
     if as_json:
         echo(json.dumps({"level": LEVEL_NAMES[code], "exit_code": code, "hosts": hosts}, indent=2, sort_keys=True))
     return code
-
-
-def status(
-    stack: Annotated[str | None, typer.Option(help="stack name (Pulumi.NAME.yaml) or a stack file")] = None,
-    outputs: Annotated[Path | None, typer.Option(help="`pulumi stack output --json` of the stack")] = None,
-    key: Annotated[Path | None, typer.Option(help="the admin SSH private key (default: the SSH agent)")] = None,
-    hours: Annotated[float, typer.Option(min=0.1, max=24 * 31, help="how far back to read the mail log")] = 24.0,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
-) -> None:
-    """Mail on each host: daemons, queue, drift, deliveries and their causes with fixes.
-
-    Exit code: 0 ok, 1 warning, 2 critical, 3 a host unreachable."""
-    try:
-        settings = None
-        if stack:
-            try:
-                settings = load_stack_file(stack_file(stack), require_secrets=False)
-            except ConfigError as error:
-                raise StatusInputError(str(error)) from error
-            except OSError as error:
-                raise StatusInputError(f"--stack {stack}: {error.strerror}: {stack_file(stack)}") from error
-        data = read_outputs(outputs) if outputs else None
-        found = targets(data, settings, Path(stack).stem.removeprefix("Pulumi.") if stack else "")
-        secret = admin_key(key)
-    except StatusInputError as error:
-        typer.echo(f"mailhost status: {error}", err=True)
-        raise typer.Exit(UNREACHABLE) from None
-    raise typer.Exit(run_status(found, secret, hours, as_json, typer.echo))
-
-
-def register(app: typer.Typer) -> None:
-    app.command("status")(status)

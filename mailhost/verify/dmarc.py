@@ -4,7 +4,7 @@ RFC 9989 replaces RFC 7489.  What changed for a sender: the organizational domai
 walking up the DNS (at most eight `_dmarc` queries, psd= marks where an organization ends)
 instead of from a public-suffix list; pct, rf and ri are gone (t=y replaces pct for a test
 phase); np= sets the policy of non-existent subdomains; reports are RFC 9990 (aggregate) and
-RFC 9991 (failure).  Pure: the walk and the checks take answers mailhost.verify fetched.
+RFC 9991 (failure).  Pure: the walk and the checks take answers mailhost.verify.run fetched.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailhost.checks import Answer, CheckResult, Status, lookup_error
+from mailhost.verify.checks import Answer, CheckResult, Status, lookup_error
 
 POLICIES = ("none", "quarantine", "reject")
 KNOWN_TAGS = ("v", "p", "sp", "np", "psd", "t", "adkim", "aspf", "fo", "rua", "ruf")

@@ -3,7 +3,7 @@
 Never a failure: mail from unsigned zones is accepted everywhere.  Said in words because two states
 matter to a sender: a signed zone without a DS at its parent is unsigned to every validator, and a
 DS that matches none of the zone's keys makes validating resolvers answer SERVFAIL for every name
-in it (SPF, DKIM and DMARC included).  Pure: takes the answers mailhost.verify fetched.
+in it (SPF, DKIM and DMARC included).  Pure: takes the answers mailhost.verify.run fetched.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from mailhost.checks import Answer, CheckResult
+from mailhost.verify.checks import Answer, CheckResult
 
 SIGN = ("sign it (Route53: enable DNSSEC signing, then add its DS record at the registrar) so validating "
         "receivers can trust its SPF, DKIM and DMARC answers")

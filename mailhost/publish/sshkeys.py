@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives import serialization
 
-from mailhost.keys import load_private_key
-from mailhost.render import _template
+from mailhost.publish.render import _template
+from mailhost.settings.keys import load_private_key
 
 
 def public_openssh(private_key: str) -> str:

@@ -60,3 +60,21 @@ class Expected:
     @classmethod
     def from_json(cls, text: str) -> Expected:
         return cls.from_dict(json.loads(text))
+
+
+class ExpectedError(ValueError):
+    """The expected state could not be built from what the user gave (exit code 2)."""
+
+
+def expected_from_outputs(outputs: dict[str, Any]) -> Expected:
+    """From `pulumi stack output --json`: the `verification` output, a JSON string or an object."""
+    if "verification" not in outputs:
+        raise ExpectedError("the outputs have no 'verification' key; was the stack deployed with this program?")
+    value = outputs["verification"]
+    if value == "[secret]":
+        raise ExpectedError("'verification' is shown as [secret]; run `pulumi stack output --json --show-secrets`")
+    try:
+        data = json.loads(value) if isinstance(value, str) else value
+        return Expected.from_dict(data)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ExpectedError(f"'verification' is not an expected-state object: {error}") from None

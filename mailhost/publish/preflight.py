@@ -8,9 +8,10 @@ halfway with a traceback.
 
 from __future__ import annotations
 
-from mailhost import dkim, dnstext, grammar, plan, render
-from mailhost.allowlist import RenderRefused
-from mailhost.config import Settings
+from mailhost.publish import plan, render
+from mailhost.publish.allowlist import RenderRefused
+from mailhost.records import dkim, dnstext, grammar
+from mailhost.settings.config import Settings
 
 PLACEHOLDER_P = "A" * 392  # the length of a 2048-bit RSA key's p= value
 

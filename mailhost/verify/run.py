@@ -15,21 +15,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailhost import checks as c
-from mailhost import dmarc
-from mailhost import requirements as rq
-from mailhost.checks import Answer, CheckResult
-from mailhost.dnsquery import Lookup, ResolverSpec, spf_evaluate, spf_routing
-from mailhost.dnssec import check_dnssec
-from mailhost.expected import Expected, ExpectedHost
+from mailhost.records.expected import Expected, ExpectedHost
+from mailhost.verify import checks as c
+from mailhost.verify import dmarc
+from mailhost.verify import requirements as rq
+from mailhost.verify.checks import Answer, CheckResult
+from mailhost.verify.dnsquery import Lookup, ResolverSpec, spf_evaluate, spf_routing
+from mailhost.verify.dnssec import check_dnssec
 
 RETRY_INTERVAL = 5.0
 MAX_SPF_TREE = 40  # include:/redirect= targets fetched at most (a record needing more fails anyway)
 MAX_SPF_QUESTIONS = 80  # a/mx/exists names (and MX hosts' addresses) fetched at most, for the void count
-
-
-class ExpectedError(ValueError):
-    """The expected state could not be built from what the user gave (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -350,35 +346,3 @@ async def _dnsbl(lookup: Lookup, ip: str, zone: str) -> list[CheckResult]:
     answer = await lookup.query(name, "A")
     reason = await lookup.query(name, "TXT") if answer.status == "ok" else None
     return [c.check_dnsbl(ip, zone, answer, reason)]
-
-
-# -- where the expected state comes from -----------------------------------------------------------
-def expected_from_outputs(outputs: dict[str, Any]) -> Expected:
-    """From `pulumi stack output --json`: the `verification` output, a JSON string or an object."""
-    if "verification" not in outputs:
-        raise ExpectedError("the outputs have no 'verification' key; was the stack deployed with this program?")
-    value = outputs["verification"]
-    if value == "[secret]":
-        raise ExpectedError("'verification' is shown as [secret]; run `pulumi stack output --json --show-secrets`")
-    try:
-        data = json.loads(value) if isinstance(value, str) else value
-        return Expected.from_dict(data)
-    except (ValueError, TypeError, KeyError) as error:
-        raise ExpectedError(f"'verification' is not an expected-state object: {error}") from None
-
-
-def expected_from_settings(settings: Any) -> Expected:
-    """From a stack file: possible only for adopted hosts, whose addresses the file states.
-
-    Built by mailhost.plan.expected, the same function the program exports from, so the
-    flags of a stack mean the same thing here as after `pulumi up` (DKIM key unknown here).
-    """
-    from mailhost import plan
-
-    unknown = [host.name for host in settings.hosts if host.existing is None]
-    if unknown:
-        raise ExpectedError(
-            f"host(s) {', '.join(unknown)} are EC2 instances whose addresses exist only after deploy; "
-            "use `pulumi stack output --json > out.json` and `mailhost verify --outputs out.json`"
-        )
-    return plan.expected(settings, plan.stated_addresses(settings), {})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from mailhost.config import Relay, Settings
+from mailhost.settings.config import Relay, Settings
 
 COMMON = frozenset({
     "compatibility_level", "biff", "append_dot_mydomain", "readme_directory",

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import typer
 
-from mailhost import plan, render
-from mailhost.config import ConfigError, Settings, load_stack_file, stack_file
+from mailhost.publish import plan, render
+from mailhost.publish.stack import load_stack_file, stack_file
+from mailhost.settings.config import ConfigError, Settings
 
 PLACEHOLDER_DKIM_P = "GENERATED-AT-DEPLOY"
 

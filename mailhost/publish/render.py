@@ -13,16 +13,17 @@ from pathlib import Path
 
 import jinja2
 
-from mailhost import allowlist, grammar, mailstats
-from mailhost.bundle import RenderedFile
-from mailhost.config import Host, Settings
-from mailhost.plan import inet_protocols
+from mailhost.publish import allowlist, mailstats
+from mailhost.publish.bundle import RenderedFile
+from mailhost.publish.plan import inet_protocols
+from mailhost.records import grammar
+from mailhost.settings.config import Host, Settings
 
 
 def files_dir(package_dir: Path | None = None) -> Path:
     """files/ beside the package in a checkout (Pulumi runs the program there); in an installed wheel
     the same directory ships as the data package `mailhost_files` (pyproject.toml package-dir)."""
-    checkout = (package_dir or Path(__file__).resolve().parent).parent / "files"
+    checkout = (package_dir or Path(__file__).resolve().parents[1]).parent / "files"
     if checkout.is_dir():
         return checkout
     spec = importlib.util.find_spec("mailhost_files")
@@ -158,7 +159,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
 
 
 def metrics_files(settings: Settings, host: Host, common: dict[str, str]) -> list[RenderedFile]:
-    """The collector (mailhost/mailstats.py itself) and, on systemd hosts, the timer that runs it."""
+    """The collector (mailhost/publish/mailstats.py itself) and, on systemd hosts, the timer that runs it."""
     values = {**common, "collector": COLLECTOR, "maillog_file": settings.maillog_file, "textfile": METRICS_TEXTFILE,
               "window_hours": METRICS_WINDOW_HOURS, "every_minutes": METRICS_EVERY_MINUTES}
     return [

@@ -11,9 +11,9 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
-from mailhost import dkim, dnstext, spf
-from mailhost.config import Host, PtrSource, Settings
-from mailhost.expected import Expected, ExpectedHost
+from mailhost.records import dkim, dnstext, spf
+from mailhost.records.expected import Expected, ExpectedError, ExpectedHost
+from mailhost.settings.config import Host, PtrSource, Settings
 
 Zone = Literal["forward", "reverse4", "reverse6"]
 DEFAULT_TTL = 300
@@ -182,3 +182,18 @@ def zone_text(settings: Settings, addresses: dict[str, Addresses], dkim_p: dict[
                 for host in settings.hosts]
     records += [spf_record(settings, addresses), dmarc_record(settings)]
     return "".join(f"; {r.zone}\n{r.zone_line}\n" for r in records)
+
+
+def expected_from_settings(settings: Settings) -> Expected:
+    """From a stack file: possible only for adopted hosts, whose addresses the file states.
+
+    Built by `expected` here, the same function the program exports from, so the
+    flags of a stack mean the same thing here as after `pulumi up` (DKIM key unknown here).
+    """
+    unknown = [host.name for host in settings.hosts if host.existing is None]
+    if unknown:
+        raise ExpectedError(
+            f"host(s) {', '.join(unknown)} are EC2 instances whose addresses exist only after deploy; "
+            "use `pulumi stack output --json > out.json` and `mailhost verify --outputs out.json`"
+        )
+    return expected(settings, stated_addresses(settings), {})

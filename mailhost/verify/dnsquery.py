@@ -1,4 +1,4 @@
-"""DNS lookups feeding mailhost.checks: async, bounded, asked of the server you mean.
+"""DNS lookups feeding mailhost.verify.checks: async, bounded, asked of the server you mean.
 
 Two modes.  Recursive: ask a given nameserver (or the system's) with recursion.  Authoritative:
 find the zone of each name and ask its own servers without recursion, so what you see is
@@ -34,7 +34,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
-from mailhost.checks import Answer
+from mailhost.verify.checks import Answer
 
 MAX_CNAME = 8
 # pyspf calls the deprecated dns.resolver.query; the call is ours to route, the warning is noise.

@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mailhost.dnsquery import ResolverSpec
-from mailhost.expected import Expected, ExpectedHost
-from mailhost.requirements import PROVIDERS
-from mailhost.verify import ExpectedError, Report, VerifyOptions, expected_from_outputs, expected_from_settings, run
+from mailhost.publish.plan import expected_from_settings
+from mailhost.records.expected import Expected, ExpectedError, ExpectedHost, expected_from_outputs
+from mailhost.verify.dnsquery import ResolverSpec
+from mailhost.verify.requirements import PROVIDERS
+from mailhost.verify.run import Report, VerifyOptions, run
 
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "info": "cyan",
           "not checkable from DNS": "dim", "not checked": "yellow"}
@@ -54,7 +55,7 @@ def _public_key(value: str | None) -> str | None:
             value = Path(value[1:]).read_text()
         except OSError as error:
             raise UsageError(f"--dkim-public-key: cannot read {value[1:]}: {error}") from None
-    from mailhost.checks import key_der
+    from mailhost.verify.checks import key_der
 
     der = key_der(value)
     if der is None:
@@ -103,7 +104,8 @@ def _from_outputs(path: str) -> Expected:
 
 
 def _from_stack(name: str) -> Expected:
-    from mailhost.config import ConfigError, load_stack_file
+    from mailhost.publish.stack import load_stack_file
+    from mailhost.settings.config import ConfigError
 
     path = Path(name) if name.endswith((".yaml", ".yml")) else Path(f"Pulumi.{name}.yaml")
     if not path.exists():

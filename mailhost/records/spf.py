@@ -11,7 +11,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
-from mailhost import grammar
+from mailhost.records import grammar
 
 LOOKUP_MECHANISMS = ("include", "a", "mx", "ptr", "exists")
 LOOKUP_MODIFIERS = ("redirect",)

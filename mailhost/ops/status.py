@@ -1,6 +1,6 @@
 """`mailhost status`: judge what the collector found on each host, and say what to do.
 
-Pure: the SSH call is in cli_status.  The host side is mailhost/mailstats.py, sent over the
+Pure: the SSH call is in ops/hosts.py.  The host side is mailhost/publish/mailstats.py, sent over the
 same pinned-key SSH client as the push and run once with --json; this module turns its
 report into findings (level, what, fix) and an exit code fit for monitoring:
 0 ok, 1 warning, 2 critical, 3 unreachable.
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailhost import mailstats
+from mailhost.publish import mailstats
 
 OK, WARNING, CRITICAL, UNREACHABLE = 0, 1, 2, 3
 LEVEL_NAMES = {OK: "ok", WARNING: "warning", CRITICAL: "critical", UNREACHABLE: "unreachable"}

@@ -12,16 +12,14 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mailhost import grammar, spf
-from mailhost.keys import load_private_key
+from mailhost.records import grammar, spf
+from mailhost.settings.keys import load_private_key
 
 PROJECT = "jira-mailhost"
 SECRET_KEYS = ("sshPrivateKey", "relayPassword")
@@ -571,56 +569,18 @@ def secret_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
-def parse_settings(values: Mapping[str, Any], secrets_set: set[str] | frozenset[str] = frozenset(),
-                   require_secrets: bool = True) -> Settings:
-    """Validate raw stack values (keys without the project prefix); raise ConfigError listing every problem.
+def validate_settings(values: Mapping[str, Any], secrets_set: set[str] | frozenset[str] = frozenset(),
+                      require_secrets: bool = True) -> Settings:
+    """The model alone: every value on its own; raise ConfigError listing every problem.
 
+    What the values add up to (rendered files, record names) is checked a stage up, by
+    mailhost.publish.stack.parse_settings, which every caller uses.
     `require_secrets=False` is for reading a stack without its secrets (`mailhost render`).
     """
     data = {k: v for k, v in values.items() if k not in SECRET_KEYS}
     present = set(SECRET_KEYS) if not require_secrets else {k for k in SECRET_KEYS if values.get(k) not in (None, "")}
     data["secretsSet"] = frozenset(secrets_set) | present
     try:
-        settings = Settings.model_validate(data)
+        return Settings.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_problems_from(error) + secret_problems(values)) from None
-    from mailhost import preflight  # renders through this module's types: imported late to avoid a cycle
-
-    if problems := secret_problems(values) + preflight.problems(settings):
-        raise ConfigError(problems)
-    return settings
-
-
-def values_from_stack_file(path: Path) -> tuple[dict[str, Any], set[str]]:
-    """Read Pulumi.<stack>.yaml: our keys without the prefix, and which of them are secure."""
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ConfigError([("(stack file)", f"cannot read {path}: {error}")]) from None
-    config = document.get("config") if isinstance(document, dict) else None
-    if not isinstance(config, dict | None):
-        raise ConfigError([("(stack file)", f"{path}: 'config:' must be a mapping of 'jira-mailhost:<key>: value' "
-                            "lines, as `pulumi config set` writes it")])
-    values: dict[str, Any] = {}
-    secure: set[str] = set()
-    for full_key, value in (config or {}).items():
-        namespace, _, key = str(full_key).partition(":")
-        if namespace != PROJECT:
-            continue
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            secure.add(key)
-            continue
-        values[key] = value
-    return values, secure
-
-
-def load_stack_file(path: Path, require_secrets: bool = True) -> Settings:
-    values, secure = values_from_stack_file(path)
-    return parse_settings(values, secure, require_secrets)
-
-
-def stack_file(stack: str, directory: Path | None = None) -> Path:
-    """Pulumi.<stack>.yaml next to Pulumi.yaml (a path is taken as is)."""
-    if stack.endswith((".yaml", ".yml")):
-        return Path(stack)
-    return (directory or Path.cwd()) / f"Pulumi.{stack}.yaml"

@@ -1,6 +1,6 @@
 """Verdicts on looked-up DNS data: what a strict receiver will think of this host, and the fix.
 
-No I/O here: every function takes answers that mailhost.dnsquery fetched (or a test built)
+No I/O here: every function takes answers that mailhost.verify.dnsquery fetched (or a test built)
 and returns a CheckResult with a stable id, so the post-deploy step, the CLI and the tests
 share one judgement.  Status is pass, warn (mail still arrives, but fix it) or fail (mail
 will be rejected or junked by strict receivers).
@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mailhost.dnstext import MAX_STRING
-from mailhost.spf import LOOKUP_MECHANISMS, MAX_LOOKUPS, MIN_PREFIX
+from mailhost.records.dnstext import MAX_STRING
+from mailhost.records.spf import LOOKUP_MECHANISMS, MAX_LOOKUPS, MIN_PREFIX
 
 Status = Literal["pass", "warn", "fail", "info"]  # info: reported, never judged
 AnswerStatus = Literal["ok", "nxdomain", "nodata", "error"]
@@ -582,7 +582,7 @@ def check_spf_helo(helo: str, answer: Answer, result: str | None, explanation: s
 
 # -- DKIM ---------------------------------------------------------------------------------------
 def parse_tags(text: str) -> tuple[dict[str, str], list[str]]:
-    """A DKIM tag=value list; returns tags (first wins) and syntax errors (DMARC has its own: mailhost.dmarc)."""
+    """A DKIM tag=value list; returns tags (first wins) and syntax errors (DMARC has its own: mailhost.verify.dmarc)."""
     tags: dict[str, str] = {}
     errors: list[str] = []
     for raw in text.split(";"):
@@ -707,7 +707,7 @@ def check_dkim_unknown() -> CheckResult:
     )
 
 
-# -- MX, DNSBL (DMARC: mailhost.dmarc) ---------------------------------------------------------
+# -- MX, DNSBL (DMARC: mailhost.verify.dmarc) ---------------------------------------------------------
 def check_mx(domain: str, answer: Answer, a: Answer | None = None, aaaa: Answer | None = None) -> CheckResult:
     """Bounces and replies to the sender domain need a mail server: its MX, or else its own A/AAAA (the
     implicit MX of RFC 5321 5.1).  A null MX (RFC 7505) says the domain takes no mail; receivers that check

@@ -1,0 +1,1 @@
+"""Stage 4, cli: the `mailhost` command; each sub-command is a thin typer layer over one stage."""

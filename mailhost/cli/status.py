@@ -1,0 +1,52 @@
+"""`mailhost status`: is mail leaving each host, what is stuck and why, and has anyone hand-edited it.
+
+Read-only, over SSH with the pinned host key (mailhost/ops/hosts.py does the asking).
+Where the hosts are: `--outputs FILE` (`pulumi stack output --json > FILE`: addresses and
+host keys of every host, EC2 ones included) and/or `--stack NAME` (the stack file: adopted
+hosts' addresses, and the files the stack would push, to tell "changed on the host" from
+"not pushed yet").  No Pulumi CLI and no AWS credentials are needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailhost.ops.hosts import StatusInputError, admin_key, read_outputs, run_status, targets
+from mailhost.ops.status import UNREACHABLE
+from mailhost.publish.stack import load_stack_file, stack_file
+from mailhost.settings.config import ConfigError
+
+
+def status(
+    stack: Annotated[str | None, typer.Option(help="stack name (Pulumi.NAME.yaml) or a stack file")] = None,
+    outputs: Annotated[Path | None, typer.Option(help="`pulumi stack output --json` of the stack")] = None,
+    key: Annotated[Path | None, typer.Option(help="the admin SSH private key (default: the SSH agent)")] = None,
+    hours: Annotated[float, typer.Option(min=0.1, max=24 * 31, help="how far back to read the mail log")] = 24.0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
+) -> None:
+    """Mail on each host: daemons, queue, drift, deliveries and their causes with fixes.
+
+    Exit code: 0 ok, 1 warning, 2 critical, 3 a host unreachable."""
+    try:
+        settings = None
+        if stack:
+            try:
+                settings = load_stack_file(stack_file(stack), require_secrets=False)
+            except ConfigError as error:
+                raise StatusInputError(str(error)) from error
+            except OSError as error:
+                raise StatusInputError(f"--stack {stack}: {error.strerror}: {stack_file(stack)}") from error
+        data = read_outputs(outputs) if outputs else None
+        found = targets(data, settings, Path(stack).stem.removeprefix("Pulumi.") if stack else "")
+        secret = admin_key(key)
+    except StatusInputError as error:
+        typer.echo(f"mailhost status: {error}", err=True)
+        raise typer.Exit(UNREACHABLE) from None
+    raise typer.Exit(run_status(found, secret, hours, as_json, typer.echo))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)
