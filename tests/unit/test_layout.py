@@ -89,7 +89,7 @@ def violations(graph: dict[str, set[str]], rules: dict[str, set[str]]) -> list[s
         here = stage_of(source)
         for target in sorted(targets):
             there = stage_of(target)
-            if there == here or here == "mailhost" and there == "cli":  # python -m mailhost runs the CLI
+            if there == here or (here == "mailhost" and there == "cli"):  # python -m mailhost runs the CLI
                 continue
             if there not in rules.get(here, set()):
                 bad.append(f"{source} ({here}) imports {target} ({there})")
