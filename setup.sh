@@ -7,6 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(postfix opendkim opendkim-tools openssh-server openssh-client knot knot-dnsutils swaks
           iproute2 iputils-ping procps libsasl2-modules sasl2-bin ca-certificates python3 python3-venv sudo
           shellcheck
+          systemd      # only for systemd-analyze: tests/real/test_metrics_unit.py verifies the collector's unit offline
           prometheus)  # only for promtool: tests/real/test_alert_rules.py checks and unit-tests the alert rules
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

@@ -30,7 +30,9 @@
 #   journal    present from just before a switch until it is confirmed or rolled back: a run that
 #              finds it (the earlier one was killed mid-switch) first puts backup/ back
 # A dropped SSH session (SIGHUP, SIGPIPE on stdout/stderr) does not stop a run: it completes or
-# rolls back; daemons it starts get the default signal handling back.
+# rolls back; daemons it starts get the default signal handling back.  SIGTERM or SIGINT stops it on
+# one whole configuration: before the switch nothing changed (exit 1); during it, the files live
+# before are put back from the journal's backup (exit 2); after it is confirmed, the run finishes.
 # File contents are never printed; there is no `set -x`.
 set -uo pipefail
 umask 077
@@ -304,16 +306,38 @@ rm -rf "$WORK" && mkdir -m 0700 "$WORK" || reject "cannot create $WORK"
 trap 'rm -rf "$WORK"' EXIT
 
 JOURNAL=$STATE/journal
-if [ -f "$JOURNAL" ]; then
-  # An earlier run was cut off between its backup and its confirmation: never leave a mix of two configs.
-  warn "an earlier apply on $(host_label) stopped during its switch; putting back the files live before it"
+put_back() { # the journal says a switch was cut off: the files live before it, whole, and daemons reading them
   [ -f "$STATE/backup/PATHS" ] && restore_from "$STATE/backup" ||
     { warn "ERROR: could not restore $STATE/backup; the host needs an admin (saved files are there)"; exit 3; }
   rm -f "$JOURNAL" "$STATE/applied"
   postfix_running && postfix_do reload >/dev/null 2>&1
   if opendkim_running; then opendkim_stop >/dev/null 2>&1; opendkim_start >/dev/null 2>&1; fi
+}
+if [ -f "$JOURNAL" ]; then
+  # An earlier run was cut off between its backup and its confirmation: never leave a mix of two configs.
+  warn "an earlier apply on $(host_label) stopped during its switch; putting back the files live before it"
+  put_back
   warn "the configuration live before that apply is back; applying the new one now"
 fi
+stopped() { # TERM or INT (HUP and PIPE are ignored): end on one whole configuration, never a mix
+  trap '' TERM INT
+  if [ -f "$JOURNAL" ]; then
+    warn "stopped by SIG$1 during the switch on $(host_label); putting back the files live before it"
+    put_back
+    warn "the previous configuration is live again; nothing else was changed. Run pulumi up again."
+    exit 2
+  fi
+  if [ "${CONFIRMED:-0}" = 1 ]; then
+    warn "SIG$1 after the new configuration was confirmed on $(host_label): finishing"
+    trap 'stopped TERM' TERM
+    trap 'stopped INT' INT
+    return 0
+  fi
+  warn "stopped by SIG$1 before anything changed on $(host_label); the previous configuration is still live."
+  exit 1
+}
+trap 'stopped TERM' TERM
+trap 'stopped INT' INT
 
 cat >"$WORK/payload.b64"
 [ -s "$WORK/payload.b64" ] || reject "no bundle on stdin: the remote command must get the rendered bundle as its stdin"
@@ -670,6 +694,7 @@ mv -f "$WORK/applied" "$STATE/applied"
 # What is live now, for `mailhost status` and the metrics collector (drift = a live file that differs).
 install -m 0600 "$WORK/bundle/MANIFEST" "$STATE/manifest"
 rm -f "$JOURNAL"
+CONFIRMED=1
 metrics_timer
 if [ "${#CHANGED[@]}" -eq 0 ]; then
   say "config $(config_id) was already on disk on $(host_label); postfix and opendkim reloaded it"

@@ -175,6 +175,9 @@ ours_pidfile=$(odk_pidfile)
 if have_systemd && [ -f /etc/systemd/system/jira-mailhost-metrics.timer ]; then
   systemctl disable --quiet --now jira-mailhost-metrics.timer >/dev/null 2>&1
 fi
+# ...and so does its last metrics file: left behind, the collector-stale alert would fire for ever.
+textfile=$(setting METRICS_TEXTFILE)
+case $textfile in /*.prom) rm -f -- "$textfile" ;; esac
 failed=0
 dirs=()
 while read -r kind p; do

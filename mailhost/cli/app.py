@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import typer
+from cryptography.utils import CryptographyDeprecationWarning
+
+# dnspython (2.9) imports DSA types that cryptography (>= 47) marks deprecated: eight warnings before any
+# output of ours.  Only that module's DSA warning is silenced; any other warning still shows.
+warnings.filterwarnings("ignore", message="DSA is deprecated", category=CryptographyDeprecationWarning,
+                        module=r"dns\.dnssecalgs\.dsa")
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts as written: "[secret]" is a word here, not rich markup
     help="jira-mailhost: outgoing mail for Jira that arrives.",
 )
 

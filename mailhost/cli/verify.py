@@ -111,7 +111,7 @@ def _from_stack(name: str) -> Expected:
     if not path.exists():
         raise UsageError(f"--stack {name}: {path} not found (run in the project directory)")
     try:
-        return expected_from_settings(load_stack_file(path))
+        return expected_from_settings(load_stack_file(path, require_secrets=False))  # DNS needs no secret
     except ConfigError as error:
         raise UsageError(str(error)) from None
 

@@ -19,7 +19,8 @@ from mailhost.lab import jirahost, ops
 from mailhost.lab.lab import DEFAULT_STATE, Lab, LabBusy, LabError
 from mailhost.ops import hosts as host_status
 
-lab_app = typer.Typer(no_args_is_help=True, help="A lab of real Postfix, OpenDKIM, Knot, sshd and a strict MX.")
+lab_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                      help="A lab of real Postfix, OpenDKIM, Knot, sshd and a strict MX.")
 console = Console()
 StateOpt = Annotated[Path, typer.Option("--state", help="lab state directory")]
 

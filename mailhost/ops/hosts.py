@@ -24,9 +24,11 @@ from mailhost.ops.status import (
     level_of,
     parse_report,
     remote_command,
+    shown,
     summary_lines,
 )
 from mailhost.publish import render
+from mailhost.records import grammar
 from mailhost.settings.config import Host, Settings
 
 
@@ -48,13 +50,7 @@ def targets(outputs: dict[str, Any] | None, settings: Settings | None, stack: st
         host = in_stack.get(name)
         expected = stack_expected(settings, host, stack) if settings and host else {}
         if outputs:
-            out = outputs["hosts"][name]
-            missing = [k for k in ("ipv4", "sshUser", "sshPort", "sshHostKey") if not out.get(k)]
-            if missing:
-                raise StatusInputError(f"the outputs of host {name} lack {', '.join(missing)}: run `pulumi up` once "
-                                       "with this version (it exports them), then `pulumi stack output --json`")
-            found.append(Target(name, str(out["ipv4"]), int(out["sshPort"]), str(out["sshUser"]),
-                                str(out["sshHostKey"]), expected))
+            found.append(output_target(name, outputs["hosts"][name], expected))
             continue
         assert host is not None  # without outputs the names are the stack's own
         if host.existing is None:
@@ -65,6 +61,42 @@ def targets(outputs: dict[str, Any] | None, settings: Settings | None, stack: st
     if not found:
         raise StatusInputError("no host to ask: give --outputs FILE (pulumi stack output --json) or --stack NAME")
     return found
+
+
+def output_target(name: Any, out: Any, expected: dict[str, str]) -> Target:
+    """One host of the stack outputs, every value checked with the grammar that checks the stack: these
+    values reach ssh's arguments, so an address such as `-oProxyCommand=...` must stop here."""
+    shown_name = shown(str(name))[:80]
+    if not isinstance(out, dict):
+        raise StatusInputError(f"the outputs of host {shown_name} are not an object: is the file "
+                               "`pulumi stack output --json` of a jira-mailhost stack?")
+    missing = [k for k in ("ipv4", "sshUser", "sshPort", "sshHostKey") if not out.get(k)]
+    if missing:
+        raise StatusInputError(f"the outputs of host {shown_name} lack {', '.join(missing)}: run `pulumi up` once "
+                               "with this version (it exports them), then `pulumi stack output --json`")
+    port = out["sshPort"]
+    problems = []
+    try:
+        grammar.label(str(name), "the host name", "jira")
+    except ValueError:
+        problems.append("its name is not a host name")
+    try:
+        address = grammar.public_address(str(out["ipv4"]), 4, "ipv4")
+    except ValueError:
+        address = ""
+        problems.append("ipv4 is not a public IPv4 address")
+    if not isinstance(out["sshUser"], str) or not grammar.SSH_USER.fullmatch(out["sshUser"]):
+        problems.append("sshUser is not a Unix user name")
+    if isinstance(port, bool) or not isinstance(port, int | str) or not str(port).isdigit() \
+            or not 1 <= int(port) <= 65535:
+        problems.append("sshPort is not a port number")
+    key = out["sshHostKey"]
+    if not isinstance(key, str) or not grammar.HOST_KEY.fullmatch(" ".join(key.split()[:2])):
+        problems.append("sshHostKey is not an OpenSSH public key")
+    if problems:
+        raise StatusInputError(f"the outputs of host {shown_name} are not what this program exports "
+                               f"({'; '.join(problems)}); write them again with `pulumi stack output --json`")
+    return Target(str(name), address, int(port), out["sshUser"], " ".join(key.split()[:2]), expected)
 
 
 def read_outputs(path: Path) -> dict[str, Any]:
@@ -97,7 +129,7 @@ def ask(target: Target, key: str | None, hours: float, timeout: float = 120) -> 
     try:
         result = sshexec.run(target.address, target.port, target.user, key, target.host_key,
                              remote_command(hours, target.expected), timeout=timeout, attempts=3)
-    except (sshexec.HostKeyMismatch, FileNotFoundError, ValueError) as error:
+    except (sshexec.HostKeyMismatch, FileNotFoundError, ValueError, OSError) as error:
         return {"error": str(error)}
     if not result.ok:
         why = result.stderr.strip().splitlines()[-1:] or [f"exit {result.rc}"]
@@ -108,33 +140,51 @@ def ask(target: Target, key: str | None, hours: float, timeout: float = 120) -> 
         return {"error": f"{target.name}: {error}"}
 
 
+def judge(target: Target, key: str | None, hours: float) -> dict[str, Any]:
+    """One host's entry of the run: its report and findings, or why it could not be judged.  Whatever
+    goes wrong with one host (a report of an unexpected shape included) stays that host's."""
+    try:
+        report = ask(target, key, hours)
+        if "error" in report:
+            return {"level": UNREACHABLE, "error": str(report["error"])}
+        findings = assess(report)
+        return {"level": level_of(findings), "report": report, "findings": findings,
+                "lines": summary_lines(target.name, report)}
+    except Exception as error:  # any failure of one host must not hide the others
+        return {"level": UNREACHABLE, "error": f"{target.name}: could not judge the report ({type(error).__name__}: "
+                                              f"{error})"}
+
+
 def run_status(targets_: list[Target], key: str | None, hours: float, as_json: bool,
                echo: Any = print) -> int:
+    """Ask every host, print each one's lines (made printable) or one JSON document; the worst host decides."""
+    def say(line: str) -> None:
+        echo(shown(line))
+
     hosts: dict[str, Any] = {}
     levels = []
     for target in targets_:
-        report = ask(target, key, hours)
-        if "error" in report:
-            levels.append(UNREACHABLE)
-            hosts[target.name] = {"level": "unreachable", "error": report["error"]}
-            if not as_json:
-                echo(f"{target.name}: UNREACHABLE: {report['error']}")
-            continue
-        findings = assess(report)
-        level = level_of(findings)
+        entry = judge(target, key, hours)
+        level = entry["level"]
         levels.append(level)
-        hosts[target.name] = {"level": LEVEL_NAMES[level], "report": report,
+        if "error" in entry:
+            hosts[target.name] = {"level": "unreachable", "error": entry["error"]}
+            if not as_json:
+                say(f"{target.name}: UNREACHABLE: {entry['error']}")
+            continue
+        findings = entry["findings"]
+        hosts[target.name] = {"level": LEVEL_NAMES[level], "report": entry["report"],
                               "findings": [{"level": LEVEL_NAMES[f.level], "what": f.what, "fix": f.fix}
                                            for f in findings]}
         if not as_json:
-            for line in summary_lines(target.name, report):
-                echo(line)
+            for line in entry["lines"]:
+                say(line)
             for f in findings:
-                echo(f"  {LEVEL_NAMES[f.level].upper()}: {f.what}")
+                say(f"  {LEVEL_NAMES[f.level].upper()}: {f.what}")
                 if f.fix:
-                    echo(f"    fix: {f.fix}")
-            echo(f"  => {LEVEL_NAMES[level]}")
+                    say(f"    fix: {f.fix}")
+            say(f"  => {LEVEL_NAMES[level]}")
     code = exit_code(levels)
-    if as_json:
+    if as_json:  # json.dumps escapes every control and non-ASCII character
         echo(json.dumps({"level": LEVEL_NAMES[code], "exit_code": code, "hosts": hosts}, indent=2, sort_keys=True))
     return code

@@ -59,6 +59,12 @@ def _key_type(host_key: str) -> str:
     return parts[0]
 
 
+def host_key_algorithms(key_type: str) -> str:
+    """What ssh may accept for a pinned key type: an RSA key signs with SHA-2 (rsa-sha2-512/256), as OpenSSH
+    8.8 and later require; the SHA-1 `ssh-rsa` signature is never offered."""
+    return "rsa-sha2-512,rsa-sha2-256" if key_type == "ssh-rsa" else key_type
+
+
 def _memfile(name: str, content: str) -> int:
     """An anonymous in-memory 0600 file (close-on-exec); ssh reads it by path, see _fd_path."""
     fd = os.memfd_create(name)
@@ -85,7 +91,7 @@ def ssh_argv(host: str, port: int, user: str, key_file: Path | None, known_hosts
         "-o", f"UserKnownHostsFile={known_hosts}",
         "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", f"HostKeyAlias={HOST_ALIAS}",
-        "-o", f"HostKeyAlgorithms={key_type}",
+        "-o", f"HostKeyAlgorithms={host_key_algorithms(key_type)}",
         "-o", "StrictHostKeyChecking=yes",
         "-o", "UpdateHostKeys=no",
         "-o", "CheckHostIP=no",
@@ -97,6 +103,7 @@ def ssh_argv(host: str, port: int, user: str, key_file: Path | None, known_hosts
         "-o", "LogLevel=ERROR",
         "-p", str(port),
         "-l", user,
+        "--",  # whatever the host value is, ssh reads it as the destination, never as an option
         host,
     ]
 
@@ -117,7 +124,7 @@ def run(host: str, port: int, user: str, private_key: str | None, host_key: str,
     known_fd = _memfile("mailhost-known-hosts", f"{HOST_ALIAS} {pinned}\n")
     try:
         key_path = None if key_fd is None else _fd_path(key_fd)
-        argv = [*ssh_argv(host, port, user, key_path, _fd_path(known_fd), key_type), "--", command]
+        argv = [*ssh_argv(host, port, user, key_path, _fd_path(known_fd), key_type), command]
         pause = DIAL_PAUSE
         deadline = time.monotonic() + timeout
         for attempt in range(1, max(attempts, 1) + 1):

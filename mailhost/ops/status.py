@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,14 +24,15 @@ OLDEST_CRITICAL = 3600  # seconds: Jira users notice an hour-old notification
 REPUSH = "put the stack's files back: raise the stack setting pushSerial by one and run `pulumi up`"
 HARMLESS_BOUNCES = frozenset({"user_unknown", "mailbox_full"})  # the recipient's side, not ours
 
-# Runs the collector (argument 1) with python3 as root: directly when the SSH user is root, else with
+# Runs the collector (argument 1) with python3 -I (isolated: no PYTHON* variables, no user site, no cwd on
+# sys.path) as root: directly when the SSH user is root, else with
 # sudo -n like the push.  The script travels as an argument, so stdin stays free and nothing is installed.
 _WRAPPER = (
     's=$1; shift; command -v python3 >/dev/null 2>&1 || { echo "jira-mailhost: python3 is not installed on '
-    '$(hostname)" >&2; exit 97; }; if [ "$(id -u)" -eq 0 ]; then exec python3 -c "$s" "$@"; fi; '
+    '$(hostname)" >&2; exit 97; }; if [ "$(id -u)" -eq 0 ]; then exec python3 -I -c "$s" "$@"; fi; '
     'sudo -n true 2>/dev/null || { echo "jira-mailhost: user $(id -un) is not root and cannot run sudo without a '
     'password; status needs what the push needs (sshUser root, or passwordless sudo)" >&2; exit 97; }; '
-    'exec sudo -n python3 -c "$s" "$@"'
+    'exec sudo -n python3 -I -c "$s" "$@"'
 )
 
 
@@ -61,6 +63,13 @@ def remote_command(hours: float, expected: dict[str, str]) -> str:
     script = mailstats.own_source()
     return " ".join(["sh", "-c", shlex.quote(_WRAPPER), "jira-mailhost-status", shlex.quote(script),
                      *map(shlex.quote, args)])
+
+
+def shown(text: str) -> str:
+    """Text fit for a terminal: every control, format (bidi overrides included) or unassigned character, C1
+    controls such as CSI (U+009B) among them, is written as an escape; receivers chose much of this text."""
+    return "".join(c if c == " " or not unicodedata.category(c).startswith(("C", "Z")) else
+                   f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in text)
 
 
 def parse_report(stdout: str) -> dict[str, Any]:
@@ -118,9 +127,16 @@ def assess(report: dict[str, Any]) -> list[Finding]:
         if path not in config["changed"]:
             findings.append(Finding(WARNING, f"not live yet: the stack would push a different {path}",
                                     "run `pulumi up` for this stack"))
+    if queue.get("unreadable"):
+        findings.append(Finding(WARNING, f"{queue['unreadable']} queue entries could not be read and were not "
+                                "counted", "compare with `postqueue -p` on the host"))
     log = report.get("log", {})
     if log.get("problem"):
         findings.append(Finding(WARNING, log["problem"], "set maillogFile in the stack and run `pulumi up`"))
+    if log.get("skipped_lines"):
+        findings.append(Finding(WARNING, f"{log['skipped_lines']} line(s) of the mail log could not be read (an "
+                                "impossible time stamp, or far too long) and were skipped",
+                                "check the host's clock and what writes the mail log"))
     for cause in report["causes"]:
         findings.append(cause_finding(cause))
     return sorted(findings, key=lambda f: -f.level)

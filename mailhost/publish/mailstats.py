@@ -96,7 +96,12 @@ CAUSES: tuple[Cause, ...] = (
 OTHER = Cause("other", (), "", "", "read the receiver's text in the mail log")
 OK = Cause("ok", (), "", "", "")
 
-_DSN = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# A receiver's reply as Postfix logs it: "host NAME[ADDRESS] said: 550-5.7.26 words ...".  The enhanced code
+# is read only right after the 3-digit code at the start of the reply: an address in brackets (5.9.12.3) or
+# a code quoted later in the words never counts.
+_REPLY = re.compile(r"host \S{1,300} (?:said|refused to talk to me): (?P<code>[245]\d\d)"
+                    r"(?:[ -](?P<enhanced>[245]\.\d{1,3}\.\d{1,3})(?![\w.]))?(?P<words>.*)", re.DOTALL)
+_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 _COMPILED = [(c, re.compile(c.text, re.IGNORECASE) if c.text else None) for c in CAUSES]
 
 
@@ -104,16 +109,30 @@ _COMPILED = [(c, re.compile(c.text, re.IGNORECASE) if c.text else None) for c in
 GENERIC_CODES = frozenset({"5.7.1", "5.7.0", "4.7.0", "4.7.1", "5.0.0", "4.0.0"})
 
 
+def reply_code(text: str) -> str | None:
+    """The receiver's enhanced status code, from its place in the reply; None when the reply has none."""
+    reply = _REPLY.match(text)
+    return reply.group("enhanced") if reply else None
+
+
+def reply_words(text: str) -> str:
+    """What the receiver said after its codes (the whole text when Postfix wrote it, not a receiver)."""
+    reply = _REPLY.match(text)
+    return reply.group("words") if reply else text
+
+
 def classify(dsn: str, text: str) -> Cause:
     """The cause of one deferral or bounce: a specific enhanced code, else the words of the reply, else
-    a generic code."""
-    codes = {m.group(0) for m in _DSN.finditer(text)} | {dsn}
+    a generic code.  `dsn` is the code best_dsn chose; only codes of the RFC 3463 shape are read."""
+    code = dsn if _ENHANCED.fullmatch(dsn) else ""
+    codes = {code} - {""}
     specific = codes - GENERIC_CODES
     for cause in CAUSES:
         if specific.intersection(cause.codes):
             return cause
+    words = reply_words(text)
     for cause, pattern in _COMPILED:
-        if pattern is not None and pattern.search(text):
+        if pattern is not None and pattern.search(words):
             return cause
     for cause in CAUSES:
         if codes.intersection(cause.codes):
@@ -122,39 +141,62 @@ def classify(dsn: str, text: str) -> Cause:
 
 
 def code_class(dsn: str) -> str:
-    """'5.7.26' → '5.7' (the class and subject of RFC 3463), 'none' when there is none."""
+    """'5.7.26' → '5.7' (the class and subject of RFC 3463), 'none' for anything not of that shape."""
+    if not _ENHANCED.fullmatch(dsn):
+        return "none"
     parts = dsn.split(".")
-    return f"{parts[0]}.{parts[1]}" if len(parts) == 3 else "none"
+    return f"{parts[0]}.{parts[1]}"
 
 
 def best_dsn(dsn: str, text: str) -> str:
-    """The most specific code: receivers put theirs in the text (550-5.7.26 ...), Postfix's dsn= may be generic."""
-    found = [m.group(0) for m in _DSN.finditer(text)]
-    return found[0] if found else dsn
+    """The most specific code: the receiver's own, in its reply (550-5.7.26 ...), else Postfix's dsn=."""
+    return reply_code(text) or dsn
 
 
 # -- the mail log --------------------------------------------------------------------------------
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"), start=1)}
-_BSD_TIME = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.\d+)? ")
-_ISO_TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.\d+)?(Z|[+-]\d\d:?\d\d)? ")
-_PROG = r"(?P<prog>postfix[\w.-]*/(?:smtp|lmtp|local|virtual|pipe|error|discard|relay))\[(?P<pid>\d+)\]: "
+_BSD_TIME = re.compile(r"([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.\d{1,9})? ")
+_ISO_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.\d{1,9})?(Z|[+-]\d\d:?\d\d)? ")
+MAX_LINE = 16384  # characters; a longer line is not Postfix's (its own limit is far below) and is skipped
+# After the stamp: the host name, then the program tag of a delivery agent, then its message.  Each line is
+# read at these positions only, so text a receiver wrote (the last field) can never pose as another line.
+_TAG = re.compile(r"[^\s\x00-\x1f]{1,255} (?P<prog>postfix[\w.-]{0,64}/(?:smtp|lmtp|local|virtual|pipe|error|"
+                  r"discard|relay))\[(?P<pid>\d{1,10})\]: (?P<message>.*)", re.DOTALL)
 _DELIVERY = re.compile(
-    _PROG + r"(?P<qid>[0-9A-Za-z]+): to=<(?P<rcpt>[^>]*)>,.*?\bdsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), "
-    r"status=(?P<status>sent|deferred|bounced|expired|undeliverable) \((?P<text>.*)\)\s*$"
+    r"(?P<qid>[0-9A-Za-z]{1,32}): to=<(?P<rcpt>.{0,1024}?)>, (?:orig_to=<.{0,1024}?>, )?relay=\S{1,512}, "
+    r"(?:conn_use=\d{1,9}, )?delay=[\d.]{1,16}, delays=[\d./]{1,64}, dsn=(?P<dsn>[245]\.\d{1,3}\.\d{1,3}), "
+    r"status=(?P<status>sent|deferred|bounced|expired|undeliverable) \((?P<text>.*)\)\s*", re.DOTALL
 )
-_TLS = re.compile(_PROG + r"(?:\w+ )?TLS connection (?P<use>established|reused) to ")
+_TLS = re.compile(r"(?:(?:Trusted|Verified|Untrusted|Anonymous) )?TLS connection (?P<use>established|reused) "
+                  r"to \S{1,512}: .*", re.DOTALL)
+
+
+class BadLine(ValueError):
+    """A line that claims to be Postfix's but cannot be read (an impossible date, a monstrous length)."""
 
 
 def line_time(line: str, now: float) -> float | None:
     """Seconds since the epoch of a syslog (BSD or RFC 3339) or Postfix maillog_file line."""
+    try:
+        stamped = _stamp(line, now)
+    except BadLine:
+        return None
+    return stamped[0] if stamped else None
+
+
+def _stamp(line: str, now: float) -> tuple[float, int] | None:
+    """(time, where the stamp ends); None without a stamp; BadLine for a stamp no clock can show."""
     iso = _ISO_TIME.match(line)
     if iso:
         year, month, day, hour, minute, second = (int(iso.group(i)) for i in range(1, 7))
         zone = iso.group(7) or "Z"
         offset = 0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 60 + int(zone[-2:]))
-        tz = dt.timezone(dt.timedelta(minutes=offset))
-        return dt.datetime(year, month, day, hour, minute, second, tzinfo=tz).timestamp()
+        try:
+            tz = dt.timezone(dt.timedelta(minutes=offset))
+            return dt.datetime(year, month, day, hour, minute, second, tzinfo=tz).timestamp(), iso.end()
+        except (ValueError, OverflowError) as error:
+            raise BadLine(f"impossible time: {error}") from None
     bsd = _BSD_TIME.match(line)
     if not bsd or bsd.group(1) not in _MONTHS:
         return None
@@ -164,10 +206,12 @@ def line_time(line: str, now: float) -> float | None:
     for year in (today.year, today.year - 1):  # a December line read in January
         try:
             when = dt.datetime(year, month, day, hour, minute, second).timestamp()
-        except ValueError:  # 29 February of the wrong year
+        except ValueError:  # 29 February of the wrong year, or no such day or time at all
             continue
         if when <= now + 300:
-            return when
+            return when, bsd.end()
+    if day > 31 or hour > 23 or minute > 59 or second > 60:
+        raise BadLine("impossible time")
     return None
 
 
@@ -184,31 +228,50 @@ class Delivery:
 
 def parse_log(lines: Iterable[str], since: float, now: float) -> tuple[list[Delivery], int]:
     """Deliveries logged since `since`, and the TLS handshakes (new connections, not reused ones)."""
+    deliveries, handshakes, _ = read_log(lines, since, now)
+    return deliveries, handshakes
+
+
+def read_log(lines: Iterable[str], since: float, now: float) -> tuple[list[Delivery], int, int]:
+    """parse_log, and how many lines that claimed to be Postfix's were skipped as unreadable."""
     deliveries: list[Delivery] = []
-    handshakes = 0
+    handshakes = skipped = 0
     tls_pending: dict[str, bool] = {}  # pid → the next delivery of this smtp process runs over TLS
     tls_qid: dict[str, str] = {}  # pid → the message whose delivery took that TLS session
     for line in lines:
         if "postfix" not in line:
             continue
-        when = line_time(line, now)
-        if when is None or when < since:
+        if len(line) > MAX_LINE:
+            skipped += 1
             continue
-        tls = _TLS.search(line)
+        try:
+            stamped = _stamp(line, now)
+        except BadLine:
+            skipped += 1
+            continue
+        if stamped is None or stamped[0] < since:
+            continue
+        when, end = stamped
+        tagged = _TAG.fullmatch(line, end)
+        if not tagged:
+            continue
+        pid, message = tagged.group("pid"), tagged.group("message")
+        tls = _TLS.fullmatch(message)
         if tls:
-            tls_pending[tls.group("pid")] = True
+            tls_pending[pid] = True
             handshakes += tls.group("use") == "established"
             continue
-        hit = _DELIVERY.search(line)
+        hit = _DELIVERY.fullmatch(message)
         if not hit:
             continue
-        pid, qid = hit.group("pid"), hit.group("qid")
+        qid = hit.group("qid")
         over_tls = tls_pending.pop(pid, False) or tls_qid.get(pid) == qid
         tls_qid[pid] = qid if over_tls else ""
         status = {"expired": "bounced", "undeliverable": "bounced"}.get(hit.group("status"), hit.group("status"))
         domain = hit.group("rcpt").rpartition("@")[2].lower() or "(local)"
-        deliveries.append(Delivery(when, qid, domain, status, hit.group("dsn"), hit.group("text"), over_tls))
-    return deliveries, handshakes
+        deliveries.append(Delivery(when, qid, domain[:253], status, hit.group("dsn"), hit.group("text")[:1000],
+                                   over_tls))
+    return deliveries, handshakes, skipped
 
 
 def read_lines(path: str, since: float, now: float, rotated: bool = True) -> Iterator[str]:
@@ -220,7 +283,8 @@ def read_lines(path: str, since: float, now: float, rotated: bool = True) -> Ite
 
 
 def _lines(path: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    # Lines end at "\n" only: a receiver's text may hold "\r", U+2028 or U+0085, which must not split one.
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as handle:
         yield from handle
 
 
@@ -230,32 +294,38 @@ def read_queue(now: float, postqueue: Sequence[str] = ("postqueue", "-j")) -> di
     counts = dict.fromkeys(QUEUES, 0)
     out: dict[str, Any] = {"problem": None}
     try:
-        done = subprocess.run(list(postqueue), capture_output=True, text=True, timeout=60)
+        done = subprocess.run(list(postqueue), capture_output=True, encoding="utf-8", errors="replace", timeout=60)
     except (OSError, subprocess.TimeoutExpired) as error:
-        return {**counts, "oldest_age_seconds": 0, "stuck": [], "more_stuck": 0, "problem": str(error)}
+        return {**counts, "oldest_age_seconds": 0, "stuck": [], "more_stuck": 0, "unreadable": 0,
+                "problem": str(error)}
     if done.returncode != 0:
-        out["problem"] = (done.stderr.strip().splitlines() or ["postqueue failed"])[-1]
+        out["problem"] = (done.stderr.strip().splitlines() or ["postqueue failed"])[-1][:300]
     oldest = 0.0
+    unreadable = 0
     stuck: list[dict[str, Any]] = []
-    for raw in done.stdout.splitlines():
+    # One JSON object per "\n": a delay reason may hold U+2028 or U+0085, which str.splitlines would split at.
+    for raw in done.stdout.split("\n"):
+        if not raw.strip():
+            continue
         try:
             item = json.loads(raw)
-        except ValueError:
+            queue = str(item.get("queue_name", ""))[:32]
+            age = max(0.0, now - float(item.get("arrival_time", now)))
+            waiting = [(str(r.get("address", "")), str(r.get("delay_reason", ""))) for r in item.get("recipients", [])]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            unreadable += 1
             continue
-        queue = str(item.get("queue_name", ""))
         counts[queue] = counts.get(queue, 0) + 1
-        age = max(0.0, now - float(item.get("arrival_time", now)))
         oldest = max(oldest, age)
-        for rcpt in item.get("recipients", []):
-            reason = str(rcpt.get("delay_reason", ""))
-            cause = classify("", reason) if reason else OTHER
-            stuck.append({"queue_id": item.get("queue_id"), "queue": queue, "age_seconds": round(age),
-                          "domain": str(rcpt.get("address", "")).rpartition("@")[2].lower(),
+        for address, reason in waiting:
+            cause = classify(best_dsn("", reason), reason) if reason else OTHER
+            stuck.append({"queue_id": str(item.get("queue_id", ""))[:32], "queue": queue, "age_seconds": round(age),
+                          "domain": address.rpartition("@")[2].lower()[:253],
                           "cause": cause.id if reason else "waiting", "reason": reason[:300]})
     stuck.sort(key=lambda s: -s["age_seconds"])
     out.update(counts)
     out.update({"oldest_age_seconds": round(oldest), "stuck": stuck[:STUCK_SHOWN],
-                "more_stuck": max(0, len(stuck) - STUCK_SHOWN)})
+                "more_stuck": max(0, len(stuck) - STUCK_SHOWN), "unreadable": unreadable})
     return out
 
 
@@ -384,12 +454,12 @@ def collect(hours: float, log_path: str | None, expected: dict[str, str], now: f
                               "queue": read_queue(now), "config": drift(manifest, expected)}
     path = log_path or _postconf_value("maillog_file") or DEFAULT_LOG
     if os.path.exists(path):
-        deliveries, handshakes = parse_log(read_lines(path, since, now), since, now)
-        report["log"] = {"path": path, "problem": None}
+        deliveries, handshakes, skipped = read_log(read_lines(path, since, now), since, now)
+        report["log"] = {"path": path, "problem": None, "skipped_lines": skipped}
     else:
         deliveries, handshakes = [], 0
         report["log"] = {"path": path, "problem": f"no mail log at {path}: set maillogFile (e.g. "
-                         "/var/log/postfix.log) so deliveries can be counted"}
+                         "/var/log/postfix.log) so deliveries can be counted", "skipped_lines": 0}
     report.update(summarize(deliveries, handshakes))
     return report
 
@@ -462,9 +532,11 @@ def write_atomic(path: str, text: str) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".jira_mailhost.", suffix=".tmp")
     try:
+        # The mode is set on the descriptor: a chmod by path would follow a symlink swapped in meanwhile
+        # by whoever can write the directory, and root would make that file world-readable.
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import jinja2
 
@@ -133,6 +133,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 reroute_to=settings.reroute_to or "",
                 reroute_map=REROUTE_MAP if settings.reroute_to else "",
                 relay_key=f"[{relay.host}]:{relay.port}" if relay else "",
+                metrics_textfile=METRICS_TEXTFILE,
             ),
             mode=0o600,
         ),
@@ -161,6 +162,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
 def metrics_files(settings: Settings, host: Host, common: dict[str, str]) -> list[RenderedFile]:
     """The collector (mailhost/publish/mailstats.py itself) and, on systemd hosts, the timer that runs it."""
     values = {**common, "collector": COLLECTOR, "maillog_file": settings.maillog_file, "textfile": METRICS_TEXTFILE,
+              "textfile_dir": str(PurePosixPath(METRICS_TEXTFILE).parent),
               "window_hours": METRICS_WINDOW_HOURS, "every_minutes": METRICS_EVERY_MINUTES}
     return [
         RenderedFile(COLLECTOR, mailstats.own_source(), mode=0o755, code=True),

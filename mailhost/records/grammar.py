@@ -24,6 +24,11 @@ SUBNET_ID = re.compile(r"subnet-[0-9a-f]{8,17}")
 AMI_ID = re.compile(r"ami-[0-9a-f]{8,17}")
 INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]{0,15}\.[a-z0-9]{1,16}")
 ZONE_ID = re.compile(r"Z[A-Z0-9]{1,31}")
+# An OpenSSH public host key as pinned: the type, one space, the base64 blob (no comment).
+HOST_KEY = re.compile(
+    r"(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) [A-Za-z0-9+/=]{40,4096}"
+)
+SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 MAX_FQDN = 253
 MAX_MAILBOX = 254
 # Documentation ranges are accepted as public so that examples and the lab (which uses them) run.

@@ -24,10 +24,6 @@ from mailhost.settings.keys import load_private_key
 PROJECT = "jira-mailhost"
 SECRET_KEYS = ("sshPrivateKey", "relayPassword")
 
-_HOST_KEY = re.compile(
-    r"(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) [A-Za-z0-9+/=]{40,4096}"
-)
-_SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 MAX_SSH_COVERAGE = {4: 2 ** (32 - 8), 6: 2 ** (128 - 8)}  # all sshCidrs together: at most a /8 per family
 
 
@@ -119,7 +115,7 @@ class ExistingHost(Model):
             parts = parts[1:]  # a known_hosts line: drop the host name
         pinned = " ".join(parts[:2])
         try:
-            if not _HOST_KEY.fullmatch(pinned):
+            if not grammar.HOST_KEY.fullmatch(pinned):
                 raise ValueError
             serialization.load_ssh_public_key(pinned.encode())
         except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -146,7 +142,7 @@ class Host(Model):
     @field_validator("ssh_user")
     @classmethod
     def _user(cls, value: str | None) -> str | None:
-        if value is not None and not _SSH_USER.fullmatch(value):
+        if value is not None and not grammar.SSH_USER.fullmatch(value):
             raise ValueError(f"{value!r} is not a Unix user name; give the SSH login, e.g. 'admin' or 'root'")
         return value
 

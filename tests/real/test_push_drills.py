@@ -33,7 +33,7 @@ def start_push(host: SshHost, files: list[RenderedFile], known_hosts: Path) -> s
     """The push as the program runs it, but as a process the drill can kill while it runs."""
     known_hosts.write_text(f"{sshexec.HOST_ALIAS} {host.host_key}\n")
     argv = [*sshexec.ssh_argv(host.address, host.port, host.user, host.client_key_path, known_hosts,
-                              host.host_key.split()[0]), "--", apply_command(readable_config(files))]
+                              host.host_key.split()[0]), apply_command(readable_config(files))]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdin is not None
     proc.stdin.write(bundle.pack(files))
@@ -142,6 +142,43 @@ def test_apply_killed_mid_switch_is_rolled_back_by_the_next_run(ssh_host: SshHos
     assert_serving(ssh_host)
     done = push(ssh_host, bigger(old))
     assert done.ok, out(done)
+    assert live_digest(ssh_host, bigger(old)) == digest(bigger(old))
+
+
+def main_apply_pid(host: SshHost) -> int:
+    """The apply script itself, not one of its $(...) subshells: the one whose parent is no apply process."""
+    pids = apply_pids(host)
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as handle:
+            parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        if parent not in pids:
+            return pid
+    raise AssertionError(f"no apply process among {pids}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_term_or_int_during_the_switch_puts_the_old_config_back(ssh_host: SshHost, dkim_private_key_pem: str,
+                                                                sig: signal.Signals, tmp_path: Path) -> None:
+    """An admin's kill, or a shutdown, mid-switch: the run ends on one whole configuration, the previous
+    one, from the journal's backup, and says so (exit 2); the next push starts clean."""
+    old = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, old).ok
+    proc = start_push(ssh_host, bigger(old), tmp_path / "known_hosts")
+    try:
+        wait_for(lambda: ssh_host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
+        assert proc.poll() is None, "the push ended before its switch"
+        os.kill(main_apply_pid(ssh_host), sig)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert proc.returncode == 2, stderr
+    assert f"stopped by {sig.name} during the switch" in stderr and "previous configuration is live again" in stderr
+    assert not ssh_host.upper(JOURNAL).exists()
+    assert live_digest(ssh_host, old) == digest(old), "all of the old config, no mix"
+    assert_serving(ssh_host)
+    done = push(ssh_host, bigger(old))
+    assert done.ok and "stopped during its switch" not in done.stderr, out(done)
     assert live_digest(ssh_host, bigger(old)) == digest(bigger(old))
 
 

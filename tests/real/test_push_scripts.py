@@ -29,7 +29,7 @@ from components.postfix import apply_command, readable_config, teardown_command
 from mailhost.lab.sshhost import SshHost
 from mailhost.ops import hosts, sshexec
 from mailhost.ops.status import Target
-from mailhost.publish import bundle
+from mailhost.publish import bundle, render
 from mailhost.publish.bundle import RenderedFile
 from mailhost.publish.render import SCRIPTS, HostSecrets, render_host
 from mailhost.publish.stack import parse_settings
@@ -319,6 +319,11 @@ def test_teardown_keeps_queued_mail_then_restores_the_original(ssh_host: SshHost
     machine_spool = sorted(str(p) for p in Path("/var/spool/postfix").rglob("*"))
     settings = settings_for(ssh_host)
     assert push(ssh_host, files_for(ssh_host, dkim_private_key_pem)).ok
+    # What the metrics timer does every 5 minutes: its file must go with the teardown (else the
+    # collector-stale alert fires for ever on a host that no longer runs the collector).
+    collected = remote(ssh_host, f"python3 -I {render.COLLECTOR} --hours 1 --textfile {render.METRICS_TEXTFILE}"
+                                 f" && test -s {render.METRICS_TEXTFILE}")
+    assert collected.ok, out(collected)
     message = "Subject: drain test\n\nthe smarthost is unreachable, so this waits\n"
     sent = remote(ssh_host, "sendmail -f jira@lab.example someone@example.org", stdin=message)
     assert sent.ok, out(sent)
@@ -350,9 +355,10 @@ def test_teardown_keeps_queued_mail_then_restores_the_original(ssh_host: SshHost
     after = remote(ssh_host, "{ sha256sum /etc/postfix/main.cf 2>/dev/null || echo absent; };"
                    " test -e /var/lib/jira-mailhost || echo no-state;"
                    " test -e /etc/opendkim || echo no-opendkim-dir; postfix status 2>&1 || echo postfix-stopped;"
+                   f" test -e {render.METRICS_TEXTFILE} || echo no-metrics-file;"
                    " ss -Hlx src /run/opendkim/opendkim.sock | wc -l")
     assert after.stdout.split()[0] == original
-    assert "no-state" in after.stdout and "postfix-stopped" in after.stdout
+    assert "no-state" in after.stdout and "postfix-stopped" in after.stdout and "no-metrics-file" in after.stdout
     assert ("no-opendkim-dir" in after.stdout) == (not Path("/etc/opendkim").exists())
     assert after.stdout.strip().endswith("0")  # opendkim stopped
     again = teardown(ssh_host, settings)
