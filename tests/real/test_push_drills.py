@@ -146,14 +146,21 @@ def test_apply_killed_mid_switch_is_rolled_back_by_the_next_run(ssh_host: SshHos
 
 
 def main_apply_pid(host: SshHost) -> int:
-    """The apply script itself, not one of its $(...) subshells: the one whose parent is no apply process."""
-    pids = apply_pids(host)
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as handle:
-            parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-        if parent not in pids:
-            return pid
-    raise AssertionError(f"no apply process among {pids}")
+    """The apply script itself (`bash -c SCRIPT jira-mailhost-apply`): not the login shell that started it
+    (its command line only mentions the name), nor one of the script's own $(...) subshells."""
+    scripts = []
+    for pid in apply_pids(host):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if argv[-2:] == [b"jira-mailhost-apply", b""]:
+            scripts.append((pid, int(stat.rsplit(")", 1)[1].split()[1])))
+    ids = {pid for pid, _ in scripts}
+    found = [pid for pid, parent in scripts if parent not in ids]
+    assert len(found) == 1, f"one apply script expected, found {scripts}"
+    return found[0]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -168,7 +175,9 @@ def test_term_or_int_during_the_switch_puts_the_old_config_back(ssh_host: SshHos
         wait_for(lambda: ssh_host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
         assert proc.poll() is None, "the push ended before its switch"
         os.kill(main_apply_pid(ssh_host), sig)
-        _, stderr = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
     finally:
         proc.kill()
         proc.wait(10)

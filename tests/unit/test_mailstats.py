@@ -266,6 +266,17 @@ def test_postconf_values_and_their_absence(tmp_path: Path) -> None:
     assert mailstats._postconf_value("maillog_file", fake(tmp_path, "empty", "\n")) is None
     assert mailstats._postconf_value("x", fake(tmp_path, "bad", "junk\n", 1)) is None
     assert mailstats._postconf_value("x", ["/nonexistent/postconf"]) is None
+    # Postfix is asked for the one parameter's value alone (-h: no "name = " in front)
+    strict = tmp_path / "strict.py"
+    strict.write_text("import sys\nok = sys.argv[1:] == ['-h', 'maillog_file']\n"
+                      "sys.stdout.write('/var/log/p.log\\n' if ok else 'maillog_file = /wrong\\n')\n")
+    assert mailstats._postconf_value("maillog_file", [sys.executable, str(strict)]) == "/var/log/p.log"
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(0, "0 s"), (119.9, "119 s"), (120, "2 min"), (7199, "119 min"),
+                                                (7200, "2.0 h"), (16200, "4.5 h")])
+def test_ages_are_shown_in_the_unit_that_reads_best(seconds: float, shown: str) -> None:
+    assert status._age(seconds) == shown
 
 
 def test_main_reads_the_manifest_checks_drift_and_writes_both_outputs(tmp_path: Path,
