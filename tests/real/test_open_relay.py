@@ -262,3 +262,15 @@ def test_local_user_submits_like_jira(ssh_host: SshHost, dkim_private_key_pem: s
     print(f"local submission as {user}: sendmail and SMTP 127.0.0.1:25 queued {len(queue)} messages")
     assert remote(ssh_host, "postsuper -d ALL").ok
     assert queue_ids(ssh_host) == []
+
+
+def test_the_readme_counts_the_relay_attempts_this_file_makes() -> None:
+    """The README's numbers come from here: tricks per address, addresses, other ports, attempts per mode."""
+    host = Host("jira", "unused", "198.51.100.10", "2001:db8::10")
+    tricks = len(relay_tricks(host.ipv4, host, Host("other", "unused", "198.51.100.11", "2001:db8::11")))
+    addresses, other_ports = 2, len(MAIL_PORTS) - 1
+    total = addresses * (tricks + other_ports)
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert (f"runs {total} relay attempts per mode: {tricks} tricks" in readme
+            and f"at each of the host's {addresses} addresses on port 25, and a plain attempt on the "
+                f"{other_ports} other mail ports of each: {total}/{total} refused in both modes" in readme)

@@ -187,6 +187,17 @@ def test_dkim_key_sizes_and_syntax() -> None:
     assert c.check_dkim("s", "example.com", txt("n", "v=DKIM1; k=rsa; p=!!!"), None).status == "fail"
 
 
+def test_dkim_whitespace_is_dropped_inside_p_only(key2048: str) -> None:
+    """RFC 6376 3.6.1: folding whitespace may split the base64 of p=, nothing else; `v=DKIM 1` or `k=rs a`
+    is a broken record that receivers refuse, so verify must too."""
+    spaced = " ".join(key2048[i:i + 64] for i in range(0, len(key2048), 64))
+    assert c.check_dkim("s", "example.com", txt("n", f"v=DKIM1; k=rsa; p={spaced}"), key2048).status == "pass"
+    broken_v = c.check_dkim("s", "example.com", txt("n", f"v=DKIM 1; k=rsa; p={key2048}"), key2048)
+    assert broken_v.status == "fail" and "v=" in broken_v.detail
+    broken_k = c.check_dkim("s", "example.com", txt("n", f"v=DKIM1; k=rs a; p={key2048}"), key2048)
+    assert broken_k.status == "fail" and "k=rs a is not rsa or ed25519" in broken_k.detail
+
+
 # -- MX, DNSBL (DMARC: test_dmarc.py) --------------------------------------------------------------
 def test_mx_or_an_address_takes_bounces_and_a_null_mx_or_nothing_fails() -> None:
     nodata = Answer("e", "MX", "nodata")

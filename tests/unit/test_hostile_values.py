@@ -202,3 +202,17 @@ def test_settings_env_tells_the_host_what_to_check() -> None:
     assert env["MAIN_CF_PARAMETERS"].strip('"').split() == sorted(allowlist.main_cf_parameters(settings))
     assert env["REROUTE_TO"] == "qa@example.com" and env["REROUTE_MAP"] == render.REROUTE_MAP
     assert env["RELAY_KEY"] == "[smtp.relay.example.net]:587"
+
+
+def test_the_allowlist_refuses_a_reroute_it_did_not_ask_for_even_past_the_grammar() -> None:
+    """Defence in depth, exercised: a reroute target holding `$` (which the grammar refuses, so only a model
+    built past validation can hold it) and a reroute rule in a stack without rerouteTo are both refused."""
+    settings = parse_settings(staging(), SECRETS)
+    assert settings.reroute_to == "qa@example.com"
+    smuggled = settings.model_copy(update={"reroute_to": "qa$1@example.com"})
+    with pytest.raises(allowlist.RenderRefused, match=r"^the reroute map must be exactly one rule '/@/ rerouteTo'$"):
+        allowlist.check_reroute(smuggled, "/@/ qa$1@example.com\n")
+    unrouted = settings.model_copy(update={"reroute_to": None})
+    for text in ("/@/ XXXX\n", "/@/\n"):
+        with pytest.raises(allowlist.RenderRefused, match=r"^the reroute map must be exactly one rule"):
+            allowlist.check_reroute(unrouted, text)

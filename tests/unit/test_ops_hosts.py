@@ -172,3 +172,15 @@ def test_a_stack_file_gives_verify_its_expectations_for_adopted_hosts_only() -> 
                                             r"deploy; use `pulumi stack output --json > out.json` and "
                                             r"`mailhost verify --outputs out.json`$"):
         plan.expected_from_settings(production())
+
+
+def test_queue_findings_say_what_waits_and_what_to_do() -> None:
+    queue = report()["queue"] | {"deferred": 4, "hold": 1, "oldest_age_seconds": 3600, "problem": "postqueue: down"}
+    assert [(f.level, f.what, f.fix) for f in status.assess(report(queue=queue))] == [
+        (status.CRITICAL, "the oldest queued message waits for 60 min",
+         "see the causes below; `postqueue -p` shows each message's reason"),
+        (status.WARNING, "the queue could not be read: postqueue: down", "check that Postfix is installed and running"),
+        (status.WARNING, "4 message(s) deferred (Postfix retries them)", "see the causes below"),
+        (status.WARNING, "1 message(s) on hold: Postfix will not send them",
+         "release with `postsuper -H ALL` once the reason is gone"),
+    ]
