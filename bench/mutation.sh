@@ -10,7 +10,8 @@
 # Options: --since REF (instead of BASELINE), --max N (default 120), --seed S, --jobs N (default 1),
 #          --keep (leave the work copy and print where it is).
 # It works in a copy of the checkout (mutmut writes mutants/ beside the sources), runs niced, and
-# explains survivors in tests/mutation/SURVIVORS.md; survivors not explained there are listed.
+# explains survivors in tests/mutation/SURVIVORS.md (keyed by diff hash); survivors not explained there
+# are listed, and an entry that matches no mutant any more fails the run before any mutant runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,6 +45,11 @@ cd "$WORK"
 export FUZZ_EXAMPLES=${FUZZ_EXAMPLES:-40}  # the settings property test: fewer examples per mutant
 mut() { "$PY" -m tests.mutation.mutants "$@"; }
 mut generate >all.txt
+# SURVIVORS.md must describe today's mutants: an entry whose diff no mutant has any more is stale.
+if ! mut check "$ROOT/tests/mutation/SURVIVORS.md"; then
+  echo "mutation.sh: stale entries in tests/mutation/SURVIVORS.md (above): re-examine them" >&2
+  exit 1
+fi
 
 case $MODE in
   full) cp all.txt names.txt ;;

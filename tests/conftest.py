@@ -11,9 +11,17 @@ prefix's fixtures from a file not listed here.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Property tests: CI (and a plain run) draws the same examples every time, so a red run is reproducible;
+# bench/fuzz_nightly.sh loads "random" and draws new ones each run.
+settings.register_profile("fixed", derandomize=True)
+settings.register_profile("random", derandomize=False, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 
 NAMESPACE_FILES: dict[str, tuple[str, ...]] = {
     "jm": tuple(f"tests/real/{name}.py" for name in (

@@ -4,6 +4,12 @@
     python -m tests.mutation.mutants select PATTERN... the names matching fnmatch patterns, one a line
     python -m tests.mutation.mutants sample N SEED [PATTERN...]   N of them, reproducibly
     python -m tests.mutation.mutants score NAMES_FILE [SURVIVORS_MD]  killed/total of those names
+    python -m tests.mutation.mutants check [SURVIVORS_MD]             exit 1 on an entry no mutant matches
+    python -m tests.mutation.mutants rekey [SURVIVORS_MD]             write each entry's diff hash (migration)
+
+A SURVIVORS.md entry excuses the mutant whose whole diff (the changed lines with their context in the
+function, file names left out) hashes to the entry's `diff:` key, whatever that mutant is numbered now;
+an edit of the function changes the diff, and the entry then matches nothing and is reported stale.
 
 Generation uses mutmut's own steps (the ones `mutmut run` starts with), so the names are exactly
 the ones `mutmut run NAME...` then tests; results are read from mutmut's meta files (JSON).  Pinned
@@ -14,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
+import hashlib
 import io
 import json
 import random
@@ -79,27 +87,91 @@ def status(code: int | None) -> str:
     return "not checked" if code is None else f"other ({code})"
 
 
+ENTRY = re.compile(r"^- `(?P<name>[A-Za-z0-9_.ǁ]+__mutmut_[0-9]+)` `diff:(?P<hash>[0-9a-f]{16})`:.*\n  `(?P<line>.*)`$",
+                   re.MULTILINE)
+
+
 def listed_survivors(path: Path) -> dict[str, str]:
-    """Mutant name -> the mutated line recorded under it in SURVIVORS.md (cut to its first 100 characters)."""
+    """Diff hash -> the mutant name recorded with it in SURVIVORS.md (the name is for people; the hash decides)."""
     if not path.exists():
         return {}
-    entries = re.findall(r"^- `([A-Za-z0-9_.ǁ]+__mutmut_[0-9]+)`:.*\n  `(.*)`$", path.read_text(), re.MULTILINE)
-    return dict(entries)
+    return {m["hash"]: m["name"] for m in ENTRY.finditer(path.read_text())}
 
 
-def mutated_lines(name: str) -> list[str]:
-    """The lines the mutant adds, as `mutmut show` prints them."""
+@functools.cache
+def diff_of(name: str) -> str:
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
-    diff = get_diff_for_mutant(name)
+    return str(get_diff_for_mutant(name))
+
+
+def diff_hash(diff: str) -> str:
+    """16 hex digits of sha256 over the diff without its file-name lines (a module move keeps the hash)."""
+    body = "\n".join(line for line in diff.splitlines() if not line.startswith(("--- ", "+++ ")))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def mutated_lines(diff: str) -> list[str]:
+    """The lines a mutant adds."""
     return [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
 
 
 def explained(name: str, listed: dict[str, str]) -> bool:
-    """Listed in SURVIVORS.md with the line this mutant really adds: an edit that renumbers a function's
-    mutants makes an old entry name another mutant, and then it explains nothing."""
-    recorded = listed.get(name)
-    return recorded is not None and any(line.startswith(recorded.strip()) for line in mutated_lines(name))
+    """An entry excuses this mutant only while the mutant's diff is the one the entry was written for."""
+    return diff_hash(diff_of(name)) in listed
+
+
+def function_of(name: str) -> str:
+    return name.rsplit("__mutmut_", 1)[0]
+
+
+def check(survivors_md: Path) -> int:
+    """Every entry must match a mutant of its function by diff hash; a stale one is printed, and 1 returned."""
+    entries = list(ENTRY.finditer(survivors_md.read_text()))
+    by_function: dict[str, set[str]] = {}
+    all_names = list(results())
+    for m in entries:
+        function = function_of(m["name"])
+        if function not in by_function:
+            by_function[function] = {diff_hash(diff_of(n)) for n in all_names if function_of(n) == function}
+    stale = [m for m in entries if m["hash"] not in by_function[function_of(m["name"])]]
+    for m in stale:
+        print(f"stale: {m['name']} diff:{m['hash']} (`{m['line'][:80]}`): no mutant of that function has this diff "
+              "any more; re-examine it (kill it with a test, or write its entry again)")
+    print(f"SURVIVORS.md: {len(entries)} entries, {len(stale)} stale")
+    return 1 if stale else 0
+
+
+def rekey(survivors_md: Path) -> int:
+    """Migration from name + line entries: find each entry's mutant (by name when its added line still
+    matches, else the mutant of the same function that adds that line), write its diff hash, and drop the
+    entries whose mutant no longer exists."""
+    old = re.compile(r"^- `(?P<name>[A-Za-z0-9_.ǁ]+__mutmut_[0-9]+)`(?: `diff:[0-9a-f]{16}`)?:(?P<why>.*)\n"
+                     r"  `(?P<line>.*)`\n", re.MULTILINE)
+    text = survivors_md.read_text()
+    all_names = list(results())
+    dropped = []
+
+    taken: set[str] = set()
+
+    def key(m: re.Match[str]) -> str:
+        recorded = m["line"].strip()
+        same_function = sorted(n for n in all_names if function_of(n) == function_of(m["name"]))
+        candidates = [m["name"], *same_function] if m["name"] in all_names else same_function
+        for exact in (True, False):  # the named mutant first, an exact line before a prefix
+            for name in candidates:
+                lines = mutated_lines(diff_of(name))
+                if name not in taken and any(line == recorded if exact else line.startswith(recorded)
+                                             for line in lines):
+                    taken.add(name)
+                    return f"- `{name}` `diff:{diff_hash(diff_of(name))}`:{m['why']}\n  `{lines[0]}`\n"
+        dropped.append(m["name"])
+        return ""
+
+    survivors_md.write_text(old.sub(key, text))
+    for name in dropped:
+        print(f"dropped (no such mutant any more): {name}")
+    return 0
 
 
 def score(names: list[str], survivors_md: Path) -> int:
@@ -123,8 +195,7 @@ def score(names: list[str], survivors_md: Path) -> int:
     if unexplained:
         print(f"undetected and not explained in {survivors_md} ({len(unexplained)}); see each with `mutmut show NAME`:")
         for n in unexplained:
-            stale = " (listed, but the recorded line is not this mutant's: re-check the entry)" if n in listed else ""
-            print(f"  {n}: {status(codes.get(n))}{stale}")
+            print(f"  {n}: {status(codes.get(n))}")
     counted = len(names) - len(harmless)
     pct = 100.0 * detected / counted if counted else 100.0
     print(f"mutants: {len(names)}  killed: {tally['killed']}  timeout: {tally['timeout']}  "
@@ -145,6 +216,10 @@ def main(argv: list[str]) -> int:
         count, seed, patterns = int(args[0]), args[1], args[2:] or ["*"]
         pool = select(patterns)
         print("\n".join(sorted(random.Random(seed).sample(pool, min(count, len(pool))))))
+    elif command == "check":
+        return check(Path(args[0]) if args else Path("tests/mutation/SURVIVORS.md"))
+    elif command == "rekey":
+        return rekey(Path(args[0]) if args else Path("tests/mutation/SURVIVORS.md"))
     elif command == "score":
         names = [n for n in Path(args[0]).read_text().split() if n]
         return score(names, Path(args[1]) if len(args) > 1 else Path("tests/mutation/SURVIVORS.md"))

@@ -3,7 +3,7 @@
 For each generated stack the settings model accepts: `postconf -n` shows no warning and exactly
 the allowlisted parameters, `postfix check` is silent, the SASL map holds one entry whose
 lookup gives back user:password unchanged, and the reroute map rewrites any address to
-rerouteTo.  FUZZ_EXAMPLES examples (200 in CI); bench/fuzz_settings.sh runs 10,000.
+rerouteTo.  FUZZ_EXAMPLES examples (200 in CI); bench/fuzz_nightly.sh runs more, with new examples.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_every_accepted_stack_is_read_by_postfix_as_meant(values: dict[str, Any]
     check_with_postfix(values)
 
 
-@settings(max_examples=max(EXAMPLES // 4, 20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stacks())
 def test_hostile_stacks_that_are_accepted_are_read_by_postfix_as_meant(values: dict[str, Any]) -> None:
     try:

@@ -16,9 +16,11 @@ from mailhost.lab.lab import REPO
 pytestmark = [pytest.mark.real, pytest.mark.lab, pytest.mark.usefixtures("jm_lab_lock")]
 
 
-# Messages per handshake the rendered config must reach at this small count, against stock's 1.0 (at 17,000
-# messages it reaches ~400: BENCHMARKS.md); 10 leaves room for a slow CI machine and still fails lost reuse.
-REUSE_FACTOR = 10.0
+# Messages per handshake the rendered config must reach at these small counts, against stock's 1.0 (at 17,000
+# messages it reaches ~400: BENCHMARKS.md).  Relay: 100 messages arrive faster than they leave, so Postfix
+# opens up to 20 connections at once (its destination concurrency) and 100 / 20 = 5 is the ceiling here
+# (measured 5.0); direct at 500 measured far above 10.  Lost reuse gives 1.0 and fails both.
+REUSE_FACTOR = {"direct": 10.0, "relay": 4.0}
 
 
 def test_the_benchmark_runs_every_config_in_both_modes_and_loses_nothing(
@@ -44,4 +46,5 @@ def test_the_benchmark_runs_every_config_in_both_modes_and_loses_nothing(
         if row["config"] == "stock":
             assert row["handshakes"] == count, "stock Postfix never reuses a TLS connection"
         if row["config"] == "ours":  # the promise: reuse that pays, not a handshake per message
-            assert float(row["per_handshake"]) >= REUSE_FACTOR, f"{row}: under {REUSE_FACTOR}x stock's 1.0"
+            least = REUSE_FACTOR[row["mode"]]
+            assert float(row["per_handshake"]) >= least, f"{row}: under {least}x stock's 1.0"

@@ -244,7 +244,7 @@ PIECES = st.sampled_from(["\u2028", "\u2029", "\u0085", "\r", "\x00", ">", "<", 
 HOSTILE_TEXT = st.lists(st.one_of(st.text(st.characters(codec="utf-8"), max_size=40), PIECES), max_size=12).map("".join)
 
 
-@settings(max_examples=EXAMPLES, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reply=HOSTILE_TEXT, noise=st.lists(st.binary(max_size=200), max_size=5))
 def test_no_reply_text_crashes_the_collector_or_counts_a_forged_line(reply: str, noise: list[bytes]) -> None:
     reply = reply.replace("\n", " ")  # one log line: Postfix never writes a newline inside a record
@@ -258,7 +258,7 @@ def test_no_reply_text_crashes_the_collector_or_counts_a_forged_line(reply: str,
     assert mailstats.metrics(_report(**summary)).count("\n") > 10
 
 
-@settings(max_examples=EXAMPLES, derandomize=True, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(reasons=st.lists(HOSTILE_TEXT, min_size=1, max_size=4))
 def test_no_queue_reason_splits_or_hides_a_message(reasons: list[str]) -> None:
     items = [{"queue_name": "deferred", "queue_id": f"Q{i}", "arrival_time": NOW - 60 * (i + 1),
