@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from mailhost.ops import hosts, sshexec, status
 from mailhost.publish import mailstats
+from tests.unit.test_mailstats import report
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, 0).timestamp()
 STAMP = "Nov 27 11:50:00"
@@ -77,7 +78,7 @@ def test_an_impossible_date_is_skipped_and_counted_and_the_rest_is_read() -> Non
              delivery("Q1", "a@example.net", "2.0.0", "sent", "250 ok")]
     deliveries, _, skipped = mailstats.read_log(lines, 0, NOW)
     assert [d.qid for d in deliveries] == ["Q1"] and skipped == 3
-    assert status.level_of(status.assess(_report(log={"path": "/x", "problem": None, "skipped_lines": 3}))) \
+    assert status.level_of(status.assess(report(log={"path": "/x", "problem": None, "skipped_lines": 3}))) \
         == status.WARNING
 
 
@@ -173,21 +174,6 @@ def test_an_rsa_pin_offers_only_sha2_signatures() -> None:
 NASTY = "\x1b]8;;http://evil\x07click\x1b[2J\x9b31m\u202egnp.exe\u2066\u0085\u2028\x00"
 
 
-def _report(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "host": "jira", "collected_at": int(NOW), "window_seconds": 3600,
-        "services": {"postfix": True, "opendkim": True},
-        "queue": dict.fromkeys(mailstats.QUEUES, 0) | {"oldest_age_seconds": 0, "stuck": [], "more_stuck": 0,
-                                                        "problem": None},
-        "config": {"pushed": True, "files": 9, "changed": [], "missing": [], "stack_changed": [], "stack_checked": 0},
-        "log": {"path": "/var/log/mail.log", "problem": None},
-        "deliveries": {"sent": 10, "deferred": 0, "bounced": 0}, "by_domain": {}, "causes": [],
-        "tls": {"sent_over_tls": 10, "ratio": 1.0, "handshakes": 1, "messages_per_handshake": 10.0},
-    }
-    base.update(changes)
-    return base
-
-
 def _terminal_safe(text: str) -> bool:
     return all(c == "\n" or c == " " or not unicodedata.category(c).startswith(("C", "Z")) for c in text)
 
@@ -198,8 +184,8 @@ def test_receiver_text_reaches_the_terminal_only_as_printable_escapes(monkeypatc
              "fix": NASTY}
     stuck = [{"queue_id": "Q1", "queue": "deferred", "age_seconds": 60, "domain": NASTY, "cause": "other",
               "reason": NASTY}]
-    report = _report(host=NASTY, causes=[cause], queue=_report()["queue"] | {"stuck": stuck, "deferred": 1})
-    monkeypatch.setattr(hosts, "ask", lambda target, key, hours: report)
+    nasty = report(host=NASTY, causes=[cause], queue=report()["queue"] | {"stuck": stuck, "deferred": 1})
+    monkeypatch.setattr(hosts, "ask", lambda target, key, hours: nasty)
     printed: list[str] = []
     code = hosts.run_status(hosts.targets(outputs(), None, "x"), None, 1, False, printed.append)
     assert code == status.CRITICAL
@@ -215,7 +201,7 @@ def test_one_host_that_breaks_does_not_hide_another_hosts_critical(monkeypatch: 
     def ask(target: status.Target, key: str | None, hours: float) -> dict[str, Any]:
         if target.name == "broken":
             return {"queue": "not a dict", "services": None}  # a report of a shape nobody expected
-        return _report(services={"postfix": False, "opendkim": True})
+        return report(services={"postfix": False, "opendkim": True})
 
     monkeypatch.setattr(hosts, "ask", ask)
     both = {"hosts": {**outputs()["hosts"], "broken": outputs()["hosts"]["jira"]}}
@@ -255,7 +241,7 @@ def test_no_reply_text_crashes_the_collector_or_counts_a_forged_line(reply: str,
     assert handshakes == 0 and not deliveries[0].tls
     summary = mailstats.summarize(deliveries, handshakes)
     assert summary["causes"][0]["code_class"] == "5.7"
-    assert mailstats.metrics(_report(**summary)).count("\n") > 10
+    assert mailstats.metrics(report(**summary)).count("\n") > 10
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
