@@ -11,6 +11,7 @@ import email
 import email.utils
 import ipaddress
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import dkim
 import dns.exception
@@ -18,6 +19,28 @@ import dns.name
 import dns.resolver
 import dns.reversename
 import spf
+
+_SPF_VALUES: dict[str, Any] = {
+    "A": lambda r: r.address, "AAAA": lambda r: r.address, "MX": lambda r: (r.preference, r.exchange),
+    "PTR": lambda r: r.target.to_text(True), "TXT": lambda r: r.strings, "SPF": lambda r: r.strings,
+}
+
+
+def _spf_lookup(name: str, qtype: str, tcpfallback: bool = True, timeout: float = 30) -> list[Any]:
+    """pyspf's DNS hook, on dnspython's resolve().  pyspf's own calls the deprecated query(), and its
+    DeprecationWarning becomes an exception (a "500 Error" to the sender) whenever aiosmtpd, on another
+    thread, briefly turns every warning into an error while it looks for an event loop."""
+    try:
+        answer = dns.resolver.resolve(name, qtype, lifetime=timeout)
+    except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+        return []
+    except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
+        raise spf.TempError(f"DNS {error}") from None
+    value = _SPF_VALUES.get(qtype)
+    return [((name, qtype), value(rdata)) for rdata in answer] if value else []
+
+
+spf.DNSLookup = _spf_lookup
 
 
 def resolver_for(nameserver: str, port: int = 53) -> dns.resolver.Resolver:

@@ -6,6 +6,7 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mailhost.lab import ops, runner, verdicts, zones
@@ -85,3 +86,34 @@ def test_assess_flags_what_is_wrong() -> None:
     failed = {row.check for row in bad if not row.ok}
     assert failed == {"delivered", "DKIM", "rerouting"}
     assert isinstance(bad[0], Row) and "1/2" in bad[0].result
+
+
+def test_the_lab_receivers_spf_uses_resolve_so_no_warning_can_become_a_500(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiosmtpd turns every warning into an error for a moment on its own thread; pyspf's own DNS hook calls
+    the deprecated dns.resolver.query(), whose warning then failed a delivery with "500 Error"."""
+    import types
+    import warnings
+
+    import dns.resolver
+    import spf
+
+    def deprecated(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pyspf went through dns.resolver.query()")
+
+    txt = types.SimpleNamespace(strings=(b"v=spf1 ip4:198.51.100.10 -all",))
+    asked: list[tuple[str, str]] = []
+
+    def resolve(name: str, qtype: str, lifetime: float = 0) -> list[object]:
+        asked.append((str(name), qtype))
+        if qtype == "TXT" and str(name).rstrip(".") == "example.com":
+            return [txt]
+        raise dns.resolver.NoAnswer()
+
+    monkeypatch.setattr(dns.resolver, "query", deprecated)
+    monkeypatch.setattr(dns.resolver, "resolve", resolve)
+    assert spf.DNSLookup is verdicts._spf_lookup
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert spf.check2(i="198.51.100.10", s="jira@example.com", h="jira.example.com")[0] == "pass"
+        assert spf.check2(i="198.51.100.11", s="jira@example.com", h="jira.example.com")[0] == "fail"
+    assert ("example.com", "TXT") in asked
