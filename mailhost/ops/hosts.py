@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +88,16 @@ def output_target(name: Any, out: Any, expected: dict[str, str]) -> Target:
         problems.append("ipv4 is not a public IPv4 address")
     if not isinstance(out["sshUser"], str) or not grammar.SSH_USER.fullmatch(out["sshUser"]):
         problems.append("sshUser is not a Unix user name")
-    if isinstance(port, bool) or not isinstance(port, int | str) or not str(port).isdigit() \
-            or not 1 <= int(port) <= 65535:
+    # ASCII digits only: True, 22.0 and '²²' (which str.isdigit accepts and int refuses) are no port
+    if not re.fullmatch(r"[0-9]{1,5}", str(port)) or not 1 <= int(port) <= 65535:
         problems.append("sshPort is not a port number")
-    key = out["sshHostKey"]
-    if not isinstance(key, str) or not grammar.HOST_KEY.fullmatch(" ".join(key.split()[:2])):
+    pinned = " ".join(out["sshHostKey"].split()[:2]) if isinstance(out["sshHostKey"], str) else ""
+    if not grammar.HOST_KEY.fullmatch(pinned):
         problems.append("sshHostKey is not an OpenSSH public key")
     if problems:
         raise StatusInputError(f"the outputs of host {shown_name} are not what this program exports "
                                f"({'; '.join(problems)}); write them again with `pulumi stack output --json`")
-    return Target(str(name), address, int(port), out["sshUser"], " ".join(key.split()[:2]), expected)
+    return Target(str(name), address, int(port), out["sshUser"], pinned, expected)
 
 
 def read_outputs(path: Path) -> dict[str, Any]:

@@ -124,8 +124,7 @@ def reply_words(text: str) -> str:
 def classify(dsn: str, text: str) -> Cause:
     """The cause of one deferral or bounce: a specific enhanced code, else the words of the reply, else
     a generic code.  `dsn` is the code best_dsn chose; only codes of the RFC 3463 shape are read."""
-    code = dsn if _ENHANCED.fullmatch(dsn) else ""
-    codes = {code} - {""}
+    codes = {dsn} if _ENHANCED.fullmatch(dsn) else set()
     specific = codes - GENERIC_CODES
     for cause in CAUSES:
         if specific.intersection(cause.codes):

@@ -149,7 +149,8 @@ def outputs(**host: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(("key", "value"), [
     ("ipv4", "-oProxyCommand=touch /tmp/pwned"), ("ipv4", "198.51.100.10 -oProxyCommand=x"),
     ("ipv4", "127.0.0.1"), ("sshUser", "-oProxyCommand=x"), ("sshUser", "root\n"), ("sshPort", "22 -v"),
-    ("sshPort", 65536), ("sshPort", True), ("sshHostKey", "ssh-ed25519 AAAA -oProxyCommand=x"),
+    ("sshPort", 65536), ("sshPort", True), ("sshPort", "²²"), ("sshPort", 22.0),
+    ("sshHostKey", "ssh-ed25519 AAAA -oProxyCommand=x"),
 ])
 def test_every_outputs_value_passes_the_stack_grammar_before_ssh_sees_it(key: str, value: Any) -> None:
     with pytest.raises(hosts.StatusInputError, match=f"{key} is not"):
