@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pulumi
 import pulumi_command as command
@@ -20,9 +21,21 @@ from mailhost.settings.config import Settings
 EXPECTED_ENV = "MAILHOST_EXPECTED"
 
 
+def interpreter() -> str:
+    """The interpreter running this program (Pulumi's project venv), never whatever python3 is on PATH.
+
+    Pulumi runs the program and the provider runs local commands in the project directory, so a venv
+    inside it is named relative to it: the same stack run from another checkout, or a moved project,
+    then plans no update of the commands.  A venv elsewhere can only be named by its absolute path."""
+    executable = Path(sys.executable)  # the venv's own path, not the interpreter it links to
+    try:
+        return "./" + executable.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return executable.as_posix()
+
+
 def verify_command(settings: Settings, only: str | None = None) -> str:
-    """The interpreter running this program (Pulumi's project venv), never whatever python3 is on PATH."""
-    parts = [shlex.quote(sys.executable), "-m", "mailhost", "verify", "--expected-env", EXPECTED_ENV,
+    parts = [shlex.quote(interpreter()), "-m", "mailhost", "verify", "--expected-env", EXPECTED_ENV,
              "--wait", str(settings.verify.wait_seconds)]
     if only:
         parts += ["--only", only]

@@ -33,7 +33,11 @@
 # rolls back; daemons it starts get the default signal handling back.  SIGTERM or SIGINT stops it on
 # one whole configuration: before the switch nothing changed (exit 1); during it, the files live
 # before are put back from the journal's backup (exit 2); after it is confirmed, the run finishes.
+# The signal is taken by a supervisor that only waits, and acted on by the worker (the rest of this
+# script, which ignores TERM and INT) at its stop points: see "supervisor" below for why.
 # File contents are never printed; there is no `set -x`.
+{ # the whole script is one block: bash parses all of it before running any of it, so a script cut
+  # off in transit runs nothing, and a TERM/INT trap never lands mid-parse (bash 5.2 then garbles both)
 set -uo pipefail
 umask 077
 cd / || exit 1  # coreutils 9.1: `cp -a --parents /abs/path DIR` fails unless the cwd is /
@@ -66,9 +70,36 @@ fi
 
 # From here on the run finishes what it starts, whatever happens to the SSH session that started it.
 trap '' HUP PIPE
-daemon() { # run a daemon's start command with default HUP/PIPE handling (ours are ignored)
-  if env --default-signal=HUP true 2>/dev/null; then env --default-signal=HUP,PIPE "$@"; else "$@"; fi
+daemon() { # run a daemon's start command with default signal handling (the worker ignores HUP PIPE TERM INT)
+  if env --default-signal=HUP true 2>/dev/null; then env --default-signal=HUP,PIPE,TERM,INT "$@"; else "$@"; fi
 }
+
+# ---------- supervisor: takes TERM and INT, so that the worker never has to trap them ----------
+# bash 5.2 runs a pending trap even while it parses a $(...) it is expanding, and then garbles both: the
+# trap never ran its handler and the script went on with a broken command (a drill saw exit 0 mid-switch).
+# So the worker, the rest of this script, is started with TERM and INT ignored and sets no signal trap;
+# this supervisor only waits for it, and a TERM or INT it gets is written to a file the worker reads at
+# its stop points (stop_point below).  No $(...) runs here once the traps are set.
+if [ -z "${JM_STOP_FILE:-}" ]; then
+  stop_dir=$(mktemp -d -t jira-mailhost-stop.XXXXXX) || { warn "ERROR: cannot create a temporary directory; nothing was changed."; exit 1; }
+  stop_file=$stop_dir/signal
+  if [ -n "${BASH_EXECUTION_STRING:-}" ]; then set -- -c "$BASH_EXECUTION_STRING" "$0"; else set -- "$0"; fi
+  trap 'printf TERM >"$stop_file"' TERM
+  trap 'printf INT >"$stop_file"' INT
+  exec 8<&0  # an asynchronous command would get /dev/null as stdin: the bundle goes on fd 8
+  (trap '' TERM INT; exec env JM_STOP_FILE="$stop_file" bash "$@" <&8 8<&-) &
+  worker=$!
+  exec 8<&-
+  while :; do
+    wait "$worker"
+    rc=$?
+    [ "$rc" -gt 128 ] || break  # the worker's own status
+    # A trap ended the wait early (status 128+n): wait on, unless the worker is gone (then its status).
+    kill -0 "$worker" 2>/dev/null || { wait "$worker"; rc=$?; break; }
+  done
+  rm -rf "$stop_dir"
+  exit "$rc"
+fi
 
 S_PACKAGES="" S_SERVICES="postfix opendkim" S_FQDN="" S_STACK="" S_PRODUCTION=0
 S_PARAMETERS="" S_REROUTE_TO="" S_REROUTE_MAP="" S_RELAY_KEY=""
@@ -182,8 +213,8 @@ postfix_do() { # start|stop|reload|restart
   esac
 }
 
-smtp_probe() { # addr port: prints the first line the server sends
-  timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1" && IFS= read -r -t 4 line <&3 && printf "%s\n" "$line" &&
+smtp_probe() { # addr port: prints the first line the server sends (-k 1: TERM is ignored in the worker)
+  timeout -k 1 5 bash -c 'exec 3<>"/dev/tcp/$0/$1" && IFS= read -r -t 4 line <&3 && printf "%s\n" "$line" &&
                      printf "QUIT\r\n" >&3' "$1" "$2" 2>/dev/null | tr -d '\r'
 }
 
@@ -212,7 +243,7 @@ milter_check() { # socket spec from opendkim.conf: is the opendkim process itsel
       if command -v ss >/dev/null 2>&1; then
         ss -Hltnp "( sport = :$port )" 2>/dev/null | grep -q '"opendkim"'
       else
-        timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "${host:-127.0.0.1}" "$port" 2>/dev/null
+        timeout -k 1 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "${host:-127.0.0.1}" "$port" 2>/dev/null
       fi ;;
     local:* | unix:* | /*) [ -S "${spec#*:}" ] ;;
     *) return 1 ;;
@@ -223,6 +254,7 @@ HEALTH_PROBLEM=""
 health() { # services...: wait (bounded) until each really serves; a daemon that died fails fast
   local banner endpoint spec down last_ok=0 start=$SECONDS
   while [ $((SECONDS - start)) -lt 10 ]; do
+    stop_point
     HEALTH_PROBLEM="" down=0
     case " $* " in *" opendkim "*)
       spec=$(conf_value /etc/opendkim.conf Socket)
@@ -319,25 +351,26 @@ if [ -f "$JOURNAL" ]; then
   put_back
   warn "the configuration live before that apply is back; applying the new one now"
 fi
-stopped() { # TERM or INT (HUP and PIPE are ignored): end on one whole configuration, never a mix
-  trap '' TERM INT
+stop_point() { # where the worker can stop on one whole configuration: act on a TERM or INT the supervisor took
+  [ -s "$JM_STOP_FILE" ] || return 0
+  local sig
+  sig=$(head -c 4 "$JM_STOP_FILE")
+  [ "$sig" = INT ] || sig=TERM
   if [ -f "$JOURNAL" ]; then
-    warn "stopped by SIG$1 during the switch on $(host_label); putting back the files live before it"
+    warn "stopped by SIG$sig during the switch on $(host_label); putting back the files live before it"
     put_back
     warn "the previous configuration is live again; nothing else was changed. Run pulumi up again."
     exit 2
   fi
   if [ "${CONFIRMED:-0}" = 1 ]; then
-    warn "SIG$1 after the new configuration was confirmed on $(host_label): finishing"
-    trap 'stopped TERM' TERM
-    trap 'stopped INT' INT
+    warn "SIG$sig after the new configuration was confirmed on $(host_label): finishing"
+    : >"$JM_STOP_FILE"
     return 0
   fi
-  warn "stopped by SIG$1 before anything changed on $(host_label); the previous configuration is still live."
+  warn "stopped by SIG$sig before anything changed on $(host_label); the previous configuration is still live."
   exit 1
 }
-trap 'stopped TERM' TERM
-trap 'stopped INT' INT
+stop_point
 
 cat >"$WORK/payload.b64"
 [ -s "$WORK/payload.b64" ] || reject "no bundle on stdin: the remote command must get the rendered bundle as its stdin"
@@ -368,6 +401,7 @@ done <"$WORK/bundle/MANIFEST"
 read_settings "$WORK/bundle/files$SETTINGS"
 MANAGED=()
 for x in opendkim postfix; do manages $x && MANAGED+=("$x"); done
+stop_point
 
 # ---------- packages (a no-op when installed) ----------
 missing=()
@@ -384,6 +418,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confold --no-install-recommends install "${missing[@]}"; } >"$apt_log" 2>&1 ||
     { tail -n 15 "$apt_log" >&2; reject "apt-get could not install ${missing[*]} (output above)"; }
 fi
+stop_point
 
 for i in "${!P[@]}"; do
   id -u "${OWN[$i]}" >/dev/null 2>&1 || reject "${P[$i]}: owner '${OWN[$i]}' does not exist on this host"
@@ -548,6 +583,7 @@ if [ -f "$(staged /etc/opendkim.conf)" ]; then
   fi
 fi
 
+stop_point
 # ---------- save the host's originals once, back up what is live, switch file by file ----------
 snapshot() { # dir what paths...: copy each path into dir/tree, noting "present|absent path" in dir/PATHS
   local dir=$1 what=$2 p
@@ -607,9 +643,11 @@ switch_in() { # staged-source live-path: atomic replace, skipped when identical
 
 CHANGED=()
 failure=""
+stop_point
 config_id >"$JOURNAL"  # from here until confirmed or rolled back, a new run restores backup/ first
 for p in "${TARGETS[@]}"; do
   switch_in "$(staged "$p")" "$p" || { failure="could not install $p"; break; }
+  stop_point
 done
 if [ -z "$failure" ]; then
   for old in ${RETIRED[@]+"${RETIRED[@]}"}; do
@@ -658,6 +696,7 @@ metrics_timer() { # systemd hosts: (re)start the collector's timer; elsewhere ru
 SERVICE_PROBLEM=""
 if [ -z "$failure" ]; then
   manages opendkim && run_dir && milter_group
+  stop_point
   if ! restart_services; then failure=$SERVICE_PROBLEM
   elif ! health "${MANAGED[@]}"; then failure=$HEALTH_PROBLEM
   fi
@@ -695,6 +734,7 @@ mv -f "$WORK/applied" "$STATE/applied"
 install -m 0600 "$WORK/bundle/MANIFEST" "$STATE/manifest"
 rm -f "$JOURNAL"
 CONFIRMED=1
+stop_point
 metrics_timer
 if [ "${#CHANGED[@]}" -eq 0 ]; then
   say "config $(config_id) was already on disk on $(host_label); postfix and opendkim reloaded it"
@@ -703,3 +743,4 @@ else
 fi
 say "postfix and opendkim are running and answering (stack ${S_STACK:-?}$([ "$S_PRODUCTION" = 1 ] && echo ', production'))."
 exit 0
+}

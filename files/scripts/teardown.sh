@@ -13,6 +13,8 @@
 #    not running), and remove /var/lib/jira-mailhost.
 # Exit codes: 0 removed (or nothing to remove); 1 mail still queued, or cannot become root;
 #             3 an original file could not be restored (the state dir is kept).
+{ # the whole script is one block: bash parses all of it before running any of it, so a script cut
+  # off in transit runs nothing, and a TERM/INT trap never lands mid-parse (bash 5.2 then garbles both)
 set -uo pipefail
 umask 077
 
@@ -214,3 +216,4 @@ if have_systemd; then
 fi
 rm -rf "$STATE"
 say "removed from $HOST: the original mail configuration is back; ${summary[*]/%/;} no mail was queued."
+}

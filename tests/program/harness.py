@@ -8,6 +8,7 @@ an `apply` over those never runs.  Every registration is recorded with its optio
 
 from __future__ import annotations
 
+import contextlib
 import runpy
 import threading
 from dataclasses import dataclass, field
@@ -173,7 +174,8 @@ def configure(values: dict[str, Any], secrets: dict[str, str], preview: bool, st
 
 def execute(run: Run) -> Run:
     """Execute __main__.py in the configured runtime; call inside @pulumi.runtime.test."""
-    run.program.update(runpy.run_path(str(ROOT / "__main__.py"), run_name="jira_mailhost_program"))
+    with contextlib.chdir(ROOT):  # Pulumi runs the program in the project directory
+        run.program.update(runpy.run_path(str(ROOT / "__main__.py"), run_name="jira_mailhost_program"))
     return run
 
 

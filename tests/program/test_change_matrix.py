@@ -175,3 +175,23 @@ def test_the_lab_cli_prints_progress_and_plans_as_text() -> None:
                "    ~ stdin: [secret] => [secret]")
     text = captured.get()
     assert "[diff: ~update]" in text and "[secret] => [secret]" in text, text
+
+
+def test_the_same_stack_from_another_checkout_plans_no_change(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pulumi up` from a second clone (or a moved project), each with its own venv inside it: the local
+    commands name the interpreter from the project directory, so nothing is updated."""
+    from mailhost.lab.engine.simulate import REPO, Simulator
+
+    values, secrets, stack = matrix.shape("staging")
+    sim = Simulator(stack=stack)
+    plans = []
+    for checkout in ("first-clone", "elsewhere/second-clone"):
+        root = tmp_path / checkout
+        (root / ".venv" / "bin").mkdir(parents=True)
+        (root / "__main__.py").write_text((REPO / "__main__.py").read_text())
+        monkeypatch.setattr("sys.executable", str(root / ".venv" / "bin" / "python"))
+        plans.append(sim.run(values, secrets, stack, preview=False, program=root / "__main__.py")[0])
+    first, second = plans
+    assert {s.name for s in first.steps if s.op == "create"} >= {"verify-dns", "dkim-published"}
+    assert second.changes() == (), [(s.op, s.name, s.changed) for s in second.changes()]

@@ -9,6 +9,7 @@ a mock merely echoed back.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import threading
@@ -22,7 +23,7 @@ from components.host import DEBIAN_AMI_NAME, DEBIAN_OWNER
 from mailhost.lab.engine.program import stack_config
 from mailhost.publish import bundle
 from tests.program import stacks
-from tests.program.harness import EngineMocks, RecordingMonitor, Run, admin_key_openssh, execute, unwrap
+from tests.program.harness import ROOT, EngineMocks, RecordingMonitor, Run, admin_key_openssh, execute, unwrap
 
 SECRETS = {"sshPrivateKey": admin_key_openssh(), "relayPassword": stacks.RELAY_PASSWORD}
 RECORD = "aws:route53/record:Record"
@@ -225,7 +226,9 @@ def test_a_given_zone_id_is_used_and_nothing_is_looked_up(stage: tuple[Run, Invo
 # --- verify.enabled, verify.authoritative, verify.nameserver, verify.waitSeconds ---
 
 def verify_command(run: Run) -> list[str]:
-    return shlex.split(unwrap(run.one("verify-dns").inputs)["create"])
+    """The command, its interpreter resolved from the project directory (where the provider runs it)."""
+    command = shlex.split(unwrap(run.one("verify-dns").inputs)["create"])
+    return [os.path.normpath(ROOT / command[0]), *command[1:]]
 
 
 def test_verify_enabled_by_default_asks_the_zones_own_servers(stage: tuple[Run, InvokeRecordingMocks]) -> None:
@@ -415,7 +418,9 @@ def test_the_push_waits_for_the_dkim_gate_and_the_gate_for_every_dkim_record(
     assert run.urn("jira-dkim-jm1") in gate.dependencies
     assert gate.urn in run.one("jira-push").dependencies
     create = unwrap(gate.inputs)["create"]
-    assert shlex.split(create)[:4] == [sys.executable, "-m", "mailhost", "verify"] and "--only dkim" in create
+    interpreter, *rest = shlex.split(create)
+    assert os.path.normpath(ROOT / interpreter) == sys.executable and rest[:3] == ["-m", "mailhost", "verify"]
+    assert "--only dkim" in create
     expected = json.loads(unwrap(gate.inputs)["environment"]["MAILHOST_EXPECTED"])
     assert [(h["dkim_selector"], h["ipv4"]) for h in expected["hosts"]] == [("jm1-jira", None)], \
         "the gate checks DKIM alone, so an address change does not re-run it"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 
@@ -14,6 +15,7 @@ from mailhost.publish import bundle, render
 from mailhost.records.expected import Expected
 from tests.program import stacks
 from tests.program.harness import (
+    ROOT,
     Run,
     admin_key_openssh,
     configure,
@@ -156,8 +158,11 @@ def test_verify_step_runs_after_records_and_push_with_the_expected_state(staging
         "jira.staging.example.com", "198.51.100.20", "2001:db8:5100::20", True)
     assert host.dkim_public_key and host.dkim_public_key in records_by_name(staging)["jira-dkim-jm1"]["records"][0] \
         .replace('""', "")
-    # The program's own interpreter (Pulumi's project venv), not whatever python3 is first on PATH.
-    assert inputs["create"].startswith(f"{sys.executable} -m mailhost verify --expected-env MAILHOST_EXPECTED")
+    # The program's own interpreter (Pulumi's project venv), not whatever python3 is first on PATH: named from
+    # the project directory, where the provider runs local commands.
+    interpreter, rest = inputs["create"].split(" ", 1)
+    assert os.path.normpath(ROOT / interpreter) == sys.executable
+    assert rest.startswith("-m mailhost verify --expected-env MAILHOST_EXPECTED")
 
 
 def test_production_ec2_is_protected_and_firewalled(production: Run) -> None:

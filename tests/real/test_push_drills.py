@@ -7,6 +7,7 @@ killed outright mid-switch leaves a journal, and the next run first puts the bac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -49,9 +50,9 @@ def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
         time.sleep(0.002)
 
 
-def apply_pids(host: SshHost) -> list[int]:
+def apply_pids(host: SshHost, pattern: str = "jira-mailhost-apply") -> list[int]:
     """The apply processes of this host only (pgrep alone would see every host's: nsenter keeps the PID ns)."""
-    found = subprocess.run(["pgrep", "-f", "jira-mailhost-apply"], capture_output=True, text=True).stdout.split()
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
     pids = []
     for pid in found:
         try:
@@ -163,6 +164,17 @@ def main_apply_pid(host: SshHost) -> int:
     return found[0]
 
 
+def signal_burst(pid: int, sig: signal.Signals, count: int = 40) -> None:
+    """An admin's kill, repeated: a second signal must land while the first is being handled, and one may
+    land while the apply expands a $(...) (bash 5.2 garbled its trap there, and the run ended 0 mid-switch)."""
+    for _ in range(count):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(0.003)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_term_or_int_during_the_switch_puts_the_old_config_back(ssh_host: SshHost, dkim_private_key_pem: str,
                                                                 sig: signal.Signals, tmp_path: Path) -> None:
@@ -174,7 +186,7 @@ def test_term_or_int_during_the_switch_puts_the_old_config_back(ssh_host: SshHos
     try:
         wait_for(lambda: ssh_host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
         assert proc.poll() is None, "the push ended before its switch"
-        os.kill(main_apply_pid(ssh_host), sig)
+        signal_burst(main_apply_pid(ssh_host), sig)
         proc.wait(timeout=120)
         assert proc.stderr is not None
         stderr = proc.stderr.read()
@@ -189,6 +201,69 @@ def test_term_or_int_during_the_switch_puts_the_old_config_back(ssh_host: SshHos
     done = push(ssh_host, bigger(old))
     assert done.ok and "stopped during its switch" not in done.stderr, out(done)
     assert live_digest(ssh_host, bigger(old)) == digest(bigger(old))
+
+
+def test_term_before_the_switch_changes_nothing(ssh_host: SshHost, dkim_private_key_pem: str, tmp_path: Path) -> None:
+    """A kill while the apply still waits for the host's lock (another apply or teardown holds it): the run
+    stops at its next stop point, before anything changed (exit 1), and the next push starts clean."""
+    old = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, old).ok
+    holder = subprocess.Popen(ssh_host.nsenter(["flock", "/var/lib/jira-mailhost/lock", "sleep", "600"]),
+                              start_new_session=True)
+    try:
+        wait_for(lambda: subprocess.run(ssh_host.nsenter(["flock", "-n", "/var/lib/jira-mailhost/lock", "true"]),
+                                        check=False).returncode != 0, 10, "the test to hold the lock")
+        proc = start_push(ssh_host, bigger(old), tmp_path / "known_hosts")
+        try:
+            wait_for(lambda: apply_pids(ssh_host, "^flock -w 300 9$") != [] or proc.poll() is not None, 60,
+                     "the apply to wait for the lock")
+            assert proc.poll() is None, "the push ended without waiting for the lock"
+            signal_burst(main_apply_pid(ssh_host), signal.SIGTERM)
+            time.sleep(0.5)
+            assert proc.poll() is None, "the stop waits for a stop point; the lock is still held"
+            os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep, which shares the locked file
+            proc.wait(timeout=120)
+            assert proc.stderr is not None
+            stderr = proc.stderr.read()
+        finally:
+            proc.kill()
+            proc.wait(10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+    assert proc.returncode == 1, stderr
+    assert "stopped by SIGTERM before anything changed" in stderr, stderr
+    assert not ssh_host.upper(JOURNAL).exists()
+    assert live_digest(ssh_host, old) == digest(old)
+    assert_serving(ssh_host)
+    done = push(ssh_host, bigger(old))
+    assert done.ok, out(done)
+    assert live_digest(ssh_host, bigger(old)) == digest(bigger(old))
+
+
+def test_term_after_the_switch_is_confirmed_lets_the_run_finish(ssh_host: SshHost, dkim_private_key_pem: str,
+                                                                tmp_path: Path) -> None:
+    """Signals that land once the new config is confirmed (its journal removed) undo nothing: exit 0, new
+    config live. (They may also land after the run's end: either way the new config stays.)"""
+    old = files_for(ssh_host, dkim_private_key_pem)
+    assert push(ssh_host, old).ok
+    proc = start_push(ssh_host, bigger(old), tmp_path / "known_hosts")
+    try:
+        wait_for(lambda: ssh_host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
+        supervisor = main_apply_pid(ssh_host)
+        wait_for(lambda: not ssh_host.upper(JOURNAL).exists(), 60, "the switch to be confirmed")
+        signal_burst(supervisor, signal.SIGTERM)
+        proc.wait(timeout=120)
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert proc.returncode == 0, stderr
+    assert "putting back" not in stderr
+    assert live_digest(ssh_host, bigger(old)) == digest(bigger(old))
+    assert_serving(ssh_host)
 
 
 @pytest.mark.parametrize("drop", ["client killed", "client stderr closed"])

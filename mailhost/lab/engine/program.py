@@ -11,6 +11,7 @@ One program run per `run` call; the SDK's global state is reset by `set_mocks` e
 
 from __future__ import annotations
 
+import contextlib
 import runpy
 import sys
 from collections.abc import Callable
@@ -156,5 +157,6 @@ def run(program: Path, project: str, stack: str, config: dict[str, str], secret_
 
         pulumi.Output.all(*values, *[v.is_secret() for v in values]).apply(keep)
 
-    _sync_await(run_pulumi_func(program_run))
+    with contextlib.chdir(program.parent):  # as Pulumi's language host runs it: in the project directory
+        _sync_await(run_pulumi_func(program_run))
     return exported
