@@ -9,7 +9,7 @@ import pulumi_tls as tls
 from mailhost.publish import sshkeys
 from mailhost.settings.config import Host, Settings
 
-from . import secret_str
+from . import renamed, secret_str
 
 DEBIAN_OWNER = "136693071363"  # Debian's AWS account, publisher of the official AMIs
 DEBIAN_AMI_NAME = "debian-12-amd64-*"
@@ -26,7 +26,7 @@ class JiraHost(pulumi.ComponentResource):
 
     def __init__(self, settings: Settings, host: Host, admin_public: pulumi.Input[str],
                  opts: pulumi.ResourceOptions | None = None):
-        super().__init__("jira-mailhost:index:Host", host.name, None, opts)
+        super().__init__("jira-mailhost:index:Host", host.name, None, renamed(host, lambda h: h.name, opts))
         self.user = host.user
         self.port = host.ssh_port
         if host.ec2:
@@ -45,6 +45,9 @@ class JiraHost(pulumi.ComponentResource):
         assert ec2 is not None
         child = pulumi.ResourceOptions(parent=self)
         kept = pulumi.ResourceOptions(parent=self, protect=settings.production)
+        # The description names the host and forces a replace: a rename (previousName) must not replace it.
+        group_opts = renamed(host, lambda h: f"{h.name}-ssh",
+                             pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(ignore_changes=["description"])))
         subnet = aws.ec2.get_subnet_output(id=ec2.subnet_id, opts=pulumi.InvokeOptions(parent=self))
         ami = ec2.ami or aws.ec2.get_ami_output(
             owners=[DEBIAN_OWNER],
@@ -66,9 +69,10 @@ class JiraHost(pulumi.ComponentResource):
                 protocol="-1", from_port=0, to_port=0,
                 cidr_blocks=["0.0.0.0/0"], ipv6_cidr_blocks=["::/0"], description="outbound mail, packages",
             )],
-            opts=kept,
+            opts=group_opts,
         )
-        host_key = tls.PrivateKey(f"{host.name}-ssh-host-key", algorithm="ED25519", opts=child)
+        host_key = tls.PrivateKey(f"{host.name}-ssh-host-key", algorithm="ED25519",
+                                  opts=renamed(host, lambda h: f"{h.name}-ssh-host-key", child))
         keys = pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh, admin_public)
         user_data: pulumi.Output[str] = keys.apply(lambda k: sshkeys.cloud_init(k[0], k[1], k[2]))
         instance = aws.ec2.Instance(
@@ -88,12 +92,13 @@ class JiraHost(pulumi.ComponentResource):
             # An AMI given in the stack (ec2.ami) is a deliberate choice: changing it replaces the host.
             # userData only matters at first boot (cloud-init runs it once), and the provider stops and starts
             # the instance to change it: a rotated admin key must never restart Jira's host (README: rotation).
-            opts=pulumi.ResourceOptions(parent=self, protect=settings.production,
-                                        additional_secret_outputs=["userData"],
-                                        ignore_changes=["userData"] if ec2.ami else ["ami", "userData"]),
+            opts=renamed(host, lambda h: h.name,
+                         pulumi.ResourceOptions(parent=self, protect=settings.production,
+                                                additional_secret_outputs=["userData"],
+                                                ignore_changes=["userData"] if ec2.ami else ["ami", "userData"])),
         )
         eip = aws.ec2.Eip(f"{host.name}-eip", domain="vpc", instance=instance.id,
-                          tags={"Name": settings.fqdn(host)}, opts=kept)
+                          tags={"Name": settings.fqdn(host)}, opts=renamed(host, lambda h: f"{h.name}-eip", kept))
         self.ipv4 = eip.public_ip
         self.ipv6 = instance.ipv6_addresses.apply(lambda a: a[0] if a else None)
         self.host_key = host_key.public_key_openssh.apply(lambda k: " ".join(k.split()[:2]))

@@ -18,6 +18,7 @@ from mailhost.publish import plan
 from mailhost.records.expected import Expected
 from mailhost.settings.config import Host, PtrSource, Settings
 
+from . import renamed
 from .host import JiraHost
 
 
@@ -58,6 +59,15 @@ def _dkim_record(settings: Settings, host: Host, generation: str) -> Callable[[s
 
 def _pick(key: str) -> Callable[[dict[str, plan.Record]], plan.Record]:
     return lambda records: records[key]
+
+
+def _record_key(settings: Settings, index: int) -> Callable[[Host], str]:
+    """The resource name of a host's index-th record (the same record of the same host under another name)."""
+    return lambda h: plan.record_keys(settings, h)[index][0]
+
+
+def _dkim_key(generation: str) -> Callable[[Host], str]:
+    return lambda h: plan.dkim_key(h, generation)
 
 
 class MailDns(pulumi.ComponentResource):
@@ -104,15 +114,17 @@ class MailDns(pulumi.ComponentResource):
         self.dkim_records: list[pulumi.Resource] = []
         for host in settings.hosts:
             by_address = _host_addresses(hosts[host.name]).apply(_host_records(settings, host))
-            for key, zone, rtype, name in plan.record_keys(settings, host):
-                self.by_host[host.name].append(record(by_address.apply(_pick(key)), key, zone, rtype, kept, name))
+            for index, (key, zone, rtype, name) in enumerate(plan.record_keys(settings, host)):
+                opts = renamed(host, _record_key(settings, index), kept)
+                self.by_host[host.name].append(record(by_address.apply(_pick(key)), key, zone, rtype, opts, name))
             # One record per key generation; the oldest takes over the state of the single DKIM record that
             # releases before generations had (an alias), so upgrading replaces nothing.
             for index, (generation, p) in enumerate(dkim_p[host.name].items()):
                 legacy = [pulumi.Alias(name=plan.LEGACY_DKIM_KEY.format(host=host.name))] if index == 0 else []
                 dkim_record = p.apply(_dkim_record(settings, host, generation))
                 made = record(dkim_record, plan.dkim_key(host, generation), "forward", "TXT",
-                              pulumi.ResourceOptions.merge(rotated, pulumi.ResourceOptions(aliases=legacy)),
+                              renamed(host, _dkim_key(generation),
+                                      pulumi.ResourceOptions.merge(rotated, pulumi.ResourceOptions(aliases=legacy))),
                               plan.dkim_record(settings, host, generation, "").name)
                 self.by_host[host.name].append(made)
                 self.dkim_records.append(made)
@@ -124,8 +136,9 @@ class MailDns(pulumi.ComponentResource):
                     f"{host.name}-ptr4",
                     allocation_id=jira.allocation_id,
                     domain_name=settings.fqdn(host),
-                    opts=pulumi.ResourceOptions(parent=self, protect=settings.production,
-                                                depends_on=[self.records[f"{host.name}-a"]]),
+                    opts=renamed(host, lambda h: f"{h.name}-ptr4",
+                                 pulumi.ResourceOptions(parent=self, protect=settings.production,
+                                                        depends_on=[self.records[f"{host.name}-a"]])),
                 )
                 self.records[f"{host.name}-ptr4"] = ptr  # type: ignore[assignment]
                 self.by_host[host.name].append(ptr)

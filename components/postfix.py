@@ -22,7 +22,7 @@ import pulumi_command as command
 from mailhost.publish import bundle, render
 from mailhost.settings.config import Host, Settings
 
-from . import secret_str
+from . import renamed, secret_str
 from .host import JiraHost
 
 SSH_DIAL_ATTEMPTS = 40  # × per-dial timeout: a fresh EC2 instance needs a minute or two for sshd
@@ -35,8 +35,8 @@ def apply_command(readable: str = "") -> str:
     return f"{command}\n{readable}" if readable else command
 
 
-def teardown_command(settings: Settings) -> str:
-    return (f"MAILHOST_DRAIN_SECONDS={settings.drain_seconds} "
+def teardown_command(settings: Settings, host: Host, stack: str) -> str:
+    return (f"MAILHOST_PUSH={shlex.quote(render.push_id(stack, host))} MAILHOST_DRAIN_SECONDS={settings.drain_seconds} "
             f"bash -c {shlex.quote(render.script('teardown.sh'))} jira-mailhost-teardown")
 
 
@@ -59,7 +59,7 @@ class PostfixConfig(pulumi.ComponentResource):
     def __init__(self, settings: Settings, host: Host, target: JiraHost, ssh_private_key: pulumi.Input[str],
                  dkim_private_key_pem: pulumi.Output[str], relay_password: pulumi.Output[str] | None,
                  after: Sequence[pulumi.Resource] = (), opts: pulumi.ResourceOptions | None = None):
-        super().__init__("jira-mailhost:index:Postfix", host.name, None, opts)
+        super().__init__("jira-mailhost:index:Postfix", host.name, None, renamed(host, lambda h: h.name, opts))
         stack = pulumi.get_stack()
         # Rendered with placeholders: every non-secret byte is known at preview time.
         public_files = render.render_host(settings, host, render.PLACEHOLDERS, stack)
@@ -89,20 +89,20 @@ class PostfixConfig(pulumi.ComponentResource):
             connection=connection,
             create=apply,
             update=apply,  # an update re-runs apply in place; never a replace (= teardown)
-            delete=teardown_command(settings),
+            delete=teardown_command(settings, host, stack),
             stdin=payload,
             # An adopted host that moves to a new address is another machine: the changed trigger replaces
             # the push, so teardown runs on the old address (drain, original config back, keys and password
             # gone) before apply runs on the new one.  An EC2 host's address is its Elastic IP: it never moves.
             triggers=[host.existing.ipv4] if host.existing else None,
             add_previous_output_in_env=False,
-            opts=pulumi.ResourceOptions(
+            opts=renamed(host, lambda h: f"{h.name}-push", pulumi.ResourceOptions(
                 parent=self,
                 protect=settings.production,
                 delete_before_replace=True,  # a new host: drain the old one before configuring the new
                 additional_secret_outputs=["stdin"],
                 depends_on=list(after),  # DNS first: never sign or send with what is not yet published
-            ),
+            )),
         )
         self.digest = bundle.public_digest(public_files)
         self.register_outputs({"configDigest": self.digest})

@@ -127,6 +127,7 @@ def good_values(domain: str) -> dict[str, st.SearchStrategy[Any]]:
         "verify.authoritative": st.booleans(),
         "verify.waitSeconds": st.integers(0, 3600),
         "hosts[0].name": labels(max_size=20),
+        "hosts[0].previousName": labels(max_size=20),
         "hosts[0].fqdn": fqdns(),
         "hosts[0].sshUser": SSH_USERS,
         "hosts[0].sshPort": st.integers(1, 65535),
@@ -265,9 +266,15 @@ def valid_stacks(draw: st.DrawFn) -> dict[str, Any]:
     domain = draw(fqdns(max_size=253 - len("._domainkey.") - 63))  # a retired generation may reach 63 too
     zones = draw(st.fixed_dictionaries({}, optional={"ipv4": ZONE_IDS, "ipv6": ZONE_IDS}))
     hosts = []
+    previous: set[str] = set()
     for name in names:
         host = draw(ec2_hosts(name)) if draw(st.integers(0, 3)) == 0 else \
             draw(existing_hosts(name, relay, zones))
+        if draw(st.booleans()):  # a rename: the old name, unused now, its selector within the label limit
+            old = draw(labels(max_size=62 - len(selector)))
+            if old not in names and old not in previous:
+                host["previousName"] = old
+                previous.add(old)
         if draw(st.booleans()):
             host["fqdn"] = f"{name}.mail.{domain}" if len(name) + 6 + len(domain) <= 253 else None
             host = {k: v for k, v in host.items() if v is not None}

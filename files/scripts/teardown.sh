@@ -2,7 +2,7 @@
 # jira-mailhost teardown: give the host its own mail configuration back, without losing mail.
 #
 # How it is run (pulumi-command remote.Command delete, no stdin):
-#   MAILHOST_DRAIN_SECONDS=N bash -c '<this file>' jira-mailhost-teardown
+#   MAILHOST_PUSH=STACK/HOST MAILHOST_DRAIN_SECONDS=N bash -c '<this file>' jira-mailhost-teardown
 # The SSH user may be root or a user with passwordless sudo (we re-run ourselves with sudo -n).
 #
 # 1. Mail first: flush the queue and wait up to MAILHOST_DRAIN_SECONDS (else settings.env's
@@ -11,7 +11,10 @@
 # 2. Then put back the files apply.sh saved before its first change (/var/lib/jira-mailhost/
 #    original), bring postfix and opendkim back to how they were then (stopped if they were
 #    not running), and remove /var/lib/jira-mailhost.
-# Exit codes: 0 removed (or nothing to remove); 1 mail still queued, or cannot become root;
+# 0. When the live config came from another push (settings.env PUSH is not MAILHOST_PUSH: the host was
+#    renamed, and the new name's push ran before this old one's delete, which Pulumi runs last), the
+#    host is that push's now: leave everything as it is.
+# Exit codes: 0 removed (or nothing to remove, or left to another push); 1 mail still queued, or cannot become root;
 #             3 an original file could not be restored (the state dir is kept).
 { # the whole script is one block: bash parses all of it before running any of it, so a script cut
   # off in transit runs nothing, and a TERM/INT trap never lands mid-parse (bash 5.2 then garbles both)
@@ -32,11 +35,11 @@ if [ "$(id -u)" -ne 0 ]; then
     warn "log in as root (sshUser) or give $(id -un) passwordless sudo. Nothing was changed."
     exit 1
   fi
-  drain=${MAILHOST_DRAIN_SECONDS:-}
+  drain=${MAILHOST_DRAIN_SECONDS:-} push=${MAILHOST_PUSH:-}
   if [ -n "${BASH_EXECUTION_STRING:-}" ]; then
-    exec sudo -n -- env MAILHOST_DRAIN_SECONDS="$drain" bash -c "$BASH_EXECUTION_STRING" "$0"
+    exec sudo -n -- env MAILHOST_DRAIN_SECONDS="$drain" MAILHOST_PUSH="$push" bash -c "$BASH_EXECUTION_STRING" "$0"
   fi
-  exec sudo -n -- env MAILHOST_DRAIN_SECONDS="$drain" bash "$0"
+  exec sudo -n -- env MAILHOST_DRAIN_SECONDS="$drain" MAILHOST_PUSH="$push" bash "$0"
 fi
 
 # A dropped SSH session (SIGHUP, SIGPIPE) does not stop a teardown half-way: it runs to its end.
@@ -59,6 +62,12 @@ HOST=$(setting HOST_FQDN)
 if [ -d "$STATE" ]; then
   exec 9>"$STATE/lock"
   flock -w 300 9 || { warn "ERROR: another jira-mailhost apply or teardown is still running on this host; nothing was changed."; exit 1; }
+fi
+OWNER=$(setting PUSH)
+if [ -n "${MAILHOST_PUSH:-}" ] && [ -n "$OWNER" ] && [ "$OWNER" != "$MAILHOST_PUSH" ]; then
+  [[ $OWNER =~ ^[A-Za-z0-9._-]{1,100}/[a-z0-9-]{1,63}$ ]] || OWNER="another push"  # a file on the host: checked
+  say "the mail configuration on $HOST came from $OWNER since (a rename?), not $MAILHOST_PUSH: left as it is."
+  exit 0
 fi
 
 have_systemd() { [ -d /run/systemd/system ]; }

@@ -23,6 +23,7 @@ because the Pulumi SDK keeps global state.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -127,6 +128,7 @@ class Entry:
     secret_inputs: list[str] = field(default_factory=list)  # top-level inputs holding a secret
     secret_outputs: list[str] = field(default_factory=list)  # additionalSecretOutputs
     retain_on_delete: bool = False
+    condemned: bool = False  # replaced (create-before-delete): deleted with the other deletes, at the end
 
     def deployed(self) -> plan.Deployed:
         return plan.Deployed(self.urn, self.type, self.name, self.inputs, self.outputs, self.protect,
@@ -196,8 +198,8 @@ class Applier:
             emit("resource", action=action, type=typ, name=name, **extra)
 
     def deployed(self) -> dict[str, plan.Deployed]:
-        with self.state.lock:
-            return {e.urn: e.deployed() for e in self.state.entries.values()}
+        with self.state.lock:  # a replaced entry waiting for its delete keeps its URN; Pulumi marks it so too
+            return {e.urn + ("#condemned" if e.condemned else ""): e.deployed() for e in self.state.entries.values()}
 
     # The Mocks entry point (worker threads).
     def register(self, request: engine_program.Request) -> tuple[str, dict[str, Any]]:
@@ -219,13 +221,19 @@ class Applier:
         with self.state.lock:
             self.steps.append(step)
             self.registrations[reg.urn] = reg
-        if not custom or typ.startswith("jira-mailhost:"):
-            return f"{name}-component", {}
+        component = not custom or typ.startswith("jira-mailhost:")
         if self.preview:
+            if component:
+                return f"{name}-component", {}
             return (old.id if old else ""), plan.preview_outputs(step, reg, old.outputs if old else None)
         entry_opts: dict[str, Any] = {"urn": reg.urn, "deps": list(reg.dependencies), "protect": reg.protect,
                       "delete_before_replace": reg.delete_before_replace, "retain_on_delete": reg.retain_on_delete,
                       **secret}
+        if component:  # in the state like any resource (a preview shows it unchanged); no provider acts on it
+            with self.state.lock:
+                seq = old.seq if old is not None else self.state.next_seq()
+                self.state.put(key, Entry(typ, name, inputs, {}, f"{name}-component", seq, **entry_opts))
+            return f"{name}-component", {}
         if step.op == "same" and old is not None:
             with self.state.lock:  # options change the state only, like `pulumi up` with only protect changed
                 self.state.put(key, Entry(typ, name, old.inputs, old.outputs, old.id, old.seq, **entry_opts))
@@ -240,6 +248,11 @@ class Applier:
             raise RunnerError(f"the lab cannot apply {typ} ({name}); it has no such thing")
         self.note(f"{step.op}-start", typ, name, changed=list(step.changed))  # paths only, never values
         started = time.monotonic()
+        if old is not None and step.op == "replace" and not step.delete_first:
+            # Pulumi's step executor deletes what a create-before-delete replace condemned at the end of the
+            # `up`, with the removed resources: until then the old one (its record set, its host) still exists.
+            with self.state.lock:
+                self.state.put(f"{key}#condemned-{old.seq}", dataclasses.replace(old, condemned=True))
         rid, outputs = handler(name, reg, old, step)
         with self.state.lock:  # creation order = dependency order: what depends on a resource waits for it
             seq = old.seq if old is not None and step.op == "update" else self.state.next_seq()
@@ -288,11 +301,11 @@ class Applier:
             inputs["name"], rtype, inputs["zoneId"])
         if step.op == "update" and not moved:
             dnsupdate.upsert(self.dns, zone, fqdn, rtype, ttl, records)
-        elif inputs.get("allowOverwrite") is False:
+        elif plan.creates_only(inputs):
             dnsupdate.create(self.dns, zone, fqdn, rtype, ttl, records)
         else:
             dnsupdate.upsert(self.dns, zone, fqdn, rtype, ttl, records)
-        if old is not None and moved:
+        if old is not None and moved and step.op == "update":  # a type change: DELETE+CREATE in one batch
             self._delete_record(old)
         return f"{inputs['zoneId']}_{fqdn}_{rtype}", {**inputs, "fqdn": fqdn}
 
@@ -393,14 +406,12 @@ def command_step(name: str, inputs: dict[str, Any], old_inputs: dict[str, Any] |
     """One pulumi-command step as the provider runs it: create runs `create`; update runs `update` (or
     `create` when empty) with the new inputs, so on the new host when the connection changed; a replace
     runs the old `delete` with the old stored inputs (so on the old host), before the new `create` when
-    deleteBeforeReplace, else after it."""
+    deleteBeforeReplace; else the engine deletes the old one at the end of the `up` (Applier.register)."""
     script = inputs.get("update") or inputs.get("create") if step.op == "update" else inputs.get("create")
     old_delete = old_inputs.get("delete") if step.op == "replace" and old_inputs is not None else None
     if old_inputs is not None and old_delete and step.delete_first:
         run(old_inputs, old_delete, None)
     stdout, stderr = run(inputs, script, inputs.get("stdin"))
-    if old_inputs is not None and old_delete and not step.delete_first:
-        run(old_inputs, old_delete, None)
     return f"{name}-{fingerprint(inputs)[:12]}", {"stdout": stdout, "stderr": stderr}
 
 
@@ -486,8 +497,10 @@ def summary(applier: Applier, started: float) -> dict[str, Any]:
     for action in applier.actions:
         counts[action["action"]] = counts.get(action["action"], 0) + 1
     remote = [a["name"] for a in applier.actions if a["action"] == "remote-command"]
+    steps = ("create", "update", "replace", "delete")
+    done = [[a["action"], a["name"]] for a in applier.actions if a["action"] in steps]  # in the order they ran
     return {"counts": counts, "remote_commands": remote, "seconds": round(time.monotonic() - started, 2),
-            "resources": len(applier.state.entries)}
+            "resources": len(applier.state.entries), "done": done}
 
 
 def main(argv: list[str] | None = None) -> int:

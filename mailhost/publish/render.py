@@ -83,6 +83,12 @@ def dkim_key_path(settings: Settings, host: Host) -> str:
     return f"{DKIM_KEY_DIR}/{settings.selector(host)}.private"
 
 
+def push_id(stack: str, host: Host) -> str:
+    """Which push a host's live config came from (settings.env PUSH): a teardown run for another push,
+    e.g. the old name's after a rename, finds the host taken over and leaves it alone."""
+    return f"{stack}/{host.name}"
+
+
 def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str = "") -> list[RenderedFile]:
     """Every file the host gets, in MANIFEST order; secret files carry the given secrets."""
     stack = stack or settings.environment
@@ -126,6 +132,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
             _template(
                 "settings.env.j2",
                 **common,
+                push=push_id(stack, host),
                 production=settings.production,
                 packages=PACKAGES,
                 drain_seconds=settings.drain_seconds,

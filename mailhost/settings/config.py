@@ -128,6 +128,7 @@ class ExistingHost(Model):
 
 class Host(Model):
     name: str
+    previous_name: str | None = Field(None, alias="previousName")
     fqdn: str | None = None
     ssh_user: str | None = Field(None, alias="sshUser")
     ssh_port: int = Field(22, alias="sshPort", ge=1, le=65535)
@@ -138,6 +139,17 @@ class Host(Model):
     @classmethod
     def _name(cls, value: str) -> str:
         return grammar.label(value, "the host (its DNS name and resources)", "jira")
+
+    @field_validator("previous_name")
+    @classmethod
+    def _previous(cls, value: str | None) -> str | None:
+        return None if value is None else grammar.label(value, "the host's resources before a rename", "jira")
+
+    def previous(self) -> Host | None:
+        """The host as it was named before a rename (hosts[].previousName), to name its resources' aliases:
+        the rename then moves each resource's state and updates it in place, not create anew and delete."""
+        return None if self.previous_name is None else self.model_copy(update={"name": self.previous_name,
+                                                                                 "previous_name": None})
 
     @field_validator("ssh_user")
     @classmethod
@@ -370,6 +382,17 @@ class Settings(Model):
         for index, name in enumerate(names):
             if names.index(name) != index:
                 problems.append((f"hosts[{index}].name", f"'{name}' is used twice; give each host its own name"))
+        for index, host in enumerate(self.hosts):
+            if host.previous_name is None:
+                continue
+            if host.previous_name == host.name:
+                problems.append((f"hosts[{index}].previousName", "is the host's own name; remove previousName"))
+            elif host.previous_name in names:
+                problems.append((f"hosts[{index}].previousName", f"'{host.previous_name}' is another host's name "
+                                 "now; a renamed host cannot take over a host that is still in the stack"))
+            elif [h.previous_name for h in self.hosts].count(host.previous_name) > 1:
+                problems.append((f"hosts[{index}].previousName", f"'{host.previous_name}' is given twice; one host "
+                                 "takes over the old one's resources"))
         fqdns = [self.fqdn(host) for host in self.hosts]
         for index, fqdn in enumerate(fqdns):
             if fqdns.index(fqdn) != index:

@@ -339,8 +339,8 @@ def test_push_runs_exactly_the_shipped_scripts(stage: tuple[Run, InvokeRecording
     apply = shlex.split(push["create"], comments=True)
     assert apply == ["bash", "-c", (SCRIPTS / "apply.sh").read_text(), "jira-mailhost-apply"]
     teardown = shlex.split(push["delete"])
-    assert teardown == ["MAILHOST_DRAIN_SECONDS=120", "bash", "-c", (SCRIPTS / "teardown.sh").read_text(),
-                        "jira-mailhost-teardown"]
+    assert teardown == ["MAILHOST_PUSH=staging/jira", "MAILHOST_DRAIN_SECONDS=120", "bash", "-c",
+                        (SCRIPTS / "teardown.sh").read_text(), "jira-mailhost-teardown"]
     assert push["addPreviousOutputInEnv"] is False, "the previous run's output is not handed to the next"
 
 

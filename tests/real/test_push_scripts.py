@@ -81,8 +81,13 @@ def push(host: SshHost, files: list[RenderedFile]) -> sshexec.Result:
     return remote(host, apply_command(readable_config(files)), bundle.pack(files))
 
 
+def lab_teardown_command(settings: Settings) -> str:
+    """The teardown of the (first) host's push in stack "lab", as the program's delete runs it."""
+    return teardown_command(settings, settings.hosts[0], "lab")
+
+
 def teardown(host: SshHost, settings: Settings) -> sshexec.Result:
-    return remote(host, teardown_command(settings))
+    return remote(host, lab_teardown_command(settings))
 
 
 def timed(name: str, action: Any) -> Any:
@@ -381,7 +386,7 @@ def test_secrets_stay_private(ssh_host: SshHost, dkim_private_key_pem: str) -> N
     state = stats(ssh_host, ["/var/lib/jira-mailhost"])["/var/lib/jira-mailhost"]
     assert state.split()[-3:] == ["700", "root", "root"]
     key_body = "".join(dkim_private_key_pem.strip().splitlines()[1:-1])
-    for text in (apply_command(), teardown_command(settings_for(ssh_host)), result.stdout, result.stderr):
+    for text in (apply_command(), lab_teardown_command(settings_for(ssh_host)), result.stdout, result.stderr):
         assert RELAY_PASSWORD not in text
         assert key_body[:40] not in text and "PRIVATE KEY" not in text
     # Nothing the scripts leave behind outside the root-only state dir holds the password.
@@ -484,7 +489,7 @@ def test_sudo_user_pushes_and_tears_down(ssh_host: SshHost, dkim_private_key_pem
     report = hosts.ask(status_target(admin), admin.private_key, 1.0)
     assert report.get("services", {}).get("postfix") is True, report
     assert report["config"]["pushed"] and report["config"]["changed"] == [] and report["config"]["missing"] == []
-    done = remote(admin, teardown_command(settings_for(ssh_host)))
+    done = remote(admin, lab_teardown_command(settings_for(ssh_host)))
     assert done.rc == 0, out(done)
     assert remote(ssh_host, "test -e /var/lib/jira-mailhost").rc == 1
 
@@ -510,7 +515,7 @@ def test_scripts_pass_shellcheck_and_fit_one_argument() -> None:
     lint = subprocess.run(["shellcheck", "-s", "bash", "-S", "warning", *scripts], capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout
     # sshd hands the command to the login shell as one argument: Linux caps one at 128 KiB.
-    assert len(apply_command()) < 100 * 1024 and len(teardown_command(settings_for_lint())) < 128 * 1024
+    assert len(apply_command()) < 100 * 1024 and len(lab_teardown_command(settings_for_lint())) < 128 * 1024
     big = apply_command(readable_config(render_host(settings_for_lint(), settings_for_lint().hosts[0],
                                                     HostSecrets("KEY", "pw"))))
     assert len(big) < 128 * 1024, "with the readable config as comments"

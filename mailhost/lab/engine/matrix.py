@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mailhost.lab.engine import plan
+from mailhost.lab.engine.plan import StepFailed
 from mailhost.lab.engine.simulate import AMI, REPO, Simulator
 from mailhost.publish.stack import values_from_stack_file
 from mailhost.settings.config import ConfigError
@@ -126,6 +127,15 @@ def _add_host(values: Values, secrets: Secrets, sim: Simulator) -> None:
     values["hosts"].append(host)
 
 
+def _rename(fqdn_kept: bool) -> Change:
+    def change(values: Values, secrets: Secrets, sim: Simulator) -> None:
+        host = values["hosts"][0]
+        if fqdn_kept:
+            host.setdefault("fqdn", f"{host['name']}.{values['domain']}")
+        host.update(name="jira2", previousName=host["name"])
+    return change
+
+
 def _remove_host(values: Values, secrets: Secrets, sim: Simulator) -> None:
     if len(values["hosts"]) < 2:
         raise NotApplicable("one host only")
@@ -226,6 +236,8 @@ ROWS: tuple[Row, ...] = (
     Row("hosts[] (add a host)", _add_host),
     Row("hosts[] (remove a host)", _remove_host, REPLACE_STEP),
     Row("hosts[].name (rename)", setting("hosts.0.name", lambda old, v: "jira2"), REPLACE_STEP),
+    Row("hosts[].previousName (rename, default fqdn)", _rename(fqdn_kept=False), REPLACE_STEP),
+    Row("hosts[].previousName (rename, fqdn kept)", _rename(fqdn_kept=True)),
     Row("hosts[].fqdn", setting("hosts.0.fqdn", lambda old, v: "mail." + v["domain"]), REPLACE_STEP),
     Row("hosts[].sshUser", setting("hosts.0.sshUser", lambda old, v: "deploy")),
     Row("hosts[].sshPort", setting("hosts.0.sshPort", lambda old, v: 2222)),
@@ -283,9 +295,10 @@ ROWS: tuple[Row, ...] = (
 # -- planning ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Cell:
-    outcome: str  # "plan", "refused", "invalid", "n/a"
+    outcome: str  # "plan", "fails" (the preview passes, the `up` stops at a step), "refused", "invalid", "n/a"
     plan: plan.Plan | None = None
     message: str = ""
+    failed: StepFailed | None = None
 
 
 @cache
@@ -314,6 +327,13 @@ def plan_change(shape_name: str, row: Row) -> Cell:
         if "invalid stack configuration" in str(error):
             return Cell("invalid", message=str(error))
         raise
+    if any(s.op in ("create", "replace") and s.type == plan.RECORD for s in planned.steps):
+        # Only a record create can fail at its step on what the preview showed: apply the plan to a copy.
+        trial = Simulator(state=dict(sim.state), generations=dict(sim.generations), ami=dict(sim.ami), stack=stack)
+        try:
+            trial.run(values, secrets, stack, preview=False)
+        except StepFailed as failure:
+            return Cell("fails", planned, str(failure), failure)
     return Cell("plan", planned)
 
 
@@ -332,6 +352,13 @@ def describe(cell: Cell) -> str:
                         if line.startswith(("unable to replace", "resource "))})
         return "**refused** (protected): " + ", ".join(names)
     assert cell.plan is not None
+    if cell.outcome == "fails":
+        assert cell.failed is not None
+        mark = OP_MARK[cell.failed.step.op]
+        return (f"**fails at** {mark}{cell.failed.step.name}: Route53 still holds its record set (the old "
+                f"resource is deleted only at the end of the `up`); done before: "
+                + (" ".join(sorted(f"{OP_MARK[s.op]}{s.name}" for s in cell.failed.done
+                                   if not s.type.startswith("jira-mailhost:"))) or "nothing"))
     parts = []
     for step in cell.plan.changes():
         if step.type.startswith("jira-mailhost:"):

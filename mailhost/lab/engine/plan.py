@@ -72,10 +72,49 @@ class Step:
     restarts: bool = False  # update: the provider stops and starts the resource for it
     protect: bool = False
     retain: bool = False  # delete: the provider's delete is skipped (retainOnDelete)
+    previous_urn: str = ""  # found under an alias: the URN its state had (protect is judged on that state)
 
 
 class ProtectedError(RuntimeError):
     """The engine's refusal: it stops the whole `up` (and the preview) before any step runs."""
+
+
+class StepFailed(RuntimeError):
+    """A provider refused one step of an `up`: the engine stops there, and what ran before stays done
+    (creates and updates are in the state; no delete ran, as deletes come last)."""
+
+    def __init__(self, step: Step, message: str, done: tuple[Step, ...]):
+        super().__init__(message)
+        self.step = step
+        self.done = done
+
+
+RECORD = "aws:route53/record:Record"
+
+
+def record_set(type_: str, inputs: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """The Route53 record set a Record resource holds, (zone id, name, type): Route53 keys record sets so,
+    case-insensitively; the provider stores the name without its final dot.  None when not a record or
+    not known yet."""
+    if type_ != RECORD:
+        return None
+    zone, name, rtype = inputs.get("zoneId"), inputs.get("name"), inputs.get("type")
+    if not all(isinstance(v, str) and v and v != UNKNOWN for v in (zone, name, rtype)):
+        return None
+    return str(zone), str(name).rstrip(".").lower(), str(rtype)
+
+
+def creates_only(inputs: Mapping[str, Any]) -> bool:
+    """A new record is a Route53 CREATE, refused when its set exists, unless allowOverwrite is true (then an
+    UPSERT): terraform-provider-aws record.go, allow_overwrite defaults to false."""
+    return inputs.get("allowOverwrite") is not True
+
+
+def record_exists_message(key: tuple[str, str, str]) -> str:
+    """Route53's refusal, as the provider reports it."""
+    _, name, rtype = key
+    return (f"creating Route53 Record: InvalidChangeBatch: [Tried to create resource record set "
+            f"[name='{name}.', type='{rtype}'] but it already exists]")
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -139,6 +178,8 @@ def plan_one(reg: Registration, old: Deployed | None) -> Step:
     base = Step("create", reg.urn, reg.type, reg.name, protect=reg.protect)
     if old is None:
         return base
+    if old.urn != reg.urn:
+        base = replace(base, previous_urn=old.urn)
     facts = facts_for(reg.type)
     inputs = with_ignored_kept(reg.inputs, old.inputs, reg.ignore_changes)
     changed = changed_paths(inputs, old.inputs)
@@ -160,7 +201,7 @@ def protect_problems(steps: Iterable[Step], state: Mapping[str, Deployed]) -> li
     Both fail the preview too, so a `pulumi up`, which previews first, stops before any step."""
     problems = []
     for step in steps:
-        old = state.get(step.urn)
+        old = state.get(step.urn) or (state.get(step.previous_urn) if step.previous_urn else None)
         if old is None or not old.protect:
             continue
         if step.op == "replace" and step.protect:

@@ -99,6 +99,9 @@ class Simulator:
         regs: dict[str, plan.Registration] = {}
         before = dict(self.state)
         new_state: dict[str, plan.Deployed] = {}
+        # Route53 record sets and who holds them: every one in the state until the deletes at the end.
+        held = {key: urn for urn, d in before.items() if (key := plan.record_set(d.type, d.inputs)) is not None}
+        failed: list[plan.StepFailed] = []
 
         def register(request: engine_program.Request) -> tuple[str, dict[str, Any]]:
             reg = request.registration
@@ -107,8 +110,20 @@ class Simulator:
             with self.lock:
                 steps.append(step)
                 regs[reg.urn] = reg
+                if old is not None and old.urn != reg.urn and not preview:  # an alias: the state moves over
+                    self.generations.setdefault(reg.urn, self.generations.get(old.urn, 1))
             if preview:
                 return reg.urn, plan.preview_outputs(step, reg, old.outputs if old else None)
+            with self.lock:
+                if failed:  # the engine starts no step after a failed one
+                    return reg.urn, plan.preview_outputs(step, reg, old.outputs if old else None)
+                key = plan.record_set(reg.type, reg.inputs) if step.op in ("create", "replace") else None
+                if key is not None and plan.creates_only(reg.inputs) and held.get(key, reg.urn) != reg.urn:
+                    done = tuple(s for s in steps[:-1] if s.op != "same")
+                    failed.append(plan.StepFailed(step, plan.record_exists_message(key), done))
+                    return reg.urn, plan.preview_outputs(step, reg, old.outputs if old else None)
+                if key is not None:
+                    held[key] = reg.urn
             outputs = dict(old.outputs) if old is not None else {}
             if step.op in ("create", "replace"):
                 with self.lock:
@@ -139,6 +154,10 @@ class Simulator:
         problems = plan.protect_problems(result.steps, before)
         if problems:
             raise plan.ProtectedError("\n".join(problems))
+        if failed:  # what ran stays: the old entries, the new ones written before the failure
+            kept = {urn: d for urn, d in before.items() if urn not in new_state}
+            self.state = {**kept, **new_state}
+            raise failed[0]
         if not preview:
             self.state = new_state
         return result, regs, outputs
