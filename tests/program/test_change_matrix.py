@@ -195,3 +195,43 @@ def test_the_same_stack_from_another_checkout_plans_no_change(tmp_path: Path,
     first, second = plans
     assert {s.name for s in first.steps if s.op == "create"} >= {"verify-dns", "dkim-published"}
     assert second.changes() == (), [(s.op, s.name, s.changed) for s in second.changes()]
+
+
+PLAIN_RENAME, RENAME_KEPT = "hosts[].name (rename)", "hosts[].previousName (rename, fqdn kept)"
+
+
+def test_only_a_plain_rename_with_route53_ptrs_fails_at_a_step(cells: dict[tuple[str, str], Cell]) -> None:
+    """The preview accepts it; the `up` creates the new PTR while the old one, deleted last, still holds the
+    record set.  No other row of the matrix stops mid-`up`."""
+    failing = {key for key, cell in cells.items() if cell.outcome == "fails"}
+    assert failing == {(PLAIN_RENAME, "lab")}
+    cell = cells[(PLAIN_RENAME, "lab")]
+    assert cell.failed is not None and cell.failed.step.name == "jira2-ptr4"
+    assert "type='PTR'] but it already exists" in cell.message
+    assert cell.failed.done and not any(s.op == "delete" for s in cell.failed.done), "deletes come last"
+
+
+def test_a_failed_up_keeps_what_ran_and_every_old_resource() -> None:
+    from mailhost.lab.engine.plan import StepFailed
+
+    values, secrets, stack = matrix.shape("lab")
+    sim = matrix.deployed("lab")
+    sim = type(sim)(state=dict(sim.state), generations=dict(sim.generations), stack=stack)
+    values["hosts"][0]["name"] = "jira2"
+    with pytest.raises(StepFailed):
+        sim.run(values, secrets, stack, preview=False)
+    names = {d.name for d in sim.state.values()}
+    assert {"jira-ptr4", "jira-push", "jira-a", "jira2-a"} <= names and "jira2-ptr4" not in names
+
+
+def test_a_rename_with_previous_name_moves_every_resource(cells: dict[tuple[str, str], Cell]) -> None:
+    """Nothing of the host is created or deleted but what is named after it; its push re-applies in place."""
+    for shape in SHAPES:
+        cell = cells[(RENAME_KEPT, shape)]
+        assert cell.outcome == "plan" and cell.plan is not None, (shape, cell.message)
+        assert {n: op for n, op in pushes(cell).items() if op != "same"} == {"jira2-push": "update"}, shape
+        for step in cell.plan.changes():
+            if step.op in ("create", "delete"):
+                raise AssertionError(f"{shape}: {step.op} {step.name}")
+            if step.op == "replace":
+                assert step.name == "jira2-dkim-jm1" or step.name == "verify-dns", (shape, step)

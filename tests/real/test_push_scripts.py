@@ -127,10 +127,10 @@ def listener_process(host: SshHost, port: int) -> str:
     return result.stdout
 
 
-def assert_serving(host: SshHost) -> None:
+def assert_serving(host: SshHost, fqdn: str = FQDN) -> None:
     status = remote(host, "postfix status")
     assert status.ok, out(status)
-    assert smtp_banner(host).startswith(f"220 {FQDN} ESMTP"), smtp_banner(host)
+    assert smtp_banner(host).startswith(f"220 {fqdn} ESMTP"), smtp_banner(host)
     milter = remote(host, "stat -c '%U %a' /run/opendkim/opendkim.sock; id -nG postfix")
     owner_mode, groups = milter.stdout.splitlines()
     assert owner_mode == "opendkim 770" and "opendkim" in groups.split(), milter.stdout
@@ -526,3 +526,21 @@ def settings_for_lint() -> Settings:
     return parse_settings({"domain": "lab.example", "rerouteTo": "qa@lab.example", "delivery": RELAY,
                            "hosts": [{"name": "jira", "existing": {"ipv4": "203.0.113.10", "hostKey": host_key}}]},
                           {"sshPrivateKey", "relayPassword"})
+
+
+def test_a_teardown_for_another_push_leaves_the_host_to_it(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
+    """A plain rename: the new name's push applies first, and the old name's delete, which Pulumi runs last,
+    must not give the host its original config back under the new push."""
+    settings = settings_for(ssh_host)
+    old_host = settings.hosts[0]
+    new_host = old_host.model_copy(update={"name": "jira2"})
+    secrets = HostSecrets(dkim_private_key_pem, RELAY_PASSWORD)
+    assert push(ssh_host, render_host(settings, old_host, secrets, stack="lab")).ok
+    assert push(ssh_host, render_host(settings, new_host, secrets, stack="lab")).ok
+    left = remote(ssh_host, teardown_command(settings, old_host, "lab"))
+    assert left.ok and "came from lab/jira2 since (a rename?), not lab/jira: left as it is" in left.stdout, out(left)
+    assert live(ssh_host, "myhostname") == settings.fqdn(new_host)
+    assert_serving(ssh_host, settings.fqdn(new_host))
+    removed = remote(ssh_host, teardown_command(settings, new_host, "lab"))
+    assert removed.ok and "the original mail configuration is back" in removed.stdout, out(removed)
+    assert remote(ssh_host, "test -e /var/lib/jira-mailhost").rc == 1

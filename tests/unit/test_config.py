@@ -55,6 +55,13 @@ def test_shipped_stack_files_are_valid() -> None:
     (base(hosts=[existing(ipv6="2001:db8::zz")]), "hosts[0].existing.ipv6", "IPv6"),
     (base(hosts=[{"name": "Jira_1", "existing": existing()["existing"]}]), "hosts[0].name", "lowercase DNS label"),
     (base(hosts=[existing(), existing()]), "hosts[1].name", "used twice"),
+    (base(hosts=[{**existing(), "previousName": "Jira_1"}]), "hosts[0].previousName", "lowercase DNS label"),
+    (base(hosts=[{**existing(), "previousName": "jira"}]), "hosts[0].previousName", "remove previousName"),
+    (base(hosts=[existing(), {**existing(ipv4="198.51.100.21"), "name": "wiki", "previousName": "jira"}]),
+     "hosts[1].previousName", "still in the stack"),
+    (base(hosts=[{**existing(), "previousName": "old"},
+                 {**existing(ipv4="198.51.100.21"), "name": "wiki", "previousName": "old"}]),
+     "hosts[1].previousName", "given twice"),
     (base(hosts=[{"name": "j", "ec2": {"subnetId": "sn-1", "sshCidrs": ["10.0.0.0/8"]}}]),
      "hosts[0].ec2.subnetId", "subnet-"),
     (base(hosts=[{"name": "j", "ec2": {"subnetId": "subnet-0123abcd", "sshCidrs": ["0.0.0.0/0"]}}]),
@@ -126,3 +133,13 @@ def test_relay_mode_needs_no_ptr() -> None:
     relay = {"mode": "relay", "relay": {"host": "smtp.x.net", "username": "u"}}
     s = parse_settings(base(hosts=[existing(ipv4Ptr=None)], delivery=relay), SECRETS)
     assert s.ptr_source(s.hosts[0], 4) is PtrSource.NONE
+
+
+def test_a_renamed_host_names_its_resources_as_before() -> None:
+    """previousName gives the host as it was named, for aliases; without it there is none."""
+    settings = parse_settings(base(hosts=[{**existing(), "name": "jira2", "previousName": "jira"}]), SECRETS)
+    (host,) = settings.hosts
+    previous = host.previous()
+    assert previous is not None and previous.name == "jira" and previous.previous() is None
+    assert settings.selector(previous, "jm1") == "jm1-jira" and settings.selector(host, "jm1") == "jm1-jira2"
+    assert parse_settings(base(), SECRETS).hosts[0].previous() is None
