@@ -11,7 +11,10 @@ prefix's fixtures from a file not listed here.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import pytest
@@ -22,6 +25,12 @@ from hypothesis import settings
 settings.register_profile("fixed", derandomize=True)
 settings.register_profile("random", derandomize=False, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
+
+# The program notes its previews in the user's cache (mailhost/publish/previewed.py): each test process
+# (and the lab runners it starts) gets an empty one of its own, never this machine's ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="mailhost-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 NAMESPACE_FILES: dict[str, tuple[str, ...]] = {
     "jm": tuple(f"tests/real/{name}.py" for name in (

@@ -7,6 +7,7 @@ cannot be published fails here, with a keyed message, before any resource is tou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,26 @@ def parse_settings(values: Mapping[str, Any], secrets_set: set[str] | frozenset[
     if problems := secret_problems(values) + preflight.problems(settings):
         raise ConfigError(problems)
     return settings
+
+
+def config_value(raw: str) -> Any:
+    """A value as Pulumi hands it to the program: structured values (objects, lists) arrive as JSON text;
+    everything else stays the string it was.
+
+    Decoding scalars too would turn `dkimSelector: "2025"` into a number; the settings model
+    converts "120" or "true" itself where a field wants a number or a flag."""
+    if raw.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def values_from_config(config: Mapping[str, str]) -> dict[str, Any]:
+    """Our keys of the program's config (`jira-mailhost:<key>` → value), decoded as the program reads them."""
+    prefix = f"{PROJECT}:"
+    return {key[len(prefix):]: config_value(raw) for key, raw in config.items() if key.startswith(prefix)}
 
 
 def values_from_stack_file(path: Path) -> tuple[dict[str, Any], set[str]]:

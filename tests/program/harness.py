@@ -25,6 +25,7 @@ from mailhost.lab.engine import simulate
 from mailhost.lab.engine.program import alias_urns, stack_config
 from mailhost.lab.engine.providers import UNKNOWN
 from mailhost.lab.runner import SECRET_SIG, unwrap
+from mailhost.publish import previewed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,13 +164,23 @@ class Run:
         return self.one(name).urn
 
 
-def configure(values: dict[str, Any], secrets: dict[str, str], preview: bool, stack: str = "staging") -> Run:
-    """Install fresh mocks and the stack config; do this before entering @pulumi.runtime.test."""
+def configure(values: dict[str, Any], secrets: dict[str, str], preview: bool, stack: str = "staging",
+              skip_preview: bool = False) -> Run:
+    """Install fresh mocks and the stack config; do this before entering @pulumi.runtime.test.
+    An update (preview False) is `pulumi up`'s, after its preview, unless skip_preview."""
     mocks = EngineMocks(preview)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="jira-mailhost", stack=stack, preview=preview, monitor=monitor)
-    pulumi.runtime.set_all_config(*stack_config("jira-mailhost", values, secrets))
+    config, secret_keys = stack_config("jira-mailhost", values, secrets)
+    pulumi.runtime.set_all_config(config, secret_keys)
+    if not preview and not skip_preview:
+        note_up_preview(stack, config)
     return Run(monitor, mocks, {})
+
+
+def note_up_preview(stack: str, config: dict[str, str]) -> None:
+    """What `pulumi up`'s own preview run of the program leaves (publish/previewed.py)."""
+    previewed.note_preview(previewed.config_digest("jira-mailhost", stack, config))
 
 
 def execute(run: Run) -> Run:
@@ -180,10 +191,10 @@ def execute(run: Run) -> Run:
 
 
 def run_program(values: dict[str, Any], secrets: dict[str, str] | None = None, preview: bool = False,
-                stack: str = "staging") -> Run:
+                stack: str = "staging", skip_preview: bool = False) -> Run:
     """Run the whole program to completion (all registrations done) and return the record."""
     secrets = {"sshPrivateKey": admin_key_openssh()} if secrets is None else secrets
-    run = configure(values, secrets, preview, stack)
+    run = configure(values, secrets, preview, stack, skip_preview)
 
     @pulumi.runtime.test
     def program() -> None:

@@ -106,6 +106,21 @@ def test_the_readme_table_is_current() -> None:
         "run `.venv/bin/python -m mailhost.lab.engine.matrix` and paste it between the change-matrix markers")
 
 
+def test_the_readme_table_without_a_preview_is_current() -> None:
+    assert matrix.readme_section(begin=matrix.SKIP_BEGIN, end=matrix.SKIP_END) == matrix.skip_preview_table(), (
+        "run `.venv/bin/python -m mailhost.lab.engine.matrix` and paste it between the skip-preview markers")
+
+
+def test_without_a_preview_removing_a_host_would_drop_it_from_spf_and_then_stop() -> None:
+    """Why production updates need their preview: the engine would update the domain's SPF (the host's
+    address gone) and only then refuse the protected push, leaving that host running and failing SPF."""
+    row = next(r for r in ROWS if r.label == "hosts[] (remove a host)")
+    failure = matrix.without_preview(row)
+    assert failure is not None and (failure.step.op, failure.step.name) == ("delete", "confluence-push")
+    assert ("update", "spf") in {(s.op, s.name) for s in failure.done}
+    assert "cannot be deleted" in str(failure) and "because it is protected" in str(failure)
+
+
 def test_a_two_phase_rotation_keeps_the_old_record_and_the_retention_then_removes_it(
         cells: dict[tuple[str, str], Cell]) -> None:
     for shape in SHAPES:

@@ -23,7 +23,16 @@ from components.host import DEBIAN_AMI_NAME, DEBIAN_OWNER
 from mailhost.lab.engine.program import stack_config
 from mailhost.publish import bundle
 from tests.program import stacks
-from tests.program.harness import ROOT, EngineMocks, RecordingMonitor, Run, admin_key_openssh, execute, unwrap
+from tests.program.harness import (
+    ROOT,
+    EngineMocks,
+    RecordingMonitor,
+    Run,
+    admin_key_openssh,
+    execute,
+    note_up_preview,
+    unwrap,
+)
 
 SECRETS = {"sshPrivateKey": admin_key_openssh(), "relayPassword": stacks.RELAY_PASSWORD}
 RECORD = "aws:route53/record:Record"
@@ -56,7 +65,10 @@ def run_recorded(values: dict[str, Any], secrets: dict[str, str] | None = None, 
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="jira-mailhost", stack=stack, preview=preview, monitor=monitor)
     secrets = SECRETS if secrets is None else secrets
-    pulumi.runtime.set_all_config(*stack_config("jira-mailhost", values, secrets))
+    config, secret_keys = stack_config("jira-mailhost", values, secrets)
+    pulumi.runtime.set_all_config(config, secret_keys)
+    if not preview:
+        note_up_preview(stack, config)
     run = Run(monitor, mocks, {})
 
     @pulumi.runtime.test

@@ -201,9 +201,9 @@ def test_a_private_key_with_a_passphrase_is_refused_with_the_reason() -> None:
     ("jira.example.com", "jira.example.com"),
 ])
 def test_stack_values_decode_structures_and_keep_scalars_as_text(raw: str, value: object) -> None:
-    from components.settings import _value
+    from mailhost.publish.stack import config_value
 
-    assert _value(raw) == value
+    assert config_value(raw) == value
 
 
 # --- addresses: the stack's own for adopted hosts, 192.0.2.x stand-ins for EC2 ones (README: render) ---

@@ -30,6 +30,7 @@ Secrets = dict[str, str]
 Change = Callable[[Values, Secrets, Simulator], None]  # edits in place; raises NotApplicable
 SHAPES = ("production", "staging", "lab")
 BEGIN, END = "<!-- change-matrix:begin -->", "<!-- change-matrix:end -->"
+SKIP_BEGIN, SKIP_END = "<!-- skip-preview:begin -->", "<!-- skip-preview:end -->"
 OP_MARK = {"create": "+", "update": "~", "replace": "+-", "delete": "-"}
 
 
@@ -380,20 +381,55 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def readme_section(readme: Path = REPO / "README.md") -> str:
+def without_preview(row: Row, shape_name: str = "production") -> StepFailed | None:
+    """What `pulumi up --skip-preview` would do for a change the preview refuses, were the program's own
+    check (publish/previewed.py) not there: the step the engine stops at, and what ran before it."""
+    values, secrets, stack = shape(shape_name)
+    base = deployed(shape_name)
+    sim = Simulator(state=dict(base.state), generations=dict(base.generations), ami=dict(base.ami), stack=stack)
+    row.change(values, secrets, sim)
+    from mailhost.lab.engine.program import stack_config
+    from mailhost.publish import previewed
+
+    config, _ = stack_config("jira-mailhost", values, secrets)
+    previewed.note_preview(previewed.config_digest("jira-mailhost", stack, config))  # the check passed
+    try:
+        sim.run(values, secrets, stack, preview=False, skip_preview=True)
+    except StepFailed as failure:
+        return failure
+    return None
+
+
+def skip_preview_table() -> str:
+    lines = ["| change refused by the preview (production) | without a preview the engine stops at | "
+             "steps that ran before it |", "|---|---|---|"]
+    for row in ROWS:
+        if matrix()[(row.label, "production")].outcome != "refused":
+            continue
+        failure = without_preview(row)
+        assert failure is not None, f"{row.label}: refused by the preview, but an up without one went through"
+        ran = " ".join(sorted(f"{OP_MARK[s.op]}{s.name}" for s in failure.done
+                              if not s.type.startswith("jira-mailhost:"))) or "nothing"
+        lines.append(f"| `{row.label}` | {OP_MARK[failure.step.op]}{failure.step.name} | {ran} |")
+    return "\n".join(lines)
+
+
+def readme_section(readme: Path = REPO / "README.md", begin: str = BEGIN, end: str = END) -> str:
     text = readme.read_text()
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip() if BEGIN in text else ""
+    return text.split(begin, 1)[1].split(end, 1)[0].strip() if begin in text else ""
 
 
 def main(argv: list[str]) -> int:
-    current = table()
+    sections = {(BEGIN, END): table(), (SKIP_BEGIN, SKIP_END): skip_preview_table()}
     if argv[:1] == ["--check"]:
-        if readme_section() != current:
-            print("README.md's change table is not current: run `python -m mailhost.lab.engine.matrix` and "
-                  "paste its output between the change-matrix markers", file=sys.stderr)
-            return 1
+        for (begin, end), current in sections.items():
+            if readme_section(begin=begin, end=end) != current:
+                print(f"README.md's table between {begin} and {end} is not current: run `python -m "
+                      "mailhost.lab.engine.matrix` and paste each table between its markers", file=sys.stderr)
+                return 1
         return 0
-    print(current)
+    for (begin, end), current in sections.items():
+        print(f"{begin}\n{current}\n{end}\n")
     return 0
 
 

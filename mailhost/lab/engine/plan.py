@@ -215,6 +215,42 @@ def protect_problems(steps: Iterable[Step], state: Mapping[str, Deployed]) -> li
     return problems
 
 
+def step_waves(steps: Iterable[Step], dependencies: Mapping[str, Iterable[str]]) -> list[list[Step]]:
+    """Creates and updates as the engine can run them: a step after every step it depends on; the steps
+    of one wave in parallel (in URN order here, so the model's answer is one, not a race)."""
+    by_urn = {step.urn: step for step in steps}
+    level: dict[str, int] = {}
+
+    def depth(urn: str, seen: frozenset[str] = frozenset()) -> int:
+        if urn not in level:
+            needs = [d for d in dependencies.get(urn, ()) if d in by_urn and d not in seen]
+            level[urn] = 1 + max((depth(d, seen | {urn}) for d in needs), default=-1)
+        return level[urn]
+
+    waves: dict[int, list[Step]] = {}
+    for urn in sorted(by_urn):
+        waves.setdefault(depth(urn), []).append(by_urn[urn])
+    return [waves[k] for k in sorted(waves)]
+
+
+def delete_waves(deletes: Iterable[Step], state: Mapping[str, Deployed]) -> list[list[Step]]:
+    """The engine's delete phase: antichains, dependents first; the steps of one run in parallel, and after
+    a failed one no later wave starts (pulumi step_executor: ExecuteParallel over the delete antichains)."""
+    steps = {step.urn: step for step in deletes}
+    level: dict[str, int] = {}
+
+    def depth(urn: str, seen: frozenset[str] = frozenset()) -> int:
+        if urn not in level:
+            users = [u for u in steps if u not in seen and urn in state[u].dependencies]
+            level[urn] = 1 + max((depth(u, seen | {urn}) for u in users), default=-1)
+        return level[urn]
+
+    waves: dict[int, list[Step]] = {}
+    for urn in sorted(steps):
+        waves.setdefault(depth(urn), []).append(steps[urn])
+    return [waves[k] for k in sorted(waves)]
+
+
 def find_old(reg: Registration, state: Mapping[str, Deployed]) -> Deployed | None:
     """The state of this resource: under its URN, or under one of its aliases (a rename without a replace)."""
     if reg.urn in state:

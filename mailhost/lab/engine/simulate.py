@@ -20,6 +20,7 @@ from typing import Any
 from mailhost.lab.engine import plan
 from mailhost.lab.engine import program as engine_program
 from mailhost.lab.engine.providers import UNKNOWN
+from mailhost.publish import previewed
 
 REPO = Path(__file__).resolve().parents[3]
 AMI = {"id": "ami-0123456789abcdef0", "name": "debian-12-amd64-20261101"}
@@ -91,9 +92,14 @@ class Simulator:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, values: dict[str, Any], secrets: dict[str, str], stack: str, preview: bool,
-            program: Path = REPO / "__main__.py") -> tuple[plan.Plan, dict[str, plan.Registration], dict[str, Any]]:
-        """One `pulumi preview` or `pulumi up`: (the plan, the registrations by URN, the stack outputs).
-        Raises plan.ProtectedError before changing the state when the plan is refused."""
+            program: Path = REPO / "__main__.py", skip_preview: bool = False,
+            ) -> tuple[plan.Plan, dict[str, plan.Registration], dict[str, Any]]:
+        """One `pulumi preview` or `pulumi up` (after its preview): (the plan, the registrations by URN, the
+        stack outputs).  Raises plan.ProtectedError before changing the state when the plan is refused.
+
+        skip_preview: `pulumi up --skip-preview` (or the Automation API's up): no preview ran, so a protected
+        replace fails at its own step and a protected delete in the delete phase, as plan.StepFailed, with
+        the steps before it done and kept in the state."""
 
         steps: list[plan.Step] = []
         regs: dict[str, plan.Registration] = {}
@@ -115,14 +121,15 @@ class Simulator:
             if preview:
                 return reg.urn, plan.preview_outputs(step, reg, old.outputs if old else None)
             with self.lock:
-                if failed:  # the engine starts no step after a failed one
-                    return reg.urn, plan.preview_outputs(step, reg, old.outputs if old else None)
+                # After a failed step the engine starts no other: the program still gets outputs (it runs to
+                # its end), but nothing more reaches the state.
+                runs = not failed
                 key = plan.record_set(reg.type, reg.inputs) if step.op in ("create", "replace") else None
-                if key is not None and plan.creates_only(reg.inputs) and held.get(key, reg.urn) != reg.urn:
+                if runs and key is not None and plan.creates_only(reg.inputs) and held.get(key, reg.urn) != reg.urn:
                     done = tuple(s for s in steps[:-1] if s.op != "same")
                     failed.append(plan.StepFailed(step, plan.record_exists_message(key), done))
-                    return reg.urn, plan.preview_outputs(step, reg, old.outputs if old else None)
-                if key is not None:
+                    runs = False
+                if runs and key is not None:
                     held[key] = reg.urn
             outputs = dict(old.outputs) if old is not None else {}
             if step.op in ("create", "replace"):
@@ -133,9 +140,10 @@ class Simulator:
                 outputs = {**outputs, **reg.inputs}
                 if reg.type.startswith("command:"):
                     outputs.update(computed_outputs(reg.type, reg.name, dict(reg.inputs), self.generations[reg.urn]))
-            with self.lock:
-                new_state[reg.urn] = plan.Deployed(reg.urn, reg.type, reg.name, reg.inputs, outputs, reg.protect,
-                                                   reg.retain_on_delete, reg.dependencies, reg.secret_inputs)
+            if runs:
+                with self.lock:
+                    new_state[reg.urn] = plan.Deployed(reg.urn, reg.type, reg.name, reg.inputs, outputs, reg.protect,
+                                                       reg.retain_on_delete, reg.dependencies, reg.secret_inputs)
             return reg.urn, outputs
 
         def call(token: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -148,19 +156,62 @@ class Simulator:
             raise RuntimeError(f"the simulator cannot answer {token}")
 
         config, secret_keys = engine_program.stack_config("jira-mailhost", values, secrets)
+        if not preview and not skip_preview:  # what `pulumi up`'s preview leaves for its update (previewed.py)
+            previewed.note_preview(previewed.config_digest("jira-mailhost", stack, config))
         outputs = engine_program.run(program, "jira-mailhost", stack, config, secret_keys, register, call, preview)
-        steps += plan.deletions(before, plan.claimed(regs.values(), before))
+        deletes = plan.deletions(before, plan.claimed(regs.values(), before))
+        steps += deletes
         result = plan.Plan(tuple(steps))
-        problems = plan.protect_problems(result.steps, before)
+        if skip_preview and not preview and not failed:
+            ran = self._update_phase(steps[:len(steps) - len(deletes)], regs, before, failed)
+            new_state = {urn: d for urn, d in new_state.items() if urn in ran}
+            if not failed:
+                self._delete_phase(deletes, before, tuple(s for s in steps if s.urn in ran and s.op != "same"), failed)
+        problems = [] if skip_preview else plan.protect_problems(result.steps, before)
         if problems:
             raise plan.ProtectedError("\n".join(problems))
-        if failed:  # what ran stays: the old entries, the new ones written before the failure
-            kept = {urn: d for urn, d in before.items() if urn not in new_state}
+        if failed:  # what ran stays: the old entries (less what was deleted), the new ones written before it
+            gone = {s.urn for s in failed[0].done if s.op == "delete"}
+            kept = {urn: d for urn, d in before.items() if urn not in new_state and urn not in gone}
             self.state = {**kept, **new_state}
             raise failed[0]
         if not preview:
             self.state = new_state
         return result, regs, outputs
+
+
+    @staticmethod
+    def _update_phase(steps: list[plan.Step], regs: dict[str, plan.Registration], before: dict[str, plan.Deployed],
+                      failed: list[plan.StepFailed]) -> set[str]:
+        """Without a preview: creates, updates and replaces in dependency waves (ties by URN); a protected
+        replace fails at its step, the rest of its wave still runs, and no later wave starts.  Returns the
+        URNs of the steps that ran."""
+        changes = [s for s in steps if s.op != "same"]
+        ran: set[str] = {s.urn for s in steps if s.op == "same"}
+        done: list[plan.Step] = []
+        for wave in plan.step_waves(changes, {urn: reg.dependencies for urn, reg in regs.items()}):
+            refused = [(step, plan.protect_problems([step], before)) for step in wave]
+            done += [step for step, problems in refused if not problems]
+            ran |= {step.urn for step, problems in refused if not problems}
+            for step, problems in refused:
+                if problems:
+                    failed.append(plan.StepFailed(step, problems[0], tuple(done)))
+                    return ran
+        return ran
+
+    @staticmethod
+    def _delete_phase(deletes: list[plan.Step], before: dict[str, plan.Deployed], done: tuple[plan.Step, ...],
+                      failed: list[plan.StepFailed]) -> None:
+        """Without a preview: wave by wave, a protected delete fails at its step (DeleteStep.Apply); the
+        rest of its wave still runs, and no later wave starts."""
+        ran = list(done)
+        for wave in plan.delete_waves(deletes, before):
+            refused = [(step, plan.protect_problems([step], before)) for step in wave]
+            ran += [step for step, problems in refused if not problems]
+            for step, problems in refused:
+                if problems:
+                    failed.append(plan.StepFailed(step, problems[0], tuple(ran)))
+                    return
 
 
 def unknown(value: Any) -> bool:
