@@ -146,6 +146,7 @@ def good_values(domain: str) -> dict[str, st.SearchStrategy[Any]]:
         "delivery.relay.port": st.integers(1, 65535),
         "delivery.relay.username": SASL_USERS,
         "delivery.relay.tlsFingerprint": st.binary(min_size=32, max_size=32).map(lambda b: b.hex(":")),
+        "delivery.relay.maxPerMinute": st.integers(1, 60),
         "relayPassword": passwords(),
     }
 
@@ -299,6 +300,9 @@ def valid_stacks(draw: st.DrawFn) -> dict[str, Any]:
             relay_values["port"] = draw(st.integers(1, 65535))
         if draw(st.booleans()):
             relay_values["tlsFingerprint"] = draw(st.binary(min_size=32, max_size=32).map(lambda b: b.hex(":")))
+        if draw(st.booleans()):
+            relay_values["maxPerMinute"] = draw(st.sampled_from([1, 60])) if draw(st.booleans()) else \
+                draw(st.integers(1, 60))
         values["delivery"] = {"mode": "relay", "relay": relay_values}
         values["relayPassword"] = draw(passwords())
     retired = draw(st.lists(labels(max_size=62 - max(len(n) for n in names)).filter(lambda s: s != selector),

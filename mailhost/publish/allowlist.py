@@ -29,6 +29,7 @@ RELAY = frozenset({"smtp_sasl_auth_enable", "smtp_sasl_password_maps", "smtp_sas
                    "smtp_sasl_tls_security_options", "smtp_tls_mandatory_protocols"})
 RELAY_CA = frozenset({"smtp_tls_secure_cert_match"})
 RELAY_PINNED = frozenset({"smtp_tls_fingerprint_digest", "smtp_tls_fingerprint_cert_match"})
+RELAY_PACED = frozenset({"smtp_destination_rate_delay", "smtp_destination_concurrency_failed_cohort_limit"})
 REROUTE = frozenset({"virtual_alias_maps"})
 MAILLOG = frozenset({"maillog_file"})
 OPENDKIM = frozenset({"Syslog", "SyslogSuccess", "UMask", "UserID", "Mode", "Domain", "Selector", "KeyFile",
@@ -53,6 +54,8 @@ def main_cf_parameters(settings: Settings) -> frozenset[str]:
     relay = relay_of(settings)
     if relay:
         names |= RELAY | (RELAY_PINNED if relay.tls_fingerprint else RELAY_CA)
+        if relay.max_per_minute is not None:
+            names |= RELAY_PACED
     if settings.reroute_to:
         names |= REROUTE
     if settings.maillog_file:

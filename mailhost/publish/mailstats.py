@@ -62,6 +62,11 @@ CAUSES: tuple[Cause, ...] = (
           "SPF and DKIM pass, and DMARC aligns them with the From domain (Gmail, Yahoo, Microsoft)",
           "run `mailhost verify`; make Jira's From address a mailbox of `domain` (the stack's `sender`), "
           "so the DKIM signature and SPF align with it"),
+    Cause("relay_rate", (), r"submission rate|rate for this client|exceeded the configured limit|"
+          r"sending (?:rate|limit) (?:exceeded|reached)|message rate (?:limit )?exceeded",
+          "the relay's sending limit: Microsoft 365 takes 30 messages a minute per mailbox (421 4.4.2)",
+          "nothing is lost (Postfix retries); set delivery.relay.maxPerMinute to the relay's limit (30 for "
+          "Microsoft 365) and run `pulumi up`: Postfix then paces delivery to the relay"),
     Cause("rate_limit", ("4.7.28", "4.7.650", "4.7.500", "4.7.501", "4.7.502", "4.7.503", "4.7.504"),
           r"rate.?limit|too many (?:messages|connections|recipients)|unusual rate|TSS0\d|try again later",
           "a steady sender: few connections, reused, and no sudden bursts from a new address",
@@ -106,7 +111,8 @@ _COMPILED = [(c, re.compile(c.text, re.IGNORECASE) if c.text else None) for c in
 
 
 # Codes receivers use for many reasons (5.7.1 covers blocklists and content filters alike): the words decide.
-GENERIC_CODES = frozenset({"5.7.1", "5.7.0", "4.7.0", "4.7.1", "5.0.0", "4.0.0"})
+# 4.4.2 ("bad connection") is also what Microsoft 365 answers to a submission rate above its limit.
+GENERIC_CODES = frozenset({"5.7.1", "5.7.0", "4.7.0", "4.7.1", "5.0.0", "4.0.0", "4.4.2"})
 
 
 def reply_code(text: str) -> str | None:

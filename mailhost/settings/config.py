@@ -182,6 +182,13 @@ class Relay(Model):
     port: int = Field(587, ge=1, le=65535)
     username: str = Field(max_length=256)
     tls_fingerprint: str | None = Field(None, alias="tlsFingerprint")
+    max_per_minute: int | None = Field(None, alias="maxPerMinute", ge=1, le=60)
+
+    @property
+    def rate_delay_seconds(self) -> int | None:
+        """Postfix's smtp_destination_rate_delay for maxPerMinute: whole seconds between deliveries to the relay,
+        rounded up so the relay's limit is never passed (45 a minute → 2 s → 30 a minute)."""
+        return None if self.max_per_minute is None else -(-60 // self.max_per_minute)
 
     @field_validator("host")
     @classmethod

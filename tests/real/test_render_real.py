@@ -63,6 +63,28 @@ def test_postfix_accepts_the_rendered_config(shape: str, tmp_path: Path, dkim_pe
     assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
 
 
+@pytest.mark.parametrize(("per_minute", "delay", "at_most"),
+                         [(30, "2s", 30), (45, "2s", 30), (60, "1s", 60), (1, "60s", 1)])
+def test_a_paced_relay_gets_a_rate_delay_that_never_passes_its_limit(per_minute: int, delay: str, at_most: int,
+                                                                     tmp_path: Path, dkim_pem: str) -> None:
+    """delivery.relay.maxPerMinute: whole seconds between deliveries, rounded up; a dead-relay verdict only
+    after 10 failed connections (at concurrency 1 a single one would defer the whole queue)."""
+    paced = {"mode": "relay", "relay": {"host": "smtp.relay.example.net", "port": 587, "username": "jira@example.com",
+                                        "maxPerMinute": per_minute}}
+    settings = parse_settings(base(environment="staging", rerouteTo="qa@example.com", delivery=paced), SECRETS)
+    confdir = materialise(tmp_path, render.render_host(settings, settings.hosts[0],
+                                                       render.HostSecrets(dkim_pem, "pw")))
+    conf = postconf_n(confdir)
+    assert conf["smtp_destination_rate_delay"] == delay and 60 // int(delay[:-1]) == at_most <= per_minute
+    assert conf["smtp_destination_concurrency_failed_cohort_limit"] == "10"
+    check = postfix_check(confdir)
+    assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
+    unpaced = parse_settings(base(environment="staging", rerouteTo="qa@example.com", delivery=RELAY), SECRETS)
+    plain = postconf_n(materialise(tmp_path / "plain", render.render_host(unpaced, unpaced.hosts[0],
+                                                                          render.HostSecrets(dkim_pem, "pw"))))
+    assert "smtp_destination_rate_delay" not in plain
+
+
 def test_relay_password_map_is_built_and_looked_up_by_postmap(tmp_path: Path, dkim_pem: str) -> None:
     settings = parse_settings(shapes()["relay-staging"], SECRETS)
     files = render.render_host(settings, settings.hosts[0], render.HostSecrets(dkim_pem, "pa:ss word"))

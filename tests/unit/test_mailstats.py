@@ -47,6 +47,10 @@ def delivery(qid: str, rcpt: str, dsn: str, state: str, text: str, pid: int = 10
     ("5.7.1", "host mx said: 554 5.7.1 Service unavailable; Client host blocked using zen.spamhaus.org", "dnsbl"),
     ("5.7.1", "host mx said: 550 5.7.1 Message rejected as spam by policy", "policy"),
     ("4.4.1", "connect to mx.example.net[198.51.100.20]:25: Connection refused", "connect"),
+    ("4.4.2", "host smtp.office365.com said: 421 4.4.2 Message submission rate for this client has exceeded the "
+              "configured limit (in reply to end of DATA command)", "relay_rate"),
+    ("4.4.2", "lost connection with mx.example.net[198.51.100.20] while sending RCPT TO", "connect"),
+    ("4.4.2", "host relay said: 421 4.4.2 closing connection", "connect"),
     ("5.0.0", "host mx said: 550 something else", "other"),
 ])
 def test_each_reply_gets_its_cause(dsn: str, text: str, cause: str) -> None:

@@ -264,6 +264,7 @@ ROWS: tuple[Row, ...] = (
     Row("delivery.relay.host", _relay_only("delivery.relay.host", lambda old, v: "smtp2.relay.example.net")),
     Row("delivery.relay.port", _relay_only("delivery.relay.port", lambda old, v: 2525)),
     Row("delivery.relay.username", _relay_only("delivery.relay.username", lambda old, v: "jira-2")),
+    Row("delivery.relay.maxPerMinute", _relay_only("delivery.relay.maxPerMinute", lambda old, v: 30)),
     Row("delivery.relay.tlsFingerprint", _relay_only("delivery.relay.tlsFingerprint", lambda old, v: "ab" * 32)),
     Row("relayPassword (secret)", secret("relayPassword", "another-Relay-passw0rd")),
     Row("sshPrivateKey (secret)", lambda values, secrets, sim: secrets.update(
