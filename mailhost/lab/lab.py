@@ -288,8 +288,9 @@ class Lab:
     def lab_ca(self) -> tlscert.LabCA:
         return tlscert.LabCA.load(self.ca_cert, self.ca_key)
 
-    def start_smarthost(self, info: LabInfo | None = None, cert: str = "smarthost") -> None:
-        """Start the smarthost presenting the certificate stored under `cert` (see cert_paths)."""
+    def start_smarthost(self, info: LabInfo | None = None, cert: str = "smarthost", extra: Sequence[str] = ()) -> None:
+        """Start the smarthost presenting the certificate stored under `cert` (see cert_paths), with extra
+        options (e.g. a rate limit: --max-per-window N --window S)."""
         info = info or self.info()
         sh = self.world.smarthost
         cert_path, key_path = self.cert_paths(cert)
@@ -298,7 +299,7 @@ class Lab:
             "--hostname", SMARTHOST_NAME, "--source", sh.v4, "--dns", self.world.dns.v4,
             "--username", RELAY_USER, "--password-file", str(self.relay_password_file),
             "--log", str(self.smarthost_log), "--cert", str(cert_path), "--key", str(key_path),
-            "--events", str(self.smarthost_events), "--conn-log", str(self.smarthost_connections),
+            "--events", str(self.smarthost_events), "--conn-log", str(self.smarthost_connections), *extra,
         ])
         wait_port(sh.v4, 587, what="smarthost")
 

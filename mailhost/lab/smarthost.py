@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import collections
 import hmac
 import json
 import smtplib
@@ -53,11 +54,24 @@ class Authenticator:
 class Relay:
     """aiosmtpd handler: hand each message to the MX of its recipients' domain before saying 250."""
 
-    def __init__(self, hostname: str, source: str, res: dns.resolver.Resolver, log: Path):
+    def __init__(self, hostname: str, source: str, res: dns.resolver.Resolver, log: Path,
+                 limit: int = 0, window: float = 60.0):
         self.hostname = hostname
         self.source = source
         self.res = res
         self.log = log
+        self.limit = limit  # messages per window, as Microsoft 365 limits a mailbox (0: no limit)
+        self.window = window
+        self.taken: collections.deque[float] = collections.deque()
+
+    def over_limit(self, now: float) -> bool:
+        """A sliding window of the messages taken: one more now would pass the limit."""
+        while self.taken and now - self.taken[0] >= self.window:
+            self.taken.popleft()
+        if self.limit and len(self.taken) >= self.limit:
+            return True
+        self.taken.append(now)
+        return False
 
     def mx_address(self, domain: str) -> str:
         answer = self.res.resolve(domain, "MX")
@@ -87,6 +101,10 @@ class Relay:
                                  "rcpt_to": list(envelope.rcpt_tos), "size": len(content), "user": user,
                                  "tls": session.ssl is not None, "message_id": str(headers.get("Message-ID", "")),
                                  "burst": str(headers.get("X-Lab-Burst", ""))}
+        if self.over_limit(time.monotonic()):
+            entry.update(relayed=False, rate_limited=True)
+            self.write(entry)
+            return "421 4.4.2 Message submission rate for this client has exceeded the configured limit"
         try:
             await loop.run_in_executor(None, self.deliver, envelope.mail_from or "", list(envelope.rcpt_tos), content)
         except (OSError, smtplib.SMTPException, dns.exception.DNSException) as error:
@@ -194,10 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key", type=Path, required=True, help="its private key (PEM, 0600)")
     parser.add_argument("--events", type=Path, required=True, help="session events (JSON lines)")
     parser.add_argument("--conn-log", type=Path, help="one JSON line per connection (tlsstats)")
+    parser.add_argument("--max-per-window", type=int, default=0, help="answer 421 4.4.2 above this many messages")
+    parser.add_argument("--window", type=float, default=60.0, help="... per this many seconds (sliding)")
     args = parser.parse_args(argv)
     password = args.password_file.read_text().strip()
     res = verdicts.resolver_for(args.dns, args.dns_port)
-    relay = Relay(args.hostname, args.source, res, args.log)
+    relay = Relay(args.hostname, args.source, res, args.log, args.max_per_window, args.window)
     asyncio.run(serve(args.listen, args.port, args.hostname, relay, Authenticator(args.username, password),
                       context_from_files(args.cert, args.key), Events(args.events, password), args.conn_log))
 

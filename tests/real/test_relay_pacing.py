@@ -1,0 +1,92 @@
+"""delivery.relay.maxPerMinute against a relay that limits its rate, as Microsoft 365 does (30 a minute per
+mailbox, `421 4.4.2 Message submission rate ... exceeded` above it).
+
+The lab's smarthost takes LIMIT messages per WINDOW seconds (30 a minute) and answers 421 4.4.2 above.
+Without the setting a Jira burst runs into that limit: deferrals, `status` names the relay's rate limit
+with the fix, and everything arrives in the end.  With maxPerMinute 30 Postfix paces its deliveries: no
+421 at all, and the smarthost's own timestamps show the spacing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mailhost.lab import jirahost, ops
+from mailhost.lab.lab import REPO, Lab
+from mailhost.lab.runner import stack_path
+from tests.real.conftest import lab_in_tmp
+
+pytestmark = [pytest.mark.real]
+LIMIT, WINDOW = 10, 20.0  # 10 per 20 s: 30 a minute
+
+
+@pytest.fixture(scope="module")
+def lab(jm_lab_lock: None) -> Iterator[Lab]:
+    with lab_in_tmp("pacing", mode="relay") as the_lab:
+        the_lab.stop_smarthost()
+        the_lab.start_smarthost(extra=["--max-per-window", str(LIMIT), "--window", str(WINDOW)])
+        yield the_lab
+
+
+def until(condition: Callable[[], Any], seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}")
+        time.sleep(0.5)
+    return result
+
+
+def status(lab: Lab) -> dict[str, Any]:
+    key = lab.info().jira["client_key_path"]
+    done = subprocess.run(
+        [sys.executable, "-m", "mailhost", "status", "--outputs", str(lab.state_dir / "stack-outputs.json"),
+         "--stack", str(stack_path(lab.state_dir)), "--key", key, "--hours", "1", "--json"],
+        capture_output=True, text=True, timeout=180, cwd=REPO, env={**os.environ, "SSH_AUTH_SOCK": ""})
+    assert done.stdout.strip(), done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def limited(lab: Lab, burst: str) -> list[dict[str, Any]]:
+    return [e for e in ops.relayed(lab, burst) if e.get("rate_limited")]
+
+
+def test_without_pacing_a_burst_meets_the_relays_limit_and_status_names_it(lab: Lab) -> None:
+    burst = ops.send(lab, 16, big_every=0)
+    assert burst.sent == 16
+    until(lambda: len(limited(lab, burst.name)) >= 16 - LIMIT, 60, "the relay's 421 4.4.2 answers")
+    report = status(lab)["hosts"]["jira"]["report"]
+    causes = {(c["cause"], c["code"]): c for c in report["causes"]}
+    assert ("relay_rate", "4.4.2") in causes, sorted(causes)
+    assert causes[("relay_rate", "4.4.2")]["status"] == "deferred"
+    findings = " ".join(f.get("fix", "") for f in status(lab)["hosts"]["jira"]["findings"])
+    assert "delivery.relay.maxPerMinute" in findings, findings
+    time.sleep(WINDOW)  # the relay's window passes; Postfix would retry on its own after its backoff
+    assert jirahost.run(lab.info(), ["postqueue", "-f"]).returncode == 0
+    got, _ = ops.wait_delivered(lab, burst, timeout=120)
+    assert len({r["message_id"] for r in got}) == 16, "nothing lost"
+
+
+def test_with_max_per_minute_postfix_paces_and_the_relay_never_refuses(lab: Lab) -> None:
+    ops.write_stack(lab, "relay", {"delivery": {"relay": {"maxPerMinute": 30}}})
+    ops.deploy(lab)
+    assert jirahost.run(lab.info(), ["postconf", "-h", "smtp_destination_rate_delay"]).stdout.strip() == "2s"
+    time.sleep(WINDOW)  # an empty window at the relay
+    burst = ops.send(lab, 14, big_every=0)
+    got, seconds = ops.wait_delivered(lab, burst, timeout=180)
+    assert len({r["message_id"] for r in got}) == 14
+    entries = ops.relayed(lab, burst.name)
+    assert not limited(lab, burst.name) and len([e for e in entries if e["relayed"]]) == 14, entries
+    times = sorted(e["time"] for e in entries)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 1.9, gaps  # 2 s between deliveries, counted from the end of the one before
+    assert seconds >= 13 * 2, seconds
