@@ -10,20 +10,16 @@ with the fix, and everything arrives in the end.  With maxPerMinute 30 Postfix p
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from mailhost.lab import jirahost, ops
-from mailhost.lab.lab import REPO, Lab
-from mailhost.lab.runner import stack_path
+from mailhost.lab.lab import Lab
 from tests.real.conftest import lab_in_tmp
+from tests.real.test_status_lab import status, until
 
 pytestmark = [pytest.mark.real]
 LIMIT, WINDOW = 10, 20.0  # 10 per 20 s: 30 a minute
@@ -37,25 +33,6 @@ def lab(jm_lab_lock: None) -> Iterator[Lab]:
         yield the_lab
 
 
-def until(condition: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}")
-        time.sleep(0.5)
-    return result
-
-
-def status(lab: Lab) -> dict[str, Any]:
-    key = lab.info().jira["client_key_path"]
-    done = subprocess.run(
-        [sys.executable, "-m", "mailhost", "status", "--outputs", str(lab.state_dir / "stack-outputs.json"),
-         "--stack", str(stack_path(lab.state_dir)), "--key", key, "--hours", "1", "--json"],
-        capture_output=True, text=True, timeout=180, cwd=REPO, env={**os.environ, "SSH_AUTH_SOCK": ""})
-    assert done.stdout.strip(), done.stderr
-    return dict(json.loads(done.stdout))
-
-
 def limited(lab: Lab, burst: str) -> list[dict[str, Any]]:
     return [e for e in ops.relayed(lab, burst) if e.get("rate_limited")]
 
@@ -64,11 +41,11 @@ def test_without_pacing_a_burst_meets_the_relays_limit_and_status_names_it(lab: 
     burst = ops.send(lab, 16, big_every=0)
     assert burst.sent == 16
     until(lambda: len(limited(lab, burst.name)) >= 16 - LIMIT, 60, "the relay's 421 4.4.2 answers")
-    report = status(lab)["hosts"]["jira"]["report"]
-    causes = {(c["cause"], c["code"]): c for c in report["causes"]}
+    host = status(lab)[1]["hosts"]["jira"]
+    causes = {(c["cause"], c["code"]): c for c in host["report"]["causes"]}
     assert ("relay_rate", "4.4.2") in causes, sorted(causes)
     assert causes[("relay_rate", "4.4.2")]["status"] == "deferred"
-    findings = " ".join(f.get("fix", "") for f in status(lab)["hosts"]["jira"]["findings"])
+    findings = " ".join(f.get("fix", "") for f in host["findings"])
     assert "delivery.relay.maxPerMinute" in findings, findings
     time.sleep(WINDOW)  # the relay's window passes; Postfix would retry on its own after its backoff
     assert jirahost.run(lab.info(), ["postqueue", "-f"]).returncode == 0

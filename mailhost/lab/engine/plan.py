@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -215,40 +215,34 @@ def protect_problems(steps: Iterable[Step], state: Mapping[str, Deployed]) -> li
     return problems
 
 
-def step_waves(steps: Iterable[Step], dependencies: Mapping[str, Iterable[str]]) -> list[list[Step]]:
-    """Creates and updates as the engine can run them: a step after every step it depends on; the steps
-    of one wave in parallel (in URN order here, so the model's answer is one, not a race)."""
+def _waves(steps: Iterable[Step], first: Callable[[str], Iterable[str]]) -> list[list[Step]]:
+    """Steps in waves: each after every step `first(urn)` names; one wave's steps in URN order (the engine
+    runs them in parallel; the model gives one answer, not a race)."""
     by_urn = {step.urn: step for step in steps}
     level: dict[str, int] = {}
 
-    def depth(urn: str, seen: frozenset[str] = frozenset()) -> int:
+    def depth(urn: str, seen: frozenset[str]) -> int:
         if urn not in level:
-            needs = [d for d in dependencies.get(urn, ()) if d in by_urn and d not in seen]
-            level[urn] = 1 + max((depth(d, seen | {urn}) for d in needs), default=-1)
+            before = [u for u in first(urn) if u in by_urn and u not in seen]
+            level[urn] = 1 + max((depth(u, seen | {urn}) for u in before), default=-1)
         return level[urn]
 
     waves: dict[int, list[Step]] = {}
     for urn in sorted(by_urn):
-        waves.setdefault(depth(urn), []).append(by_urn[urn])
+        waves.setdefault(depth(urn, frozenset()), []).append(by_urn[urn])
     return [waves[k] for k in sorted(waves)]
+
+
+def step_waves(steps: Iterable[Step], dependencies: Mapping[str, Iterable[str]]) -> list[list[Step]]:
+    """Creates and updates as the engine can run them: a step after every step it depends on."""
+    return _waves(steps, lambda urn: dependencies.get(urn, ()))
 
 
 def delete_waves(deletes: Iterable[Step], state: Mapping[str, Deployed]) -> list[list[Step]]:
-    """The engine's delete phase: antichains, dependents first; the steps of one run in parallel, and after
-    a failed one no later wave starts (pulumi step_executor: ExecuteParallel over the delete antichains)."""
-    steps = {step.urn: step for step in deletes}
-    level: dict[str, int] = {}
-
-    def depth(urn: str, seen: frozenset[str] = frozenset()) -> int:
-        if urn not in level:
-            users = [u for u in steps if u not in seen and urn in state[u].dependencies]
-            level[urn] = 1 + max((depth(u, seen | {urn}) for u in users), default=-1)
-        return level[urn]
-
-    waves: dict[int, list[Step]] = {}
-    for urn in sorted(steps):
-        waves.setdefault(depth(urn), []).append(steps[urn])
-    return [waves[k] for k in sorted(waves)]
+    """The engine's delete phase: dependents first; after a failed step no later wave starts (pulumi
+    step_executor: ExecuteParallel over the delete antichains)."""
+    deletes = list(deletes)
+    return _waves(deletes, lambda urn: [d.urn for d in deletes if urn in state[d.urn].dependencies])
 
 
 def find_old(reg: Registration, state: Mapping[str, Deployed]) -> Deployed | None:
