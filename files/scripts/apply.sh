@@ -33,7 +33,7 @@
 # rolls back; daemons it starts get the default signal handling back.  SIGTERM or SIGINT stops it on
 # one whole configuration: before the switch nothing changed (exit 1); during it, the files live
 # before are put back from the journal's backup (exit 2); after it is confirmed, the run finishes.
-# The signal is taken by a supervisor that only waits, and acted on by the worker (the rest of this
+# The signal is taken by a Perl supervisor that only waits, and acted on by the worker (the rest of this
 # script, which ignores TERM and INT) at its stop points: see "supervisor" below for why.
 # File contents are never printed; there is no `set -x`.
 { # the whole script is one block: bash parses all of it before running any of it, so a script cut
@@ -75,30 +75,43 @@ daemon() { # run a daemon's start command with default signal handling (the work
 }
 
 # ---------- supervisor: takes TERM and INT, so that the worker never has to trap them ----------
-# bash 5.2 runs a pending trap even while it parses a $(...) it is expanding, and then garbles both: the
-# trap never ran its handler and the script went on with a broken command (a drill saw exit 0 mid-switch).
-# So the worker, the rest of this script, is started with TERM and INT ignored and sets no signal trap;
-# this supervisor only waits for it, and a TERM or INT it gets is written to a file the worker reads at
-# its stop points (stop_point below).  No $(...) runs here once the traps are set.
+# bash 5.2 is not safe with signal traps: it runs a pending trap even while it parses a $(...) it is
+# expanding, garbling both (a drill saw exit 0 mid-switch), and a storm of TERMs to a bash that traps
+# them and waits made it crash (SIGSEGV: the SSH session ended 255 after a finished run).  So the worker,
+# the rest of this script, starts with TERM and INT ignored and traps no signal; a small Perl supervisor
+# (perl-base is Essential on Debian) waits for it, writes a TERM or INT it gets to a file the worker
+# reads at its stop points (stop_point below), and exits with the worker's status.
+SUPERVISOR='
+use strict; use warnings;
+my $stop = $ENV{JM_STOP_FILE};
+my $mark = sub { my $name = shift; if (open(my $f, ">", $stop)) { print $f $name; close $f; } };
+$SIG{TERM} = sub { $mark->("TERM") };
+$SIG{INT} = sub { $mark->("INT") };
+my $pid = fork();
+if (!defined $pid) { print STDERR "jira-mailhost: ERROR: cannot start the apply: $!; nothing was changed.\n"; exit 1; }
+if ($pid == 0) { $SIG{TERM} = "IGNORE"; $SIG{INT} = "IGNORE"; exec { "bash" } "bash", @ARGV; exit 127; }
+my $status;
+while (1) {
+  my $done = waitpid($pid, 0);
+  if ($done == $pid) { $status = $?; last; }
+  next if $done == -1 && $!{EINTR};
+  print STDERR "jira-mailhost: ERROR: lost the apply process: $!\n"; exit 3;
+}
+$SIG{TERM} = "IGNORE"; $SIG{INT} = "IGNORE";
+unlink $stop; (my $dir = $stop) =~ s{/[^/]*$}{}; rmdir $dir;
+exit(($status & 127) ? 128 + ($status & 127) : $status >> 8);
+'
 if [ -z "${JM_STOP_FILE:-}" ]; then
-  stop_dir=$(mktemp -d -t jira-mailhost-stop.XXXXXX) || { warn "ERROR: cannot create a temporary directory; nothing was changed."; exit 1; }
-  stop_file=$stop_dir/signal
   if [ -n "${BASH_EXECUTION_STRING:-}" ]; then set -- -c "$BASH_EXECUTION_STRING" "$0"; else set -- "$0"; fi
-  trap 'printf TERM >"$stop_file"' TERM
-  trap 'printf INT >"$stop_file"' INT
-  exec 8<&0  # an asynchronous command would get /dev/null as stdin: the bundle goes on fd 8
-  (trap '' TERM INT; exec env JM_STOP_FILE="$stop_file" bash "$@" <&8 8<&-) &
-  worker=$!
-  exec 8<&-
-  while :; do
-    wait "$worker"
-    rc=$?
-    [ "$rc" -gt 128 ] || break  # the worker's own status
-    # A trap ended the wait early (status 128+n): wait on, unless the worker is gone (then its status).
-    kill -0 "$worker" 2>/dev/null || { wait "$worker"; rc=$?; break; }
-  done
-  rm -rf "$stop_dir"
-  exit "$rc"
+  if command -v perl >/dev/null 2>&1; then
+    # In /run (a tmpfs): what a killed run leaves there is gone at the next boot.
+    stop_dir=$(mktemp -d /run/jira-mailhost-stop.XXXXXX 2>/dev/null || mktemp -d -t jira-mailhost-stop.XXXXXX) ||
+      { warn "ERROR: cannot create a temporary directory; nothing was changed."; exit 1; }
+    JM_STOP_FILE=$stop_dir/signal exec perl -e "$SUPERVISOR" -- "$@"
+  fi
+  # No perl (not Debian): no supervisor; a TERM stops the run at once, and the next run's journal replay
+  # puts back a switch it cut off.
+  JM_STOP_FILE=/dev/null exec bash "$@"
 fi
 
 S_PACKAGES="" S_SERVICES="postfix opendkim" S_FQDN="" S_STACK="" S_PRODUCTION=0
