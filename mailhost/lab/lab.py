@@ -27,6 +27,7 @@ from typing import Any
 
 from mailhost.lab import jirahost, netns, tlscert, zones
 from mailhost.lab.knot import Knot
+from mailhost.ops.status import shown
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STATE = REPO / ".lab"
@@ -72,7 +73,9 @@ def private_file(path: Path, text: str) -> Path:
     return tlscert.write_private(path, text.encode())
 
 
-def wait_port(address: str, port: int, timeout: float = 20, what: str = "service") -> None:
+def wait_port(address: str, port: int, timeout: float = 60, what: str = "service", log: Path | None = None) -> None:
+    """Until something listens there.  A service that never does is named with the end of its log (a lab
+    service starts in about a second; the bound is for a machine busy with other tests)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -80,7 +83,12 @@ def wait_port(address: str, port: int, timeout: float = 20, what: str = "service
                 return
         except OSError as error:
             if time.monotonic() > deadline:
-                raise LabError(f"{what} did not listen on [{address}]:{port} within {timeout}s: {error}") from None
+                tail = ""
+                if log is not None and log.exists():
+                    lines = log.read_text(errors="replace").splitlines()[-15:]
+                    tail = "\n" + "\n".join(f"  {shown(line[:300])}" for line in lines)
+                raise LabError(f"{what} did not listen on [{address}]:{port} within {timeout}s: {error}{tail}") \
+                    from None
             time.sleep(0.1)
 
 
@@ -250,8 +258,8 @@ class Lab:
             "--dns", self.world.dns.v4, "--log", str(self.receiver_log),
             "--conn-log", str(self.receiver_connections), *extra,
         ])
-        wait_port(mx.v4, 25, what="receiver")
-        wait_port(mx.v6, 25, what="receiver")
+        wait_port(mx.v4, 25, what="receiver", log=self.state_dir / "receiver.log")
+        wait_port(mx.v6, 25, what="receiver", log=self.state_dir / "receiver.log")
 
     @property
     def second_mx_log(self) -> Path:
@@ -272,7 +280,7 @@ class Lab:
             "--dns", self.world.dns.v4, "--log", str(self.second_mx_log),
             "--conn-log", str(self.second_mx_connections), *extra,
         ])
-        wait_port(sh.v4, 25, what="mx2")
+        wait_port(sh.v4, 25, what="mx2", log=self.state_dir / "mx2.log")
 
     def relay_password(self) -> str:
         if not self.relay_password_file.exists():
@@ -301,7 +309,7 @@ class Lab:
             "--log", str(self.smarthost_log), "--cert", str(cert_path), "--key", str(key_path),
             "--events", str(self.smarthost_events), "--conn-log", str(self.smarthost_connections), *extra,
         ])
-        wait_port(sh.v4, 587, what="smarthost")
+        wait_port(sh.v4, 587, what="smarthost", log=self.state_dir / "smarthost.log")
 
     def restart_receivers(self, extra: Sequence[str]) -> None:
         """The MX (and mx2 when it runs) again, with extra receiver options (e.g. --no-verdicts)."""
