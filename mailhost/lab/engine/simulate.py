@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -107,6 +108,7 @@ class Simulator:
         new_state: dict[str, plan.Deployed] = {}
         # Route53 record sets and who holds them: every one in the state until the deletes at the end.
         held = {key: urn for urn, d in before.items() if (key := plan.record_set(d.type, d.inputs)) is not None}
+        collisions: dict[str, str] = {}
         failed: list[plan.StepFailed] = []
 
         def register(request: engine_program.Request) -> tuple[str, dict[str, Any]]:
@@ -120,16 +122,11 @@ class Simulator:
                     self.generations.setdefault(reg.urn, self.generations.get(old.urn, 1))
             if preview:
                 return reg.urn, plan.preview_outputs(step, reg, old.outputs if old else None)
-            with self.lock:
-                # After a failed step the engine starts no other: the program still gets outputs (it runs to
-                # its end), but nothing more reaches the state.
-                runs = not failed
+            with self.lock:  # Route53 refuses a CREATE for a set another resource holds (judged in _run_waves)
                 key = plan.record_set(reg.type, reg.inputs) if step.op in ("create", "replace") else None
-                if runs and key is not None and plan.creates_only(reg.inputs) and held.get(key, reg.urn) != reg.urn:
-                    done = tuple(s for s in steps[:-1] if s.op != "same")
-                    failed.append(plan.StepFailed(step, plan.record_exists_message(key), done))
-                    runs = False
-                if runs and key is not None:
+                if key is not None and plan.creates_only(reg.inputs) and held.get(key, reg.urn) != reg.urn:
+                    collisions[reg.urn] = plan.record_exists_message(key)
+                elif key is not None:
                     held[key] = reg.urn
             outputs = dict(old.outputs) if old is not None else {}
             if step.op in ("create", "replace"):
@@ -140,10 +137,9 @@ class Simulator:
                 outputs = {**outputs, **reg.inputs}
                 if reg.type.startswith("command:"):
                     outputs.update(computed_outputs(reg.type, reg.name, dict(reg.inputs), self.generations[reg.urn]))
-            if runs:
-                with self.lock:
-                    new_state[reg.urn] = plan.Deployed(reg.urn, reg.type, reg.name, reg.inputs, outputs, reg.protect,
-                                                       reg.retain_on_delete, reg.dependencies, reg.secret_inputs)
+            with self.lock:
+                new_state[reg.urn] = plan.Deployed(reg.urn, reg.type, reg.name, reg.inputs, outputs, reg.protect,
+                                                   reg.retain_on_delete, reg.dependencies, reg.secret_inputs)
             return reg.urn, outputs
 
         def call(token: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -162,11 +158,18 @@ class Simulator:
         deletes = plan.deletions(before, plan.claimed(regs.values(), before))
         steps += deletes
         result = plan.Plan(tuple(steps))
-        if skip_preview and not preview and not failed:
-            ran = self._update_phase(steps[:len(steps) - len(deletes)], regs, before, failed)
+        if not preview:  # the steps in the engine's order: a refused one stops the up; the program ran to its end
+            def protected(step: plan.Step) -> str | None:
+                problems = plan.protect_problems([step], before) if skip_preview else []
+                return problems[0] if problems else None
+
+            changes = [s for s in steps[:len(steps) - len(deletes)] if s.op != "same"]
+            waves = plan.step_waves(changes, {urn: reg.dependencies for urn, reg in regs.items()})
+            done = self._run_waves(waves, lambda step: collisions.get(step.urn) or protected(step), [], failed)
+            ran = {s.urn for s in done} | {s.urn for s in steps if s.op == "same"}
             new_state = {urn: d for urn, d in new_state.items() if urn in ran}
             if not failed:
-                self._delete_phase(deletes, before, tuple(s for s in steps if s.urn in ran and s.op != "same"), failed)
+                self._run_waves(plan.delete_waves(deletes, before), protected, done, failed)
         problems = [] if skip_preview else plan.protect_problems(result.steps, before)
         if problems:
             raise plan.ProtectedError("\n".join(problems))
@@ -181,38 +184,19 @@ class Simulator:
 
 
     @staticmethod
-    def _update_phase(steps: list[plan.Step], regs: dict[str, plan.Registration], before: dict[str, plan.Deployed],
-                      failed: list[plan.StepFailed]) -> set[str]:
-        """Without a preview: creates, updates and replaces in dependency waves (ties by URN); a protected
-        replace fails at its step, the rest of its wave still runs, and no later wave starts.  Returns the
-        URNs of the steps that ran."""
-        changes = [s for s in steps if s.op != "same"]
-        ran: set[str] = {s.urn for s in steps if s.op == "same"}
-        done: list[plan.Step] = []
-        for wave in plan.step_waves(changes, {urn: reg.dependencies for urn, reg in regs.items()}):
-            refused = [(step, plan.protect_problems([step], before)) for step in wave]
-            done += [step for step, problems in refused if not problems]
-            ran |= {step.urn for step, problems in refused if not problems}
-            for step, problems in refused:
-                if problems:
-                    failed.append(plan.StepFailed(step, problems[0], tuple(done)))
-                    return ran
-        return ran
-
-    @staticmethod
-    def _delete_phase(deletes: list[plan.Step], before: dict[str, plan.Deployed], done: tuple[plan.Step, ...],
-                      failed: list[plan.StepFailed]) -> None:
-        """Without a preview: wave by wave, a protected delete fails at its step (DeleteStep.Apply); the
-        rest of its wave still runs, and no later wave starts."""
-        ran = list(done)
-        for wave in plan.delete_waves(deletes, before):
-            refused = [(step, plan.protect_problems([step], before)) for step in wave]
-            ran += [step for step, problems in refused if not problems]
-            for step, problems in refused:
-                if problems:
-                    failed.append(plan.StepFailed(step, problems[0], tuple(ran)))
-                    return
-
+    def _run_waves(waves: list[list[plan.Step]], refusal: Callable[[plan.Step], str | None], done: list[plan.Step],
+                   failed: list[plan.StepFailed]) -> list[plan.Step]:
+        """One phase (updates, then deletes) wave by wave: a step the provider refuses (a Route53 CREATE
+        for a held set; without a preview, a protected replace, or a protected delete at DeleteStep.Apply)
+        fails, the rest of its wave still runs, and no later wave starts.  Returns `done` with what ran."""
+        for wave in waves:
+            refused = [(step, refusal(step)) for step in wave]
+            done = [*done, *(step for step, why in refused if why is None)]
+            for step, why in refused:
+                if why is not None:
+                    failed.append(plan.StepFailed(step, why, tuple(done)))
+                    return done
+        return done
 
 def unknown(value: Any) -> bool:
     return value == UNKNOWN
