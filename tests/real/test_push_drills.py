@@ -42,6 +42,13 @@ def start_push(host: SshHost, files: list[RenderedFile], known_hosts: Path) -> s
     return proc
 
 
+def finished(proc: subprocess.Popen[str]) -> str:
+    """The push's stderr once it has ended by itself (the caller kills it in its `finally`)."""
+    proc.wait(timeout=120)
+    assert proc.stderr is not None
+    return proc.stderr.read()
+
+
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -199,9 +206,7 @@ def test_term_or_int_during_the_switch_puts_the_old_config_back(ssh_host: SshHos
         wait_for(lambda: ssh_host.upper(JOURNAL).exists() or proc.poll() is not None, 60, "the switch to start")
         assert proc.poll() is None, "the push ended before its switch"
         signal_burst(main_apply_pid(ssh_host), sig)
-        proc.wait(timeout=120)
-        assert proc.stderr is not None
-        stderr = proc.stderr.read()
+        stderr = finished(proc)
     finally:
         proc.kill()
         proc.wait(10)
@@ -234,9 +239,7 @@ def test_term_before_the_switch_changes_nothing(ssh_host: SshHost, dkim_private_
             time.sleep(0.5)
             assert proc.poll() is None, "the stop waits for a stop point; the lock is still held"
             os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep, which shares the locked file
-            proc.wait(timeout=120)
-            assert proc.stderr is not None
-            stderr = proc.stderr.read()
+            stderr = finished(proc)
         finally:
             proc.kill()
             proc.wait(10)
@@ -266,9 +269,7 @@ def test_term_after_the_switch_is_confirmed_lets_the_run_finish(ssh_host: SshHos
         supervisor = main_apply_pid(ssh_host)
         wait_for(lambda: not ssh_host.upper(JOURNAL).exists(), 60, "the switch to be confirmed")
         signal_until_gone(supervisor, signal.SIGTERM)
-        proc.wait(timeout=120)
-        assert proc.stderr is not None
-        stderr = proc.stderr.read()
+        stderr = finished(proc)
     finally:
         proc.kill()
         proc.wait(10)
