@@ -8,7 +8,8 @@ packages=(postfix opendkim opendkim-tools openssh-server openssh-client knot kno
           iproute2 iputils-ping procps libsasl2-modules sasl2-bin ca-certificates python3 python3-venv sudo
           shellcheck
           systemd      # only for systemd-analyze: tests/real/test_metrics_unit.py verifies the collector's unit offline
-          prometheus)  # only for promtool: tests/real/test_alert_rules.py checks and unit-tests the alert rules
+          prometheus   # only for promtool: tests/real/test_alert_rules.py checks and unit-tests the alert rules
+          cloud-init)  # only for `cloud-init schema`: tests/real/test_cloud_init_real.py checks the EC2 user data
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -17,6 +18,10 @@ if ((${#missing[@]})); then
   # systemd; setup.sh must never start one, so its unit is masked before the package arrives.
   if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
     systemctl mask --quiet prometheus.service
+  fi
+  # cloud-init is here for its schema check only: it must never configure this machine at its next boot.
+  if [[ " ${missing[*]} " == *" cloud-init "* ]]; then
+    mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled
   fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"

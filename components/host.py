@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 import pulumi_aws as aws
 import pulumi_tls as tls
@@ -10,6 +12,7 @@ from mailhost.publish import sshkeys
 from mailhost.settings.config import Host, Settings
 
 from . import renamed, secret_str
+from .settings import preview_stopped
 
 DEBIAN_OWNER = "136693071363"  # Debian's AWS account, publisher of the official AMIs
 DEBIAN_AMI_NAME = "debian-12-amd64-*"
@@ -74,7 +77,11 @@ class JiraHost(pulumi.ComponentResource):
         host_key = tls.PrivateKey(f"{host.name}-ssh-host-key", algorithm="ED25519",
                                   opts=renamed(host, lambda h: f"{h.name}-ssh-host-key", child))
         keys = pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh, admin_public)
-        user_data: pulumi.Output[str] = keys.apply(lambda k: sshkeys.cloud_init(k[0], k[1], k[2]))
+        user_data: pulumi.Output[str] = keys.apply(lambda k: sshkeys.cloud_init(k[0], k[1], k[2], host.user,
+                                                                                 host.ssh_port))
+        # The login cloud-init sets up, as a tag kept from the instance's creation (ignored changes), so a
+        # later sshUser/sshPort change is seen and refused before it locks SSH out; sshMovedByHand lets it follow.
+        login_ignored = [] if ec2.ssh_moved_by_hand else [f'tags["{sshkeys.LOGIN_TAG}"]']
         instance = aws.ec2.Instance(
             host.name,
             ami=ami,
@@ -86,7 +93,8 @@ class JiraHost(pulumi.ComponentResource):
             user_data_replace_on_change=False,
             metadata_options=aws.ec2.InstanceMetadataOptionsArgs(http_tokens="required"),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(volume_size=ec2.root_volume_gb, encrypted=True),
-            tags={"Name": settings.fqdn(host), "jira-mailhost:stack": pulumi.get_stack()},
+            tags={"Name": settings.fqdn(host), "jira-mailhost:stack": pulumi.get_stack(),
+                  sshkeys.LOGIN_TAG: sshkeys.login(host.user, host.ssh_port)},
             # A looked-up AMI is pinned at creation: `ami` forces a replace, and Debian publishes new
             # images monthly, so without this every later `up` would replace (or, protected, refuse).
             # An AMI given in the stack (ec2.ami) is a deliberate choice: changing it replaces the host.
@@ -95,12 +103,26 @@ class JiraHost(pulumi.ComponentResource):
             opts=renamed(host, lambda h: h.name,
                          pulumi.ResourceOptions(parent=self, protect=settings.production,
                                                 additional_secret_outputs=["userData"],
-                                                ignore_changes=["userData"] if ec2.ami else ["ami", "userData"])),
+                                                ignore_changes=(["userData"] if ec2.ami else ["ami", "userData"])
+                                                + login_ignored)),
         )
         eip = aws.ec2.Eip(f"{host.name}-eip", domain="vpc", instance=instance.id,
                           tags={"Name": settings.fqdn(host)}, opts=renamed(host, lambda h: f"{h.name}-eip", kept))
         self.ipv4 = eip.public_ip
         self.ipv6 = instance.ipv6_addresses.apply(lambda a: a[0] if a else None)
-        self.host_key = host_key.public_key_openssh.apply(lambda k: " ".join(k.split()[:2]))
+        where = f"hosts[{settings.hosts.index(host)}]"
+
+        def checked_pin(args: list[Any]) -> str:
+            tags, key = args
+            if not ec2.ssh_moved_by_hand:
+                try:
+                    sshkeys.check_login((tags or {}).get(sshkeys.LOGIN_TAG), host.user, host.ssh_port, where)
+                except sshkeys.LoginChanged:
+                    preview_stopped()
+                    raise
+            return " ".join(key.split()[:2])
+
+        # The pin the push and `status` connect with: it waits for the login check, so a refused change stops here.
+        self.host_key = pulumi.Output.all(instance.tags, host_key.public_key_openssh).apply(checked_pin)
         self.allocation_id = eip.allocation_id
         self.instance_id = instance.id

@@ -36,6 +36,12 @@ def load_settings() -> Settings:
     return settings
 
 
+def preview_stopped() -> None:
+    """A check that needs the state refused this preview: an `up --skip-preview` of the same settings must not
+    pass the production guard on its strength."""
+    previewed.forget_preview(previewed.settings_digest(PROJECT, pulumi.get_stack(), stack_values()))
+
+
 def secret(key: str) -> pulumi.Output[str] | None:
     assert key in SECRET_KEYS
     return pulumi.Config(PROJECT).get_secret(key)

@@ -142,6 +142,7 @@ def good_values(domain: str) -> dict[str, st.SearchStrategy[Any]]:
         "hosts[1].ec2.ami": st.text("0123456789abcdef", min_size=8, max_size=17).map(lambda s: "ami-" + s),
         "hosts[1].ec2.rootVolumeGb": st.integers(8, 2048),
         "hosts[1].ec2.ipv6": st.booleans(),
+        "hosts[1].ec2.sshMovedByHand": st.booleans(),
         "delivery.relay.host": fqdns(),
         "delivery.relay.port": st.integers(1, 65535),
         "delivery.relay.username": SASL_USERS,
@@ -240,6 +241,8 @@ def ec2_hosts(draw: st.DrawFn, name: str) -> dict[str, Any]:
         ec2["rootVolumeGb"] = draw(st.integers(8, 2048))
     if draw(st.booleans()):
         ec2["ipv6"] = draw(st.booleans())
+    if draw(st.booleans()):
+        ec2["sshMovedByHand"] = draw(st.booleans())
     return {"name": name, "ec2": ec2}
 
 

@@ -51,6 +51,11 @@ def note_preview(digest: str, directory: Path | None = None) -> None:
     (directory / digest).write_text(f"{int(time.time())}\n")
 
 
+def forget_preview(digest: str, directory: Path | None = None) -> None:
+    """A preview the program stopped (a check that needs the state, like the EC2 login) does not count."""
+    (directory or notes_dir()).joinpath(digest).unlink(missing_ok=True)
+
+
 def was_previewed(digest: str, now: float | None = None, directory: Path | None = None) -> bool:
     note = (directory or notes_dir()) / digest
     try:

@@ -60,6 +60,8 @@ class Ec2Host(Model):
     ami: str | None = None
     root_volume_gb: int = Field(20, alias="rootVolumeGb", ge=8, le=2048)
     ipv6: bool = True
+    # Set for one `up` after sshUser/sshPort were changed on the host by hand (sshkeys.check_login's steps).
+    ssh_moved_by_hand: bool = Field(False, alias="sshMovedByHand")
 
     @field_validator("subnet_id")
     @classmethod

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mailhost.lab.engine import matrix
 from mailhost.lab.engine.matrix import ROWS, SHAPES, Cell
+from mailhost.lab.engine.plan import Deployed
+from mailhost.lab.engine.simulate import Simulator
 
 # Changes that must reach every host's Postfix: each host's push is updated in place, exactly once.
 CONFIG_ROWS = ("messageSizeLimit", "drainSeconds", "maillogFile", "dkimSelector + dkimRetired (two-phase rotation)",
@@ -19,6 +22,7 @@ CONFIG_ROWS = ("messageSizeLimit", "drainSeconds", "maillogFile", "dkimSelector 
                "sshPrivateKey (secret)")
 HOST_SET_CHANGES = ("hosts[] (remove a host)", "hosts[].name (rename)")  # the push of a host that goes is deleted
 HOST_MOVES = "hosts[].existing.ipv4 (host moves)"  # a new machine: the old one is torn down
+LOGIN_ROWS = ("hosts[].sshUser", "hosts[].sshPort")  # cloud-init set them up at an EC2 host's first boot
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +57,9 @@ def test_production_refuses_exactly_the_documented_deliberate_steps(cells: dict[
         if cell.outcome == "n/a":
             continue
         assert cell.outcome != "invalid", (row.label, cell.message)
-        if row.deliberate:
+        if row.label in LOGIN_ROWS:
+            assert cell.outcome == "stopped", f"{row.label}: an EC2 host's login change must stop at preview"
+        elif row.deliberate:
             assert cell.outcome == "refused", f"{row.label}: documented as a deliberate step but planned"
         else:
             assert cell.outcome == "plan", f"{row.label}: production refuses it:\n{cell.message}"
@@ -250,3 +256,60 @@ def test_a_rename_with_previous_name_moves_every_resource(cells: dict[tuple[str,
                 raise AssertionError(f"{shape}: {step.op} {step.name}")
             if step.op == "replace":
                 assert step.name == "jira2-dkim-jm1" or step.name == "verify-dns", (shape, step)
+
+
+def _ec2_sim() -> tuple[dict[str, Any], dict[str, str], str, Simulator]:
+    values, secrets, stack = matrix.shape("production")
+    base = matrix.deployed("production")
+    return values, secrets, stack, Simulator(state=dict(base.state), generations=dict(base.generations),
+                                             ami=dict(base.ami), stack=stack)
+
+
+def _instance(sim: Simulator, name: str = "jira") -> Deployed:
+    return next(d for d in sim.state.values() if d.type == "aws:ec2/instance:Instance" and d.name == name)
+
+
+def _group_port(sim: Simulator, name: str = "jira-ssh") -> int:
+    group = next(d for d in sim.state.values() if d.type == "aws:ec2/securityGroup:SecurityGroup" and d.name == name)
+    return int(group.inputs["ingress"][0]["fromPort"])
+
+
+def test_a_login_change_on_an_ec2_host_stops_at_preview_and_only_there(cells: dict[tuple[str, str], Cell]) -> None:
+    stopped = {key for key, cell in cells.items() if cell.outcome == "stopped"}
+    assert stopped == {(row, "production") for row in LOGIN_ROWS}
+    assert "hosts[0].sshUser/sshPort: " in cells[("hosts[].sshPort", "production")].message
+    assert "admin@2222" in cells[("hosts[].sshPort", "production")].message
+    for shape in ("staging", "lab"):  # adopted hosts: the admin changed sshd; the push follows at once
+        assert cells[("hosts[].sshPort", shape)].outcome == "plan"
+
+
+def test_moving_the_ssh_port_by_hand_then_the_stack_follows_and_keeps_the_new_login() -> None:
+    from mailhost.lab.engine.program import stack_config
+    from mailhost.publish import previewed, sshkeys
+
+    values, secrets, stack, sim = _ec2_sim()
+    assert _instance(sim).inputs["tags"][sshkeys.LOGIN_TAG] == "admin@22"
+    values["hosts"][0]["sshPort"] = 2222
+    with pytest.raises(Exception) as caught:
+        sim.run(values, secrets, stack, preview=True)
+    assert matrix.caused_by(caught.value, sshkeys.LoginChanged) is not None
+    config, _ = stack_config("jira-mailhost", values, secrets)
+    assert not previewed.was_previewed(previewed.config_digest("jira-mailhost", stack, config)), \
+        "a stopped preview must not let an `up --skip-preview` of the same settings past the production guard"
+    assert _group_port(sim) == 22 and _instance(sim).inputs["tags"][sshkeys.LOGIN_TAG] == "admin@22"
+
+    values["hosts"][0]["ec2"]["sshMovedByHand"] = True  # after the steps on the host
+    planned, _, _ = sim.run(values, secrets, stack, preview=False)
+    assert {s.name: s.op for s in planned.changes() if s.name in ("jira", "jira-ssh")} == {
+        "jira": "update", "jira-ssh": "update"}
+    assert not any(s.restarts for s in planned.steps), "a tag change never stops the instance"
+    assert _group_port(sim) == 2222 and _instance(sim).inputs["tags"][sshkeys.LOGIN_TAG] == "admin@2222"
+
+    del values["hosts"][0]["ec2"]["sshMovedByHand"]
+    planned, _, _ = sim.run(values, secrets, stack, preview=True)
+    assert {s.name: s.op for s in planned.steps if s.name in ("jira", "jira-ssh")} == {"jira": "same",
+                                                                                       "jira-ssh": "same"}
+    values["hosts"][0]["sshPort"] = 22  # back, without the steps: the host listens on 2222 now
+    with pytest.raises(Exception) as caught:
+        sim.run(values, secrets, stack, preview=True)
+    assert "sshd was last set up for admin@2222" in str(matrix.caused_by(caught.value, sshkeys.LoginChanged))

@@ -333,7 +333,8 @@ def test_ec2_host_keeps_its_address_and_is_never_replaced_for_user_data(prod: Pr
     run, _ = prod
     instance = unwrap(run.one("jira").inputs)
     assert instance["userDataReplaceOnChange"] is False, "a changed user data must not replace the host"
-    assert instance["tags"] == {"Name": "jira.example.com", "jira-mailhost:stack": "production"}
+    assert instance["tags"] == {"Name": "jira.example.com", "jira-mailhost:stack": "production",
+                                "jira-mailhost:ssh-login": "admin@22"}
     eip = unwrap(run.one("jira-eip").inputs)
     assert eip["domain"] == "vpc" and eip["tags"] == {"Name": "jira.example.com"}
     assert eip["instance"] == "jira-id", "the Elastic IP is attached to this host's instance"

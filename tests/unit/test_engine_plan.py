@@ -140,3 +140,18 @@ def test_runner_events_stay_one_per_line_from_many_threads() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     lines = out.splitlines()
     assert len(lines) == 24000 and all(json.loads(line)["event"] == "resource" for line in lines)
+
+
+def test_ignore_changes_on_one_map_key_keeps_only_that_key() -> None:
+    """ignoreChanges `tags["k"]` (PropertyPath.Reset): the old value stands at that key, the other keys follow
+    the program, and a key the old inputs lack is deleted from the new ones."""
+    old = {"tags": {"Name": "a", "k": "admin@22"}, "ami": "ami-1"}
+    new = {"tags": {"Name": "b", "k": "admin@2222"}, "ami": "ami-2"}
+    assert plan.with_ignored_kept(new, old, ['tags["k"]']) == {"tags": {"Name": "b", "k": "admin@22"}, "ami": "ami-2"}
+    assert plan.with_ignored_kept(new, {"tags": {"Name": "a"}}, ['tags["k"]'])["tags"] == {"Name": "b"}
+    assert plan.with_ignored_kept(new, old, ["tags"])["tags"] == old["tags"]
+    kept = reg("i", "aws:ec2/instance:Instance", tags={"Name": "a", "k": "admin@2222"})
+    before = dep(reg("i", "aws:ec2/instance:Instance", tags={"Name": "a", "k": "admin@22"}))
+    assert plan.plan_one(kept, before).op == "update"
+    from dataclasses import replace
+    assert plan.plan_one(replace(kept, ignore_changes=('tags["k"]',)), before).op == "same"

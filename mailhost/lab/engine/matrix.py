@@ -22,6 +22,7 @@ from typing import Any
 from mailhost.lab.engine import plan
 from mailhost.lab.engine.plan import StepFailed
 from mailhost.lab.engine.simulate import AMI, REPO, Simulator
+from mailhost.publish import sshkeys
 from mailhost.publish.stack import values_from_stack_file
 from mailhost.settings.config import ConfigError
 
@@ -154,6 +155,15 @@ def _relay_mode(values: Values, secrets: Secrets, sim: Simulator) -> None:
         secrets["relayPassword"] = "matrix-relay-Passw0rd"
 
 
+def _moved_by_hand(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    """The last step of moving an EC2 host's SSH port by hand (sshkeys.check_login): the stack follows."""
+    host = values["hosts"][0]
+    if "ec2" not in host:
+        raise NotApplicable
+    host["sshPort"] = 2222
+    host["ec2"]["sshMovedByHand"] = True
+
+
 def _new_ami(values: Values, secrets: Secrets, sim: Simulator) -> None:
     if not any("ec2" in h for h in values["hosts"]):
         raise NotApplicable("no EC2 host")
@@ -242,6 +252,7 @@ ROWS: tuple[Row, ...] = (
     Row("hosts[].fqdn", setting("hosts.0.fqdn", lambda old, v: "mail." + v["domain"]), REPLACE_STEP),
     Row("hosts[].sshUser", setting("hosts.0.sshUser", lambda old, v: "deploy")),
     Row("hosts[].sshPort", setting("hosts.0.sshPort", lambda old, v: 2222)),
+    Row("hosts[].ec2.sshMovedByHand (with the new sshPort)", _moved_by_hand),
     Row("hosts[].ec2.subnetId", setting("hosts.0.ec2.subnetId", lambda old, v: "subnet-0fedcba9876543210"),
         REPLACE_STEP),
     Row("hosts[].ec2.sshCidrs", setting("hosts.0.ec2.sshCidrs", lambda old, v: ["198.51.100.0/24"])),
@@ -297,7 +308,9 @@ ROWS: tuple[Row, ...] = (
 # -- planning ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Cell:
-    outcome: str  # "plan", "fails" (the preview passes, the `up` stops at a step), "refused", "invalid", "n/a"
+    # "plan", "fails" (the preview passes, the `up` stops at a step), "refused" (protect), "stopped" (the
+    # program's login check), "invalid" (the settings check), "n/a"
+    outcome: str
     plan: plan.Plan | None = None
     message: str = ""
     failed: StepFailed | None = None
@@ -328,6 +341,8 @@ def plan_change(shape_name: str, row: Row) -> Cell:
     except Exception as error:  # the SDK wraps what the program raised
         if "invalid stack configuration" in str(error):
             return Cell("invalid", message=str(error))
+        if login := caused_by(error, sshkeys.LoginChanged):
+            return Cell("stopped", message=str(login))
         raise
     if any(s.op in ("create", "replace") and s.type == plan.RECORD for s in planned.steps):
         # Only a record create can fail at its step on what the preview showed: apply the plan to a copy.
@@ -337,6 +352,14 @@ def plan_change(shape_name: str, row: Row) -> Cell:
         except StepFailed as failure:
             return Cell("fails", planned, str(failure), failure)
     return Cell("plan", planned)
+
+
+def caused_by(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The exception of `kind` in error's chain: the SDK re-raises what an apply raised as a ValueError."""
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, kind):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 @cache
@@ -349,6 +372,8 @@ def describe(cell: Cell) -> str:
         return "–"
     if cell.outcome == "invalid":
         return "refused by the settings check"
+    if cell.outcome == "stopped":
+        return "**stopped at preview**: differs from the host's first boot (steps by hand, then `sshMovedByHand`)"
     if cell.outcome == "refused":
         names = sorted({line.split('"')[1].rsplit("::", 1)[-1] for line in cell.message.splitlines()
                         if line.startswith(("unable to replace", "resource "))})

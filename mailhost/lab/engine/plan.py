@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -146,10 +147,26 @@ def _prefixes(path: str) -> Iterable[str]:
     yield path
 
 
+_MAP_KEY = re.compile(r'(?P<top>[A-Za-z_][A-Za-z0-9_]*)\["(?P<key>[^"\\]+)"\]')
+
+
 def with_ignored_kept(new: Mapping[str, Any], old: Mapping[str, Any], ignore: Iterable[str]) -> dict[str, Any]:
-    """The engine's ignoreChanges: the old value stands at each ignored top-level input."""
+    """The engine's ignoreChanges (PropertyPath.Reset): the old value stands at each ignored path, and a path
+    the old inputs lack is deleted from the new ones. Paths are a top-level input or one map key in it
+    (`tags["k"]`); deeper paths are kept whole at their top-level input, which ignores more, never less."""
     out = dict(new)
     for pattern in ignore:
+        keyed = _MAP_KEY.fullmatch(pattern)
+        if keyed and isinstance(out.get(keyed["top"]), Mapping):
+            top, key = keyed["top"], keyed["key"]
+            inner = dict(out[top])
+            before = old.get(top)
+            if isinstance(before, Mapping) and key in before:
+                inner[key] = before[key]
+            else:
+                inner.pop(key, None)
+            out[top] = inner
+            continue
         top = pattern.split(".")[0].split("[")[0]
         if top in old:
             out[top] = old[top]
