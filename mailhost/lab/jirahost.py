@@ -24,7 +24,7 @@ class JiraState(Protocol):
 
 def start(host: Host, resolver: str) -> dict[str, Any]:
     """sshd in the jira namespace, resolving through the lab DNS; the record to keep in lab.json."""
-    started = sshhost.start_ssh_host(host, resolver=resolver)
+    started = sshhost.start_ssh_host(host, resolver=resolver, journald=True)
     assert started.process is not None
     return {
         "workdir": str(started.workdir),

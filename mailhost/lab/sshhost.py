@@ -30,6 +30,7 @@ from mailhost.lab.netns import Host, LabError, sh
 
 PRIVATE_ROOTS = ("/etc", "/var", "/run")
 SSHD = "/usr/sbin/sshd"
+JOURNALD = "/lib/systemd/systemd-journald"
 
 _SSHD_CONFIG = """\
 # lab sshd for {name}: root by key only, nothing else
@@ -71,6 +72,32 @@ rm -f /etc/resolv.conf
 cat "$dir/resolv.conf" > /etc/resolv.conf
 mkdir -p /run/sshd
 chmod 0755 /run/sshd
+if [ -n "${{JOURNALD:-}}" ]; then
+  # The host's own journald, as on a Debian cloud image without rsyslog. Its log socket is reached as
+  # /dev/log, and the machine's /dev is shared: the host gets a private /dev that links it to its /run.
+  mkdir -p "$dir/dev"
+  mount -t tmpfs -o mode=0755,nosuid jm-lab-dev "$dir/dev"
+  for node in null zero full random urandom tty; do
+    if [ -e "/dev/$node" ]; then : > "$dir/dev/$node"; mount --bind "/dev/$node" "$dir/dev/$node"; fi
+  done
+  mkdir "$dir/dev/pts" "$dir/dev/shm"
+  if [ -d /dev/pts ]; then mount --rbind /dev/pts "$dir/dev/pts"; fi
+  mount -t tmpfs -o mode=1777,nosuid,nodev jm-lab-shm "$dir/dev/shm"
+  ln -s /proc/self/fd "$dir/dev/fd"
+  ln -s /proc/self/fd/0 "$dir/dev/stdin"
+  ln -s /proc/self/fd/1 "$dir/dev/stdout"
+  ln -s /proc/self/fd/2 "$dir/dev/stderr"
+  ln -s /run/systemd/journal/dev-log "$dir/dev/log"
+  mount --move "$dir/dev" /dev
+  # journald names its files after the machine id; a fresh container may have none (private /etc).
+  if [ ! -s /etc/machine-id ]; then od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > /etc/machine-id; fi
+  # journald finds its cgroup under /sys/fs/cgroup, which `ip netns exec`'s fresh /sys lacks.
+  if ! mountpoint -q /sys/fs/cgroup; then mount -t cgroup2 jm-lab-cgroup /sys/fs/cgroup; fi
+  mkdir -p /run/systemd/journal
+  {journald} < /dev/null >> "$dir/journald.log" 2>&1 &
+  i=0
+  while [ ! -S /run/systemd/journal/dev-log ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+fi
 exec {sshd} -D -f "$dir/sshd_config" -E "$dir/sshd.log"
 """
 
@@ -192,11 +219,12 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
 
-def start_ssh_host(host: Host, resolver: str | None = None, port: int = 22) -> SshHost:
-    """Start sshd in `host`'s namespace over private /etc, /var, /run; return once it answers."""
-    for tool in ("unshare", "nsenter", "ssh-keygen", SSHD):
+def start_ssh_host(host: Host, resolver: str | None = None, port: int = 22, journald: bool = False) -> SshHost:
+    """Start sshd in `host`'s namespace over private /etc, /var, /run; return once it answers.
+    journald: also its own systemd-journald behind a private /dev/log (the host then logs as a cloud image does)."""
+    for tool in ("unshare", "nsenter", "ssh-keygen", SSHD, *((JOURNALD,) if journald else ())):
         if shutil.which(tool) is None:
-            raise LabError(f"{tool} is missing; install util-linux and openssh-server")
+            raise LabError(f"{tool} is missing; install util-linux, openssh-server and systemd (run ./setup.sh)")
     workdir = Path(tempfile.mkdtemp(prefix=f"{host.netns}-sshhost-"))
     started: SshHost | None = None
     try:
@@ -208,8 +236,9 @@ def start_ssh_host(host: Host, resolver: str | None = None, port: int = 22) -> S
         (workdir / "authorized_keys").chmod(0o644)
         (workdir / "sshd_config").write_text(_SSHD_CONFIG.format(name=host.name, port=port, dir=workdir))
         freshetc.build(workdir / "fresh-postfix")
-        script = _SETUP.format(roots=" ".join(PRIVATE_ROOTS), sshd=SSHD)
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **({"RESOLVER": resolver} if resolver else {})}
+        script = _SETUP.format(roots=" ".join(PRIVATE_ROOTS), sshd=SSHD, journald=JOURNALD)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **({"RESOLVER": resolver} if resolver else {}),
+               **({"JOURNALD": "1"} if journald else {})}
         with open(workdir / "setup.log", "ab") as log:
             process = subprocess.Popen(
                 host.argv(["unshare", "--mount", "--propagation", "private", "--",

@@ -133,6 +133,11 @@ def assess(report: dict[str, Any]) -> list[Finding]:
     log = report.get("log", {})
     if log.get("problem"):
         findings.append(Finding(WARNING, log["problem"], "set maillogFile in the stack and run `pulumi up`"))
+    if log.get("forged_lines"):
+        findings.append(Finding(WARNING, f"{log['forged_lines']} journal entr(ies) name a Postfix delivery agent but "
+                                "came from another user's process; not counted", "find who writes them: "
+                                "`journalctl -o verbose SYSLOG_FACILITY=2` on the host shows each entry's _UID "
+                                "and _COMM"))
     if log.get("skipped_lines"):
         findings.append(Finding(WARNING, f"{log['skipped_lines']} line(s) of the mail log could not be read (an "
                                 "impossible time stamp, or far too long) and were skipped",

@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import pwd
 import re
 import subprocess
 import sys
@@ -293,6 +294,93 @@ def _lines(path: str) -> Iterator[str]:
         yield from handle
 
 
+# -- the journal: hosts where no syslog daemon writes a mail log (Debian's cloud images) ------------
+JOURNALCTL = ("journalctl",)
+MAX_JOURNAL_ENTRY = 65536  # bytes of one JSON entry; Postfix's own lines are far shorter
+_JOURNAL_NUMBER = re.compile(r"[0-9]{1,20}")
+
+
+_AGENT = re.compile(r"postfix[\w.-]{0,64}/(?:smtp|lmtp|local|virtual|pipe|error|discard|relay)")
+FORGED = "forged"
+
+
+@dataclass
+class Journal:
+    lines: list[str] | None  # None: no journal to read
+    skipped: int = 0  # unreadable entries
+    forged: int = 0  # a delivery agent's name from another user's process
+    problem: str | None = None
+
+
+def read_journal(since: float, now: float, trusted_uids: frozenset[str],
+                 journalctl: Sequence[str] = JOURNALCTL) -> Journal:
+    """journald's mail-facility entries in the window as RFC 3339 syslog lines, which read_log parses as it
+    parses a file. An entry naming a delivery agent (postfix/smtp...) counts only when journald saw it come
+    from a process of a trusted user (root, Postfix's mail_owner): anyone may log as "postfix/smtp", nobody
+    can fake _UID."""
+    argv = [*journalctl, "--quiet", "--no-pager", "--output=json", f"--since=@{int(since)}",
+            f"--until=@{int(now) + 1}", "SYSLOG_FACILITY=2"]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return Journal(None, problem=f"journalctl: {error}"[:300])
+    if done.returncode != 0:
+        reason = done.stderr.decode("utf-8", "replace").strip().splitlines() or ["failed"]
+        return Journal(None, problem=f"journalctl: {reason[-1]}"[:300])
+    out = Journal([])
+    assert out.lines is not None
+    for raw in done.stdout.split(b"\n"):
+        if not raw:
+            continue
+        line = _journal_line(raw, trusted_uids) if len(raw) <= MAX_JOURNAL_ENTRY else None
+        if line is None:
+            out.skipped += 1
+        elif line == FORGED:
+            out.forged += 1
+        elif line:
+            out.lines.append(line)
+    return out
+
+
+def _journal_line(raw: bytes, trusted_uids: frozenset[str]) -> str | None:
+    """One entry as `<RFC 3339 time> <host> <identifier>[<pid>]: <message>`; "" for one read_log has no use for
+    (OpenDKIM logs to the mail facility too; postdrop runs as the submitting user); FORGED for a delivery
+    agent's name from an untrusted process; None for one that cannot be read."""
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    uid, stamp, pid = entry.get("_UID"), entry.get("__REALTIME_TIMESTAMP"), entry.get("_PID")
+    ident, message = entry.get("SYSLOG_IDENTIFIER"), entry.get("MESSAGE")
+    if not isinstance(ident, str) or not _AGENT.fullmatch(ident):
+        return ""
+    if uid not in trusted_uids:
+        return FORGED
+    if not isinstance(stamp, str):
+        return None
+    if not _JOURNAL_NUMBER.fullmatch(stamp) or not isinstance(pid, str) or not _JOURNAL_NUMBER.fullmatch(pid):
+        return None
+    if isinstance(message, list) and all(isinstance(b, int) and 0 <= b < 256 for b in message):
+        message = bytes(message).decode("utf-8", "replace")  # journald's form of a message that is not UTF-8
+    if not isinstance(message, str):
+        return None
+    try:
+        when = dt.datetime.fromtimestamp(int(stamp) / 1e6, dt.timezone(dt.timedelta(0)))  # any python3
+    except (OverflowError, ValueError, OSError):
+        return None
+    return f"{when.strftime('%Y-%m-%dT%H:%M:%S')}Z journal {ident}[{pid}]: {message}"
+
+
+def trusted_uids(owner: str | None) -> frozenset[str]:
+    """root and Postfix's mail_owner: the users Postfix's daemons run as."""
+    try:
+        return frozenset({"0", str(pwd.getpwnam(owner or "postfix").pw_uid)})
+    except KeyError:
+        return frozenset({"0"})
+
+
 # -- the queue, services and config ---------------------------------------------------------------
 def read_queue(now: float, postqueue: Sequence[str] = ("postqueue", "-j")) -> dict[str, Any]:
     """Counts per queue, the oldest message's age and the stuck ones with their cause."""
@@ -457,14 +545,23 @@ def collect(hours: float, log_path: str | None, expected: dict[str, str], now: f
     report: dict[str, Any] = {"host": os.uname().nodename, "collected_at": round(now), "window_seconds":
                               round(hours * 3600), "services": services([m[0] for m in manifest]),
                               "queue": read_queue(now), "config": drift(manifest, expected)}
-    path = log_path or _postconf_value("maillog_file") or DEFAULT_LOG
+    configured = log_path or _postconf_value("maillog_file")
+    path = configured or DEFAULT_LOG
+    journal = Journal(None)
+    if not configured and not os.path.exists(path):  # no syslog daemon writes a mail log: journald has it
+        journal = read_journal(since, now, trusted_uids(_postconf_value("mail_owner")))
     if os.path.exists(path):
         deliveries, handshakes, skipped = read_log(read_lines(path, since, now), since, now)
-        report["log"] = {"path": path, "problem": None, "skipped_lines": skipped}
+        report["log"] = {"path": path, "problem": None, "skipped_lines": skipped, "forged_lines": 0}
+    elif journal.lines is not None:
+        deliveries, handshakes, skipped = read_log(journal.lines, since, now)
+        report["log"] = {"path": "journald", "problem": None, "skipped_lines": skipped + journal.skipped,
+                         "forged_lines": journal.forged}
     else:
         deliveries, handshakes = [], 0
-        report["log"] = {"path": path, "problem": f"no mail log at {path}: set maillogFile (e.g. "
-                         "/var/log/postfix.log) so deliveries can be counted", "skipped_lines": 0}
+        why = f" and {journal.problem}" if journal.problem else ""
+        report["log"] = {"path": path, "problem": f"no mail log at {path}{why}: set maillogFile (e.g. "
+                         "/var/log/postfix.log) so deliveries can be counted", "skipped_lines": 0, "forged_lines": 0}
     report.update(summarize(deliveries, handshakes))
     return report
 

@@ -222,3 +222,41 @@ def test_the_admin_key_can_come_from_the_ssh_agent(lab: Lab, tmp_path: Path) -> 
     finally:
         agent.terminate()
         agent.wait(timeout=10)
+
+
+def test_without_a_mail_log_file_status_counts_deliveries_from_the_journal(lab: Lab) -> None:
+    """A Debian cloud image has no rsyslog: with no maillogFile, Postfix logs to journald alone (the lab's
+    jira host runs its own, behind a private /dev/log), and status and the metrics read it there."""
+    info = lab.info()
+    assert jirahost.run(info, ["mv", ops.MAILLOG, ops.MAILLOG + ".file"]).returncode == 0
+    try:
+        ops.up(lab, "direct", overrides={"maillogFile": None, "pushSerial": 7})
+        assert jirahost.run(info, ["postconf", "-h", "maillog_file"]).stdout.strip() == ""
+        burst = ops.send(lab, 3, big_every=0)
+        got, _ = ops.wait_delivered(lab, burst, timeout=60)
+        assert len({r["message_id"] for r in got}) == 3
+        # An unprivileged process can log as postfix/smtp; journald records its real _UID, so it is not counted.
+        forged = ("FAKE1: to=<x@example.org>, relay=none, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)")
+        assert jirahost.run(info, ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "logger",
+                                   "-p", "mail.info", "-t", "postfix/smtp", forged]).returncode == 0
+        assert jirahost.run(info, ["test", "-e", ops.MAILLOG]).returncode == 1, "no file log on the jira host"
+
+        deadline = time.monotonic() + 30
+        while True:
+            _, data = status(lab)
+            facts = host_report(data)["report"]
+            if facts["log"]["path"] == "journald" and facts["deliveries"]["sent"] >= 3:
+                break
+            if time.monotonic() > deadline:
+                journal = jirahost.run(info, ["journalctl", "-q", "--no-pager", "-n", "20", "-o", "short-iso"])
+                pytest.fail(f"status read {facts['log']}, {facts['deliveries']}; the host's journal ends:\n"
+                            f"{journal.stdout[-3000:]}{journal.stderr[-500:]}")
+            time.sleep(1)
+        assert facts["log"]["problem"] is None
+        assert facts["deliveries"]["sent"] == 3 and facts["log"]["forged_lines"] == 1, facts["log"]
+        assert facts["log"]["skipped_lines"] == 0, facts["log"]
+        assert facts["tls"]["ratio"] == 1.0
+    finally:
+        ops.up(lab, "direct")
+        jirahost.run(info, ["sh", "-c", f"cat {ops.MAILLOG}.file {ops.MAILLOG} > {ops.MAILLOG}.new 2>/dev/null; "
+                            f"mv {ops.MAILLOG}.new {ops.MAILLOG}; rm -f {ops.MAILLOG}.file"])
