@@ -115,7 +115,10 @@ class MailDns(pulumi.ComponentResource):
         for host in settings.hosts:
             by_address = _host_addresses(hosts[host.name]).apply(_host_records(settings, host))
             for index, (key, zone, rtype, name) in enumerate(plan.record_keys(settings, host)):
-                opts = renamed(host, _record_key(settings, index), kept)
+                before = [host, *filter(None, [host.previous()])]
+                old_names = {plan.legacy_record_key(h, rtype, zone) for h in before} - {key}
+                opts = renamed(host, _record_key(settings, index), pulumi.ResourceOptions.merge(
+                    kept, pulumi.ResourceOptions(aliases=[pulumi.Alias(name=n) for n in sorted(old_names)])))
                 self.by_host[host.name].append(record(by_address.apply(_pick(key)), key, zone, rtype, opts, name))
             # One record per key generation; the oldest takes over the state of the single DKIM record that
             # releases before generations had (an alias), so upgrading replaces nothing.
@@ -138,7 +141,7 @@ class MailDns(pulumi.ComponentResource):
                     domain_name=settings.fqdn(host),
                     opts=renamed(host, lambda h: f"{h.name}-ptr4",
                                  pulumi.ResourceOptions(parent=self, protect=settings.production,
-                                                        depends_on=[self.records[f"{host.name}-a"]])),
+                                                        depends_on=[self.records[f"{settings.fqdn(host)}-a"]])),
                 )
                 self.records[f"{host.name}-ptr4"] = ptr  # type: ignore[assignment]
                 self.by_host[host.name].append(ptr)

@@ -58,3 +58,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return scope_of(nodeid)
 
     return NamespaceScheduling(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _no_journal_of_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector reads journald when it finds no mail log file: in-process tests must never read this
+    machine's journal (tests/unit/test_journal.py gives it one of its own)."""
+    from mailhost.publish import mailstats
+
+    monkeypatch.setattr(mailstats, "JOURNALCTL", ("/nonexistent/journalctl",))

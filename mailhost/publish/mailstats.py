@@ -549,7 +549,7 @@ def collect(hours: float, log_path: str | None, expected: dict[str, str], now: f
     path = configured or DEFAULT_LOG
     journal = Journal(None)
     if not configured and not os.path.exists(path):  # no syslog daemon writes a mail log: journald has it
-        journal = read_journal(since, now, trusted_uids(_postconf_value("mail_owner")))
+        journal = read_journal(since, now, trusted_uids(_postconf_value("mail_owner")), JOURNALCTL)
     if os.path.exists(path):
         deliveries, handshakes, skipped = read_log(read_lines(path, since, now), since, now)
         report["log"] = {"path": path, "problem": None, "skipped_lines": skipped, "forged_lines": 0}

@@ -109,22 +109,38 @@ def dmarc_record(settings: Settings) -> Record:
 
 
 def host_records(settings: Settings, host: Host, addresses: Addresses) -> list[Record]:
-    """A, AAAA, SPF of the HELO name, and PTRs published in Route53 reverse zones (DKIM: dkim_record)."""
+    """A, AAAA, SPF of the HELO name, and PTRs published in Route53 reverse zones (DKIM: dkim_record).
+
+    Each record's resource is named after its record set (the HELO name, or the address a PTR maps), so
+    two resources can never claim one set: a host renamed with its fqdn or address kept keeps the same
+    resources, and Route53 never sees a CREATE for a set that a resource deleted later in the `up` holds.
+    Only the PTR of an address known after creation (an EC2 host's IPv6) is named after the host: a new
+    instance has a new address."""
     fqdn = settings.fqdn(host)
-    records = [Record(f"{host.name}-a", "forward", fqdn, "A", addresses.ipv4)]
+    records = [Record(f"{fqdn}-a", "forward", fqdn, "A", addresses.ipv4)]
     if settings.has_ipv6(host) and addresses.ipv6:
-        records.append(Record(f"{host.name}-aaaa", "forward", fqdn, "AAAA", addresses.ipv6))
+        records.append(Record(f"{fqdn}-aaaa", "forward", fqdn, "AAAA", addresses.ipv6))
     if fqdn != settings.domain:  # at the apex the domain's own SPF record already covers the HELO name
         helo_spf = spf.build_spf(host_addresses(settings, host, addresses), [], "-all")
-        records.append(Record(f"{host.name}-spf", "forward", fqdn, "TXT", helo_spf))
+        records.append(Record(f"{fqdn}-spf", "forward", fqdn, "TXT", helo_spf))
     reverse: tuple[tuple[Literal[4, 6], Zone, str | None], ...] = (
         (4, "reverse4", addresses.ipv4),
         (6, "reverse6", addresses.ipv6),
     )
     for family, zone, address in reverse:
         if address and settings.ptr_source(host, family) is PtrSource.ZONE:
-            records.append(Record(f"{host.name}-ptr{family}", zone, reverse_name(address), "PTR", f"{fqdn}."))
+            key = f"{address.replace(':', '-')}-ptr" if host.existing else f"{host.name}-ptr{family}"
+            records.append(Record(key, zone, reverse_name(address), "PTR", f"{fqdn}."))
     return records
+
+
+_LEGACY_SUFFIX = {"A": "a", "AAAA": "aaaa", "TXT": "spf"}
+
+
+def legacy_record_key(host: Host, record_type: str, zone: Zone) -> str:
+    """The name a host record's resource had before records were named after their sets ("jira-a"): an
+    alias, so a stack deployed then keeps every record's state."""
+    return f"{host.name}-" + (_LEGACY_SUFFIX.get(record_type) or ("ptr4" if zone == "reverse4" else "ptr6"))
 
 
 def dkim_record(settings: Settings, host: Host, generation: str, dkim_p: str) -> Record:
@@ -145,7 +161,10 @@ def record_keys(settings: Settings, host: Host) -> list[tuple[str, Zone, str, st
     """(key, zone, type, name) of each record a host gets, known before any address is.
 
     The name is None for a PTR: it is the reverse name of the host's own address."""
-    placeholder = Addresses("192.0.2.1", "2001:db8::1" if settings.has_ipv6(host) else None)
+    if host.existing:  # known from the settings: a PTR's resource is named after its address
+        placeholder = Addresses(host.existing.ipv4, host.existing.ipv6 if settings.has_ipv6(host) else None)
+    else:
+        placeholder = Addresses("192.0.2.1", "2001:db8::1" if settings.has_ipv6(host) else None)
     return [(r.key, r.zone, r.type, None if r.type == "PTR" else r.name)
             for r in host_records(settings, host, placeholder)]
 

@@ -224,7 +224,7 @@ def test_zone_is_looked_up_by_domain_when_zone_id_is_not_given() -> None:
     assert len(forward) >= 4
     for record in forward:
         assert unwrap(record.inputs)["zoneId"] == answer["zoneId"], record.name
-    reverse = unwrap(run.one("jira-ptr4").inputs)
+    reverse = unwrap(run.one("198.51.100.20-ptr").inputs)
     assert reverse["zoneId"] == "ZREV4", "reverse records stay in their reverse zone"
 
 
@@ -232,7 +232,7 @@ def test_a_given_zone_id_is_used_and_nothing_is_looked_up(stage: tuple[Run, Invo
     run, mocks = stage
     assert mocks.invoked("aws:route53/getZone:getZone") == []
     assert unwrap(run.one("spf").inputs)["zoneId"] == "ZFORWARD"
-    assert unwrap(run.one("jira-ptr6").inputs)["zoneId"] == "ZREV6"
+    assert unwrap(run.one("2001-db8-5100--20-ptr").inputs)["zoneId"] == "ZREV6"
 
 
 # --- verify.enabled, verify.authoritative, verify.nameserver, verify.waitSeconds ---
@@ -283,7 +283,10 @@ def test_verify_nameserver_wins_over_authoritative() -> None:
 PARENT = {  # resource name -> the component it belongs to (part of its URN)
     "jira": "Host", "jira-eip": "Host", "jira-ssh": "Host", "jira-ssh-host-key": "Host",
     "jira-dkim-jm1-jira": "DkimKey",
-    "jira-a": "MailDns", "jira-aaaa": "MailDns", "jira-spf": "MailDns", "jira-ptr4": "MailDns",
+    "jira.example.com-a": "MailDns", "jira.example.com-aaaa": "MailDns", "jira.example.com-spf": "MailDns",
+    "jira.staging.example.com-a": "MailDns", "jira.staging.example.com-aaaa": "MailDns",
+    "jira.staging.example.com-spf": "MailDns", "198.51.100.20-ptr": "MailDns", "2001-db8-5100--20-ptr": "MailDns",
+    "jira-ptr4": "MailDns",
     "jira-ptr6": "MailDns", "jira-dkim-jm1": "MailDns", "spf": "MailDns", "dmarc": "MailDns",
     "jira-push": "Postfix",
     "verify-dns": "Verify",
@@ -308,8 +311,9 @@ def resources_under_components(run: Run) -> int:
 
 def test_every_resource_sits_under_its_component(prod: tuple[Run, InvokeRecordingMocks],
                                                  stage: tuple[Run, InvokeRecordingMocks]) -> None:
-    assert resources_under_components(prod[0]) == len(PARENT)
-    assert resources_under_components(stage[0]) == len(PARENT) - 4, "an adopted host has no EC2 resources"
+    assert resources_under_components(prod[0]) == len(PARENT) - 5, "an EC2 host has no staging records"
+    assert resources_under_components(stage[0]) == len(PARENT) - 4 - 3 - 2, \
+        "an adopted host has no EC2 resources, nor production's records; its PTRs are named after its addresses"
 
 
 Prod = tuple[Run, InvokeRecordingMocks]
@@ -390,8 +394,8 @@ def test_production_protects_what_it_lists_and_lets_dkim_keys_rotate(prod: tuple
     """README: production protects host, EIP, group, A/AAAA/PTR/SPF/DMARC records and the push; DKIM rotates."""
     run, _ = prod
     protected = {r.name for r in run.monitor.registrations if r.protect}
-    for name in ("jira", "jira-eip", "jira-ssh", "jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-spf", "spf",
-                 "dmarc", "jira-push"):
+    for name in ("jira", "jira-eip", "jira-ssh", "jira.example.com-a", "jira.example.com-aaaa", "jira-ptr4",
+                 "jira-ptr6", "jira.example.com-spf", "spf", "dmarc", "jira-push"):
         assert name in protected, name
     assert "jira-dkim-jm1" not in protected and "jira-dkim-jm1-jira" not in protected, "a new selector replaces them"
 
@@ -399,9 +403,9 @@ def test_production_protects_what_it_lists_and_lets_dkim_keys_rotate(prod: tuple
 def test_each_record_has_the_planned_type(prod: tuple[Run, InvokeRecordingMocks]) -> None:
     run, _ = prod
     types = {r.name: unwrap(r.inputs)["type"] for r in run.all(RECORD)}
-    assert {k: v for k, v in types.items() if k.startswith(("jira-", "spf", "dmarc"))} == {
-        "jira-a": "A", "jira-aaaa": "AAAA", "jira-spf": "TXT", "jira-ptr6": "PTR", "jira-dkim-jm1": "TXT",
-        "spf": "TXT", "dmarc": "TXT"}
+    assert {k: v for k, v in types.items() if k.startswith(("jira-", "jira.", "spf", "dmarc"))} == {
+        "jira.example.com-a": "A", "jira.example.com-aaaa": "AAAA", "jira.example.com-spf": "TXT", "jira-ptr6": "PTR",
+        "jira-dkim-jm1": "TXT", "spf": "TXT", "dmarc": "TXT"}
 
 
 def test_cloud_init_lets_the_admin_key_in(prod: tuple[Run, InvokeRecordingMocks]) -> None:

@@ -29,6 +29,11 @@ from tests.program.harness import (
 SECRETS = {"sshPrivateKey": admin_key_openssh(), "relayPassword": stacks.RELAY_PASSWORD}
 TXT = "aws:route53/record:Record"
 
+# The staging stack's host records: named after their record sets (the HELO name, the address a PTR maps).
+ST_A, ST_AAAA, ST_SPF = "jira.staging.example.com-a", "jira.staging.example.com-aaaa", "jira.staging.example.com-spf"
+ST_PTR4, ST_PTR6 = "198.51.100.20-ptr", "2001-db8-5100--20-ptr"
+ST_RECORDS = (ST_A, ST_AAAA, ST_PTR4, ST_PTR6, ST_SPF)
+
 
 def txt_values(run: Run) -> list[str]:
     return [v for r in run.all(TXT) if r.inputs["type"] == "TXT" for v in r.inputs["records"]]
@@ -51,12 +56,12 @@ def production() -> Run:
 
 def test_existing_host_records_carry_the_configured_addresses(staging: Run) -> None:
     recs = records_by_name(staging)
-    assert recs["jira-a"]["records"] == ["198.51.100.20"] and recs["jira-a"]["name"] == "jira.staging.example.com"
-    assert recs["jira-aaaa"]["records"] == ["2001:db8:5100::20"]
-    assert recs["jira-ptr4"]["zoneId"] == "ZREV4"
-    assert recs["jira-ptr4"]["name"] == "20.100.51.198.in-addr.arpa"
-    assert recs["jira-ptr4"]["records"] == ["jira.staging.example.com."]
-    assert recs["jira-ptr6"]["zoneId"] == "ZREV6" and recs["jira-ptr6"]["name"].endswith("ip6.arpa")
+    assert recs[ST_A]["records"] == ["198.51.100.20"] and recs[ST_A]["name"] == "jira.staging.example.com"
+    assert recs["jira.staging.example.com-aaaa"]["records"] == ["2001:db8:5100::20"]
+    assert recs["198.51.100.20-ptr"]["zoneId"] == "ZREV4"
+    assert recs["198.51.100.20-ptr"]["name"] == "20.100.51.198.in-addr.arpa"
+    assert recs["198.51.100.20-ptr"]["records"] == ["jira.staging.example.com."]
+    assert recs[ST_PTR6]["zoneId"] == "ZREV6" and recs[ST_PTR6]["name"].endswith("ip6.arpa")
 
 
 def spf_by_name(run: Run) -> dict[str, list[str]]:
@@ -135,7 +140,7 @@ def test_push_command_line_holds_only_the_script(staging: Run) -> None:
 
 def test_push_waits_for_its_host_records_and_the_domain_records(staging: Run) -> None:
     push = staging.one("jira-push")
-    for name in ("jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-dkim-jm1", "jira-spf", "spf", "dmarc"):
+    for name in (*ST_RECORDS, "jira-dkim-jm1", "spf", "dmarc"):
         assert staging.urn(name) in push.dependencies, name
 
 
@@ -147,7 +152,7 @@ def test_staging_push_is_not_protected_and_drains_before_replacing(staging: Run)
 
 def test_verify_step_runs_after_records_and_push_with_the_expected_state(staging: Run) -> None:
     verify = staging.one("verify-dns")
-    needed = {staging.urn(n) for n in ("jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-dkim-jm1", "spf", "dmarc",
+    needed = {staging.urn(n) for n in (ST_A, ST_AAAA, ST_PTR4, ST_PTR6, "jira-dkim-jm1", "spf", "dmarc",
                                        "jira-push")}
     assert needed <= set(verify.dependencies)
     inputs = unwrap(verify.inputs)
@@ -166,7 +171,7 @@ def test_verify_step_runs_after_records_and_push_with_the_expected_state(staging
 
 
 def test_production_ec2_is_protected_and_firewalled(production: Run) -> None:
-    for name in ("jira", "jira-eip", "jira-ssh", "jira-push", "jira-a", "spf", "dmarc", "jira-ptr4"):
+    for name in ("jira", "jira-eip", "jira-ssh", "jira-push", "jira.example.com-a", "spf", "dmarc", "jira-ptr4"):
         assert production.one(name).protect, name
     group = unwrap(production.one("jira-ssh").inputs)
     (rule,) = group["ingress"]
@@ -184,11 +189,11 @@ def test_production_ec2_is_protected_and_firewalled(production: Run) -> None:
 def test_eip_ptr_waits_for_the_a_record(production: Run) -> None:
     ptr = production.one("jira-ptr4")
     assert ptr.type == "aws:ec2/eipDomainName:EipDomainName"
-    assert production.urn("jira-a") in ptr.dependencies
+    assert production.urn("jira.example.com-a") in ptr.dependencies
     assert unwrap(ptr.inputs)["domainName"] == "jira.example.com"
     eip = production.mocks.created["jira-eip"]
     assert unwrap(ptr.inputs)["allocationId"] == eip["allocationId"]
-    assert records_by_name(production)["jira-a"]["records"] == [eip["publicIp"]]
+    assert records_by_name(production)["jira.example.com-a"]["records"] == [eip["publicIp"]]
 
 
 def test_ipv6_without_ptr_is_not_used_for_sending(production: Run) -> None:
@@ -212,7 +217,7 @@ def test_preview_of_new_ec2_stack_shows_config_but_not_unknown_values() -> None:
     run = run_program(stacks.ec2_direct_production(), {"sshPrivateKey": SECRETS["sshPrivateKey"]},
                       preview=True, stack="production")
     recs = {r.name: r.inputs for r in run.all(TXT)}
-    assert has_unknown(recs["jira-a"]["records"]), "the EIP is only known after up"
+    assert has_unknown(recs["jira.example.com-a"]["records"]), "the EIP is only known after up"
     assert has_unknown(recs["spf"]["records"]), "SPF needs the EIPs: unknown until up"
     assert recs["dmarc"]["records"] == ["v=DMARC1; p=reject; rua=mailto:dmarc@example.com; adkim=r; aspf=r"]
     push = run.one("jira-push")
@@ -222,8 +227,9 @@ def test_preview_of_new_ec2_stack_shows_config_but_not_unknown_values() -> None:
     assert not has_unknown(recs["dmarc"]), "what depends on settings alone is known in preview"
     # Route53 replaces a record whose name changes or is unknown at preview: names come from settings.
     names = {key: inputs["name"] for key, inputs in recs.items()}
-    assert names["jira-a"] == "jira.example.com" and names["spf"] == "example.com"
-    assert names["jira-dkim-jm1"] == "jm1-jira._domainkey.example.com" and names["jira-spf"] == "jira.example.com"
+    assert names["jira.example.com-a"] == "jira.example.com" and names["spf"] == "example.com"
+    assert names["jira-dkim-jm1"] == "jm1-jira._domainkey.example.com"
+    assert names["jira.example.com-spf"] == "jira.example.com"
     assert not any(has_unknown(r.inputs["name"]) for r in run.all(TXT) if r.inputs["type"] != "PTR")
 
 
@@ -351,8 +357,9 @@ def test_a_new_host_leaves_the_other_hosts_records_known_at_preview() -> None:
     values["hosts"] = [*values["hosts"], {"name": "confluence", "ec2": ec2}]
     run = run_program(values, SECRETS, preview=True)
     recs = {r.name: r.inputs for r in run.all(TXT)}
-    assert has_unknown(recs["confluence-a"]["records"]), "the new host's address is known only after up"
-    for key in ("jira-a", "jira-aaaa", "jira-ptr4", "jira-ptr6", "jira-spf"):
+    assert has_unknown(recs["confluence.staging.example.com-a"]["records"]), "its address is known only after up"
+    for key in ("jira.staging.example.com-a", "jira.staging.example.com-aaaa", "198.51.100.20-ptr",
+                "2001-db8-5100--20-ptr", "jira.staging.example.com-spf"):
         assert not has_unknown(recs[key]), f"{key} must not wait for another host"
 
 

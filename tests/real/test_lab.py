@@ -141,7 +141,7 @@ def test_second_up_without_change_runs_no_remote_command(lab: Lab) -> None:
 def test_production_resources_are_protected_from_down(lab: Lab) -> None:
     ops.up(lab, "direct", PRODUCTION)
     state = json.loads((lab.state_dir / "runner-state.json").read_text())
-    assert {e["name"] for e in state.values() if e["protect"]} >= {"jira-push", "jira-a", "spf"}
+    assert {e["name"] for e in state.values() if e["protect"]} >= {"jira-push", f"jira.{zones.SENDER_DOMAIN}-a", "spf"}
     with pytest.raises(ops.DeployError, match="protected"):
         ops.deploy(lab, action="down")
     assert json.loads((lab.state_dir / "runner-state.json").read_text()).keys() == state.keys()  # nothing deleted

@@ -650,7 +650,8 @@ def test_settings_changes_during_a_burst_update_in_place_and_deliver_everything(
     assert "to update" not in ops.preview(lab) and "to replace" not in ops.preview(lab)
     state = (lab.state_dir / "runner-state.json").read_bytes()
     moved = {**PRODUCTION_LIKE, "hosts": [{"name": "jira", "fqdn": f"mail.{zones.SENDER_DOMAIN}"}]}
-    with pytest.raises(ops.DeployError, match=r'unable to replace resource "[^"]*jira-a"'):
+    with pytest.raises(ops.DeployError, match=rf'resource "[^"]*::jira\.{re.escape(zones.SENDER_DOMAIN)}-a" '
+                                              r'cannot be deleted\s+because it is protected'):
         ops.preview(lab, "direct", moved)
     with pytest.raises(ops.DeployError, match="as it is currently marked for protection"):
         ops.deploy(lab)

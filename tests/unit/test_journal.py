@@ -114,3 +114,26 @@ def test_status_names_forged_entries_with_where_to_look() -> None:
     [finding] = [f for f in status.assess(report) if "journal" in f.what]
     assert finding.what.startswith("2 journal entr(ies) name a Postfix delivery agent")
     assert "_UID" in finding.fix
+
+
+def test_collect_reads_the_journal_only_when_no_log_file_is_set_or_present(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    recent = entry(at=dt.datetime.now().timestamp() - 60)
+    monkeypatch.setattr(mailstats, "JOURNALCTL", tuple(fake(tmp_path, "journalctl", json.dumps(recent) + "\n")))
+    monkeypatch.setattr(mailstats, "trusted_uids", lambda owner: TRUSTED)
+    real_read_queue = mailstats.read_queue
+    monkeypatch.setattr(mailstats, "read_queue", lambda now: real_read_queue(now, ["/nonexistent/postqueue"]))
+    monkeypatch.setattr(mailstats, "DEFAULT_LOG", str(tmp_path / "no-mail.log"))
+    monkeypatch.setattr(mailstats, "_postconf_value", lambda name: None)
+    report = mailstats.collect(1, None, {}, state=str(tmp_path))
+    assert report["log"] == {"path": "journald", "problem": None, "skipped_lines": 0, "forged_lines": 0}
+    assert report["deliveries"]["sent"] == 1
+    given = mailstats.collect(1, str(tmp_path / "postfix.log"), {}, state=str(tmp_path))
+    assert given["deliveries"]["sent"] == 0 and given["log"]["problem"].startswith("no mail log at "), \
+        "a maillogFile that is missing is a problem to fix, not a reason to read elsewhere"
+    (tmp_path / "no-mail.log").write_text("")
+    assert mailstats.collect(1, None, {}, state=str(tmp_path))["log"]["path"] == str(tmp_path / "no-mail.log")
+    monkeypatch.setattr(mailstats, "JOURNALCTL", ("/nonexistent/journalctl",))
+    (tmp_path / "no-mail.log").unlink()
+    problem = mailstats.collect(1, None, {}, state=str(tmp_path))["log"]["problem"]
+    assert problem.startswith(f"no mail log at {tmp_path / 'no-mail.log'} and journalctl: ")

@@ -298,7 +298,7 @@ def test_main_reads_the_manifest_checks_drift_and_writes_both_outputs(tmp_path: 
     report = json.loads(capsys.readouterr().out)
     assert report["config"] == {"pushed": True, "files": 1, "changed": [], "missing": [],
                                 "stack_changed": [str(live)], "stack_checked": 1}
-    assert report["log"] == {"path": str(log), "problem": None, "skipped_lines": 0}
+    assert report["log"] == {"path": str(log), "problem": None, "skipped_lines": 0, "forged_lines": 0}
     assert report["window_seconds"] == 24 * 3600
     assert "jira_mailhost_config_digest_match 1" in prom.read_text()
     live.write_text("myhostname = edited\n")
@@ -448,7 +448,7 @@ def test_the_log_is_postfixs_maillog_file_unless_given(tmp_path: Path, monkeypat
     real_read_queue = mailstats.read_queue
     monkeypatch.setattr(mailstats, "read_queue", lambda now: real_read_queue(now, ["/nonexistent/postqueue"]))
     assert mailstats.collect(1, None, {}, state=str(tmp_path))["log"] == {"path": str(log), "problem": None,
-                                                                         "skipped_lines": 0}
+                                                                         "skipped_lines": 0, "forged_lines": 0}
     assert mailstats.collect(1, str(tmp_path / "x.log"), {}, state=str(tmp_path))["log"]["path"] == \
         str(tmp_path / "x.log")
 

@@ -269,7 +269,7 @@ def test_a_host_without_ipv6_gets_no_aaaa_record_whatever_the_addresses_say() ->
     ec2 = {"subnetId": "subnet-0123abcd", "sshCidrs": ["203.0.113.0/24"], "ipv6": False}
     s = parse_settings(base(hosts=[{"name": "jira", "ec2": ec2}]), SECRETS)
     records = plan.host_records(s, s.hosts[0], plan.Addresses("203.0.113.10", "2001:db8::10"))
-    assert [(r.key, r.type) for r in records] == [("jira-a", "A"), ("jira-spf", "TXT")]
+    assert [(r.key, r.type) for r in records] == [("jira.example.com-a", "A"), ("jira.example.com-spf", "TXT")]
     assert plan.dkim_record(s, s.hosts[0], "jm1", "MIIB").key == "jira-dkim-jm1"
 
 
