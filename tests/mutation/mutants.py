@@ -3,7 +3,9 @@
     python -m tests.mutation.mutants generate          create mutants/ and print every mutant name
     python -m tests.mutation.mutants select PATTERN... the names matching fnmatch patterns, one a line
     python -m tests.mutation.mutants sample N SEED [PATTERN...]   N of them, reproducibly
-    python -m tests.mutation.mutants score NAMES_FILE [SURVIVORS_MD]  killed/total of those names
+    python -m tests.mutation.mutants gate BASE SEED N ROOT    the CI draw: N mutants on the lines changed since
+                                                         BASE, and of the modules the changed tests import
+    python -m tests.mutation.mutants score NAMES_FILE [SURVIVORS_MD] [--strict]  killed/total of those names
     python -m tests.mutation.mutants check [SURVIVORS_MD]             exit 1 on an entry no mutant matches
     python -m tests.mutation.mutants rekey [SURVIVORS_MD]             write each entry's diff hash (migration)
 
@@ -174,7 +176,88 @@ def rekey(survivors_md: Path) -> int:
     return 0
 
 
-def score(names: list[str], survivors_md: Path) -> int:
+# -- the CI draw -------------------------------------------------------------------------------------
+# With every unexplained survivor failing the gate, N mutants detect a true 10 % survival rate with 90 %
+# confidence when 0.9 ** N <= 0.1, that is N >= 22 (bash bench/mutation.sh draws 30 in CI: 0.9 ** 30 = 4 %).
+DETECT_N = 22
+
+
+def _git(root: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
+
+
+def changed_lines(root: Path, base: str) -> dict[str, set[str]]:
+    """Per source file under mailhost/ and components/: the stripped lines added or changed since `base`
+    (every line of a new file)."""
+    out: dict[str, set[str]] = {}
+    current = ""
+    for line in _git(root, "diff", "-U0", base, "--", "mailhost", "components").splitlines():
+        if line.startswith("+++ "):
+            current = line[6:] if line.startswith("+++ b/") else ""
+        elif line.startswith("+") and current.endswith(".py") and line[1:].strip():
+            out.setdefault(current, set()).add(line[1:].strip())
+    for path in _git(root, "ls-files", "--others", "--exclude-standard", "--", "mailhost", "components").split():
+        if path.endswith(".py"):
+            out.setdefault(path, set()).update(x.strip() for x in (root / path).read_text().splitlines() if x.strip())
+    return out
+
+
+def source_file(name: str) -> str:
+    """mailhost.publish.mailstats.x_write_atomic__mutmut_20 -> mailhost/publish/mailstats.py"""
+    return name.split(".x", 1)[0].replace(".", "/") + ".py" if ".x" in name else ""
+
+
+def original_lines(name: str) -> list[str]:
+    """The lines a mutant removes: where it sits in the original source."""
+    return [line[1:].strip() for line in diff_of(name).splitlines()
+            if line.startswith("-") and not line.startswith("---")]
+
+
+_IMPORT = re.compile(r"^\s*(?:from\s+((?:mailhost|components)[\w.]*)\s+import\s+([\w\s,()]+)|"
+                     r"import\s+((?:mailhost|components)[\w.]*))", re.MULTILINE)
+
+
+def tested_modules(root: Path, base: str) -> set[str]:
+    """The mailhost/components modules that the test files changed since `base` import: a commit that
+    only weakens a test draws mutants of what that test guards."""
+    changed = _git(root, "diff", "--name-only", base, "--", "tests").split()
+    changed += _git(root, "ls-files", "--others", "--exclude-standard", "--", "tests").split()
+    modules: set[str] = set()
+    for path in changed:
+        file = root / path
+        if not path.endswith(".py") or not file.exists():
+            continue
+        for m in _IMPORT.finditer(file.read_text()):
+            package = m[1] or m[3]
+            names = [n.strip() for n in (m[2] or "").replace("(", " ").replace(")", " ").split(",") if n.strip()]
+            for candidate in [package, *(f"{package}.{n.split()[0]}" for n in names)]:
+                if (root / (candidate.replace(".", "/") + ".py")).exists():
+                    modules.add(candidate)
+    return modules
+
+
+def gate(root: Path, base: str, seed: str, count: int) -> list[str]:
+    """The CI draw, seeded by the commit: half from mutants on lines changed since `base`, half from the
+    modules the changed tests import (each half topped up from the other when short), at least DETECT_N
+    when the pools hold that many."""
+    count = max(count, DETECT_N)
+    names = list(results())
+    lines = changed_lines(root, base)
+    on_changed = sorted(n for n in names if (added := lines.get(source_file(n)))
+                        and any(line in added for line in original_lines(n)))
+    modules = tested_modules(root, base)
+    guarded = sorted(n for n in names if n.split(".x", 1)[0] in modules and n not in on_changed)
+    rng = random.Random(seed)
+    first = rng.sample(on_changed, min(len(on_changed), count - min(len(guarded), count // 2)))
+    rest = rng.sample(guarded, min(len(guarded), count - len(first)))
+    print(f"draw: {len(on_changed)} mutants on changed lines, {len(guarded)} more in {len(modules)} module(s) the "
+          f"changed tests import; drawing {len(first)} + {len(rest)} (seed {seed[:12]})", file=sys.stderr)
+    return sorted(first + rest)
+
+
+def score(names: list[str], survivors_md: Path, strict: bool = False) -> int:
     """Killed + timeout over the mutants run, leaving out the survivors SURVIVORS.md explains as harmless
     (equivalent mutants cannot be killed); 0 when that is at least 90 % and every mutant was checked."""
     codes = results()
@@ -203,6 +286,8 @@ def score(names: list[str], survivors_md: Path) -> int:
           f"no tests: {tally['no tests']}  not checked: {tally['not checked']}")
     print(f"score: {detected}/{counted} = {pct:.1f} % (killed + timeout over the mutants run, "
           "less the explained survivors)")
+    if strict:  # the CI gate: any survivor not explained fails it (see DETECT_N)
+        return 0 if not unexplained and not tally["not checked"] else 1
     return 0 if pct >= 90.0 and not tally["not checked"] else 1
 
 
@@ -220,9 +305,13 @@ def main(argv: list[str]) -> int:
         return check(Path(args[0]) if args else Path("tests/mutation/SURVIVORS.md"))
     elif command == "rekey":
         return rekey(Path(args[0]) if args else Path("tests/mutation/SURVIVORS.md"))
+    elif command == "gate":
+        print("\n".join(gate(Path(args[3]), args[0], args[1], int(args[2]))))
     elif command == "score":
+        strict = "--strict" in args
+        args = [a for a in args if a != "--strict"]
         names = [n for n in Path(args[0]).read_text().split() if n]
-        return score(names, Path(args[1]) if len(args) > 1 else Path("tests/mutation/SURVIVORS.md"))
+        return score(names, Path(args[1]) if len(args) > 1 else Path("tests/mutation/SURVIVORS.md"), strict)
     else:
         print(__doc__)
         return 2

@@ -653,7 +653,7 @@ def test_settings_changes_during_a_burst_update_in_place_and_deliver_everything(
     with pytest.raises(ops.DeployError, match=rf'resource "[^"]*::jira\.{re.escape(zones.SENDER_DOMAIN)}-a" '
                                               r'cannot be deleted\s+because it is protected'):
         ops.preview(lab, "direct", moved)
-    with pytest.raises(ops.DeployError, match="as it is currently marked for protection"):
+    with pytest.raises(ops.DeployError, match="cannot be deleted\nbecause it is protected"):
         ops.deploy(lab)
     assert (lab.state_dir / "runner-state.json").read_bytes() == state
 

@@ -58,3 +58,65 @@ def test_the_recorded_file_parses_whole() -> None:
     """Every bullet of the real SURVIVORS.md yields its hash (a format slip would excuse nothing)."""
     path = Path(__file__).parents[1] / "mutation" / "SURVIVORS.md"
     assert len(mutants.listed_survivors(path)) == path.read_text().count("\n- `") > 100
+
+
+def _repo(tmp_path: Path) -> tuple[Path, str]:
+    """A git repository with a module, a test of it, and another module; returns it and its first commit."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True,
+                              env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "PATH": "/usr/bin:/bin",
+                                   "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org",
+                                   "HOME": str(tmp_path)}).stdout.strip()
+
+    (tmp_path / "mailhost" / "records").mkdir(parents=True)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "mailhost" / "records" / "grammar.py").write_text(
+        "def fqdn(name):\n    labels = name.split('.')\n    if len(name) > 253:\n        raise ValueError(name)\n")
+    (tmp_path / "mailhost" / "records" / "other.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "tests" / "test_other.py").write_text("from mailhost.records import other\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "base")
+    return tmp_path, git("rev-parse", "HEAD")
+
+
+def test_the_ci_draw_takes_mutants_on_changed_lines_and_of_modules_whose_tests_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    root, base = _repo(tmp_path)
+    grammar = root / "mailhost" / "records" / "grammar.py"
+    grammar.write_text(grammar.read_text().replace("> 253", ">= 254"))
+    (root / "tests" / "test_other.py").write_text("from mailhost.records import other  # weakened\n")
+    assert mutants.changed_lines(root, base) == {"mailhost/records/grammar.py": {"if len(name) >= 254:"}}
+    assert mutants.tested_modules(root, base) == {"mailhost.records.other"}
+    on_line = "-    if len(name) >= 254:\n+    if len(name) >= 255:\n"
+    off_line = "-    labels = name.split('.')\n+    labels = None\n"
+    diffs = {"mailhost.records.grammar.x_fqdn__mutmut_1": on_line,
+             "mailhost.records.grammar.x_fqdn__mutmut_2": off_line,
+             "mailhost.records.other.x_f__mutmut_1": "-    return 1\n+    return 2\n",
+             "mailhost.records.untouched.x_g__mutmut_1": "-    return 1\n+    return 2\n"}
+    monkeypatch.setattr(mutants, "results", lambda: dict.fromkeys(diffs))
+    monkeypatch.setattr(mutants, "diff_of", diffs.__getitem__)
+    drawn = mutants.gate(root, base, "seed", 30)
+    assert drawn == ["mailhost.records.grammar.x_fqdn__mutmut_1", "mailhost.records.other.x_f__mutmut_1"]
+    assert "1 mutants on changed lines, 1 more in 1 module(s)" in capsys.readouterr().err
+    assert mutants.source_file("mailhost.records.grammar.x_fqdn__mutmut_1") == "mailhost/records/grammar.py"
+
+
+def test_the_ci_draw_is_at_least_what_detects_a_tenth_surviving_and_is_seeded() -> None:
+    assert 0.9 ** mutants.DETECT_N < 0.1 <= 0.9 ** (mutants.DETECT_N - 1)
+
+
+def test_strict_scoring_fails_on_one_unexplained_survivor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [f"mailhost.records.grammar.x_fqdn__mutmut_{i}" for i in range(30)]
+    codes = dict.fromkeys(names, 1) | {names[0]: 0}  # 29 killed, one survived: 96.7 %
+    monkeypatch.setattr(mutants, "results", lambda: codes)
+    monkeypatch.setattr(mutants, "diff_of", lambda name: name)
+    md = tmp_path / "SURVIVORS.md"
+    md.write_text("")
+    assert mutants.score(names, md) == 0, "the sample gate passes at 90 %"
+    assert mutants.score(names, md, strict=True) == 1, "the CI gate does not"
+    excuse = f"- `{names[0]}` `diff:{mutants.diff_hash(names[0])}`: equivalent\n  `x`\n"
+    md.write_text(excuse)
+    assert mutants.score(names, md, strict=True) == 0
