@@ -645,7 +645,7 @@ def test_settings_changes_during_a_burst_update_in_place_and_deliver_everything(
     assert selectors["jm1-jira"] > 0 and selectors["jm2-jira"] > 0, selectors
     row(account, "production-like stack (protected): `messageSizeLimit` changed, then `dkimSelector` rotated with "
                  f"`dkimRetired`, each by `up` during a 500-message burst; signed {dict(selectors)}")
-    # After the changes: a preview plans nothing; a change that replaces protected records is refused by
+    # After the changes: a preview plans nothing; a change that deletes protected records is refused by
     # the preview and by `up` alike, before any step (the runner's state stays byte for byte).
     assert "to update" not in ops.preview(lab) and "to replace" not in ops.preview(lab)
     state = (lab.state_dir / "runner-state.json").read_bytes()
