@@ -55,3 +55,19 @@ def test_every_state_is_info_and_says_what_it_means() -> None:
                                         "(no answer within 2s)")
     assert states["DNSKEY failed"].detail == ("DNSSEC of zone example.com not determined: DNSKEY lookup failed "
                                               "(127.0.0.1 answered REFUSED)")
+
+
+def test_several_key_tags_are_listed_in_order_with_commas() -> None:
+    """A zone has a KSK and a ZSK, and a parent may publish a DS per key (a key rollover): each tag named."""
+    other_ds = "1 13 2 " + "ab" * 32
+    bogus = check_dnssec("example.com", "example.com", ok("DNSKEY"), ok("DS", DS, other_ds))
+    assert "but its parent publishes a DS (key tag 1, 35406): validating" in bogus.detail
+    tags = sorted(key_tags(ok("DNSKEY", KSK, ZSK)))
+    secure = check_dnssec("example.com", "example.com", ok("DNSKEY", KSK, ZSK), ok("DS", DS, other_ds))
+    assert secure.detail.startswith(f"zone example.com is signed (2 DNSKEY, key tag {tags[0]}, {tags[1]})")
+    stale = check_dnssec("example.com", "example.com", ok("DNSKEY", KSK), ok("DS", other_ds, "2 13 2 " + "cd" * 32))
+    assert "no DS at its parent matches its keys (DS key tag 1, 2)" in stale.detail
+    zsk_tag = (set(tags) - {35406}).pop()
+    both = check_dnssec("example.com", "example.com", ok("DNSKEY", KSK, ZSK),
+                        ok("DS", DS, f"{zsk_tag} 13 2 " + "ef" * 32))
+    assert f"and its parent's DS (key tag {tags[0]}, {tags[1]}) vouches for it" in both.detail
