@@ -67,3 +67,13 @@ def _no_journal_of_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     from mailhost.publish import mailstats
 
     monkeypatch.setattr(mailstats, "JOURNALCTL", ("/nonexistent/journalctl",))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """mutmut runs each mutant's tests in a fork of a process that already ran them once (its stats run):
+    what the engine model cached there (each shape deployed, the change matrix) was computed by the code
+    before the mutation, and a mutant feeding them would pass unseen. Every session starts without them."""
+    from mailhost.lab.engine import matrix
+
+    matrix.deployed.cache_clear()
+    matrix.matrix.cache_clear()

@@ -467,3 +467,17 @@ def test_retired_generations_keep_their_key_and_record_inside_the_retention() ->
     alias_holder = run.one("jira-dkim-jm2")
     assert alias_holder.aliases and alias_holder.aliases[0].endswith("::jira-dkim")
     assert not run.one("jira-dkim-jm3").aliases, "only the oldest takes over the pre-generation record"
+
+
+@pytest.mark.parametrize("stack", ["staging", "production"])
+def test_a_rename_with_previous_name_aliases_every_resource_named_after_the_host(stack: str) -> None:
+    """hosts[].previousName: each resource (components included) whose name carries the host's name also
+    answers to that name with the old host's, so the engine moves its state instead of creating it anew."""
+    values = staging() if stack == "staging" else production()
+    values["hosts"][0] = {**values["hosts"][0], "name": "jira2", "previousName": "jira"}
+    run, _ = run_recorded(values, PRODUCTION_SECRETS, stack=stack) if stack == "production" else run_recorded(values)
+    renamed = [r for r in run.monitor.registrations if "jira2" in r.name]
+    assert len(renamed) >= 8, [r.name for r in renamed]
+    for r in renamed:
+        old = r.name.replace("jira2", "jira")
+        assert any(a.endswith(f"::{old}") for a in r.aliases), f"{r.type} {r.name}: no alias to {old}: {r.aliases}"

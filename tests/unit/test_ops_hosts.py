@@ -179,3 +179,33 @@ def test_queue_findings_say_what_waits_and_what_to_do() -> None:
         (status.WARNING, "1 message(s) on hold: Postfix will not send them",
          "release with `postsuper -H ALL` once the reason is gone"),
     ]
+
+
+def test_ask_turns_each_way_a_host_fails_into_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`status` reports an unreachable host with why: the SSH error, the remote's last stderr line, or what
+    was wrong with what it printed; a report comes back parsed."""
+    from mailhost.ops import sshexec
+
+    target = status.Target("jira", "198.51.100.20", 2222, "admin", "ssh-ed25519 AAAA", {})
+    outcomes: list[Any] = []
+
+    def fake_run(*args: Any, **kwargs: Any) -> sshexec.Result:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(sshexec, "run", fake_run)
+    outcomes.append(sshexec.HostKeyMismatch("198.51.100.20 presented another host key"))
+    assert hosts.ask(target, None, 1) == {"error": "198.51.100.20 presented another host key"}
+    outcomes.append(FileNotFoundError(2, "No such file or directory", "/home/a/.ssh/id"))
+    assert hosts.ask(target, None, 1) == {"error": "[Errno 2] No such file or directory: '/home/a/.ssh/id'"}
+    outcomes.append(sshexec.Result(1, "", "warning\npython3: not found\n"))
+    assert hosts.ask(target, None, 1) == {"error": "admin@198.51.100.20:2222: python3: not found"}
+    outcomes.append(sshexec.Result(255, "", ""))
+    assert hosts.ask(target, None, 1) == {"error": "admin@198.51.100.20:2222: exit 255"}
+    outcomes.append(sshexec.Result(0, "Welcome!\n", ""))
+    assert hosts.ask(target, None, 1) == {"error": "jira: the host printed no report"}
+    report = collector_report()
+    outcomes.append(sshexec.Result(0, "motd\n" + json.dumps(report) + "\n", ""))
+    assert hosts.ask(target, None, 1) == json.loads(json.dumps(report))
