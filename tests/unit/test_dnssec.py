@@ -71,3 +71,23 @@ def test_several_key_tags_are_listed_in_order_with_commas() -> None:
     both = check_dnssec("example.com", "example.com", ok("DNSKEY", KSK, ZSK),
                         ok("DS", DS, f"{zsk_tag} 13 2 " + "ef" * 32))
     assert f"and its parent's DS (key tag {tags[0]}, {tags[1]}) vouches for it" in both.detail
+
+
+def test_each_state_that_needs_a_registrar_names_the_step_and_the_others_none() -> None:
+    fixes = {
+        "bogus": check_dnssec("example.com", "example.com", ok("DNSKEY"), ok("DS", DS)).fix,
+        "island": check_dnssec("example.com", "example.com", ok("DNSKEY", KSK, ZSK), ok("DS")).fix,
+        "stale": check_dnssec("example.com", "example.com", ok("DNSKEY", KSK), ok("DS", "1 13 2 " + "ab" * 32)).fix,
+        "secure": check_dnssec("example.com", "example.com", ok("DNSKEY", KSK, ZSK), ok("DS", DS)).fix,
+        "DS unknown": check_dnssec("example.com", "example.com", ok("DNSKEY", KSK), FAILED).fix,
+        "no zone": check_dnssec("example.com", None, None, None, "timeout").fix,
+        "DNSKEY failed": check_dnssec("example.com", "example.com", FAILED, None).fix,
+    }
+    assert fixes == {
+        "bogus": "remove the DS of example.com at the parent (the registrar), or sign the zone with that key",
+        "island": "add the DS of example.com's key-signing key at the parent (the registrar)",
+        "stale": "replace the DS of example.com at the parent by the one of its current key-signing key",
+        "secure": "", "DS unknown": "", "no zone": "", "DNSKEY failed": "",
+    }
+    failed_no_text = Answer("example.com", "DNSKEY", "error")
+    assert check_dnssec("example.com", "example.com", failed_no_text, None).detail.endswith("failed (no answer)")
