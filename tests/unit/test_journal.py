@@ -135,5 +135,8 @@ def test_collect_reads_the_journal_only_when_no_log_file_is_set_or_present(tmp_p
     assert mailstats.collect(1, None, {}, state=str(tmp_path))["log"]["path"] == str(tmp_path / "no-mail.log")
     monkeypatch.setattr(mailstats, "JOURNALCTL", ("/nonexistent/journalctl",))
     (tmp_path / "no-mail.log").unlink()
-    problem = mailstats.collect(1, None, {}, state=str(tmp_path))["log"]["problem"]
-    assert problem.startswith(f"no mail log at {tmp_path / 'no-mail.log'} and journalctl: ")
+    log = mailstats.collect(1, None, {}, state=str(tmp_path))["log"]
+    assert log["problem"].startswith(f"no mail log at {tmp_path / 'no-mail.log'} and journalctl: ")
+    assert log["problem"].endswith(": set maillogFile (e.g. /var/log/postfix.log) so deliveries can be counted")
+    assert log == {"path": str(tmp_path / "no-mail.log"), "problem": log["problem"], "skipped_lines": 0,
+                   "forged_lines": 0}

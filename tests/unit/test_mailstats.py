@@ -482,3 +482,20 @@ def test_the_smaller_messages_and_counts(tmp_path: Path, capsys: pytest.CaptureF
     with pytest.raises(SystemExit):
         mailstats.main(["--help"])
     assert "What happens to a host's outgoing mail" in capsys.readouterr().out
+
+
+def test_a_waiting_recipients_domain_is_cut_at_the_longest_a_domain_can_be(tmp_path: Path) -> None:
+    long_domain = ("a" * 60 + ".") * 5 + "org"  # 308 characters: no real domain, written by whoever submitted it
+    item = {"queue_name": "deferred", "queue_id": "L1", "arrival_time": NOW - 60,
+            "recipients": [{"address": f"x@{long_domain}", "delay_reason": "connect to a.org: Connection refused"}]}
+    [stuck] = mailstats.read_queue(NOW, fake(tmp_path, "postqueue", json.dumps(item) + "\n"))["stuck"]
+    assert stuck["domain"] == long_domain[:253]
+
+
+def test_a_host_without_a_push_is_told_to_run_one() -> None:
+    data = report()
+    data["config"] = {"pushed": False, "files": 0, "changed": [], "missing": [], "stack_changed": [],
+                      "stack_checked": 0}
+    [finding] = [f for f in status.assess(data) if "no push" in f.what]
+    assert (finding.level, finding.what, finding.fix) == (
+        status.WARNING, "no push of jira-mailhost is recorded on this host", "run `pulumi up` for this stack")
