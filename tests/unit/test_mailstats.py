@@ -499,3 +499,12 @@ def test_a_host_without_a_push_is_told_to_run_one() -> None:
     [finding] = [f for f in status.assess(data) if "no push" in f.what]
     assert (finding.level, finding.what, finding.fix) == (
         status.WARNING, "no push of jira-mailhost is recorded on this host", "run `pulumi up` for this stack")
+
+
+def test_each_domain_has_all_three_counts_zero_included() -> None:
+    sent = mailstats.Delivery(NOW - 60, "Q1", "a.org", "sent", "2.0.0", "250 ok", True)
+    bounced = mailstats.Delivery(NOW - 50, "Q2", "b.org", "bounced", "5.1.1", "550 5.1.1 no such user", True)
+    summary = mailstats.summarize([sent, bounced, sent], 1)
+    assert summary["by_domain"] == {"a.org": {"sent": 2, "deferred": 0, "bounced": 0},
+                                    "b.org": {"sent": 0, "deferred": 0, "bounced": 1}}
+    assert summary["deliveries"] == {"sent": 2, "deferred": 0, "bounced": 1}
