@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -215,11 +215,11 @@ class Applier:
                     self.state.entries[key] = old
                     self.seen.add(alias_key)
                     break
-        if old is not None:  # the engine applies ignoreChanges before the provider sees the inputs
-            reg = replace(reg, inputs=plan.with_ignored_kept(reg.inputs, old.inputs, reg.ignore_changes))
+        deployed = old.deployed() if old is not None else None
+        reg = plan.as_sent(reg, deployed)
         inputs = dict(reg.inputs)
         secret = {"secret_inputs": list(reg.secret_inputs), "secret_outputs": list(request.secret_outputs)}
-        step = plan.plan_one(reg, old.deployed() if old is not None else None)
+        step = plan.plan_one(reg, deployed)
         with self.state.lock:
             self.steps.append(step)
             self.registrations[reg.urn] = reg

@@ -327,19 +327,19 @@ def read_journal(since: float, now: float, trusted_uids: frozenset[str],
     if done.returncode != 0:
         reason = done.stderr.decode("utf-8", "replace").strip().splitlines() or ["failed"]
         return Journal(None, problem=f"journalctl: {reason[-1]}"[:300])
-    out = Journal([])
-    assert out.lines is not None
+    lines: list[str] = []
+    skipped = forged = 0
     for raw in done.stdout.split(b"\n"):
         if not raw:
             continue
         line = _journal_line(raw, trusted_uids) if len(raw) <= MAX_JOURNAL_ENTRY else None
         if line is None:
-            out.skipped += 1
+            skipped += 1
         elif line == FORGED:
-            out.forged += 1
+            forged += 1
         elif line:
-            out.lines.append(line)
-    return out
+            lines.append(line)
+    return Journal(lines, skipped, forged)
 
 
 def _journal_line(raw: bytes, trusted_uids: frozenset[str]) -> str | None:
@@ -358,9 +358,8 @@ def _journal_line(raw: bytes, trusted_uids: frozenset[str]) -> str | None:
         return ""
     if uid not in trusted_uids:
         return FORGED
-    if not isinstance(stamp, str):
-        return None
-    if not _JOURNAL_NUMBER.fullmatch(stamp) or not isinstance(pid, str) or not _JOURNAL_NUMBER.fullmatch(pid):
+    if not (isinstance(stamp, str) and isinstance(pid, str)
+            and _JOURNAL_NUMBER.fullmatch(stamp) and _JOURNAL_NUMBER.fullmatch(pid)):
         return None
     if isinstance(message, list) and all(isinstance(b, int) and 0 <= b < 256 for b in message):
         message = bytes(message).decode("utf-8", "replace")  # journald's form of a message that is not UTF-8
@@ -547,10 +546,11 @@ def collect(hours: float, log_path: str | None, expected: dict[str, str], now: f
                               "queue": read_queue(now), "config": drift(manifest, expected)}
     configured = log_path or _postconf_value("maillog_file")
     path = configured or DEFAULT_LOG
-    journal = Journal(None)
-    if not configured and not os.path.exists(path):  # no syslog daemon writes a mail log: journald has it
-        journal = read_journal(since, now, trusted_uids(_postconf_value("mail_owner")), JOURNALCTL)
-    if os.path.exists(path):
+    found = os.path.exists(path)
+    # No syslog daemon writes a mail log: journald has Postfix's lines, unless a file was asked for.
+    journal = Journal(None) if found or configured else read_journal(
+        since, now, trusted_uids(_postconf_value("mail_owner")), JOURNALCTL)
+    if found:
         deliveries, handshakes, skipped = read_log(read_lines(path, since, now), since, now)
         report["log"] = {"path": path, "problem": None, "skipped_lines": skipped, "forged_lines": 0}
     elif journal.lines is not None:

@@ -8,6 +8,7 @@ import re
 from cryptography.hazmat.primitives import serialization
 
 from mailhost.publish.render import _template
+from mailhost.records import grammar
 from mailhost.settings.keys import load_private_key
 
 
@@ -28,7 +29,7 @@ IMAGE_USER = "admin"  # the login Debian's cloud images give the key from the in
 IMAGE_LOGIN = f"{IMAGE_USER}@22"  # what every EC2 host had before the login tag existed
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/50-jira-mailhost.conf"  # Debian's sshd_config includes sshd_config.d/*.conf
 LOGIN_TAG = "jira-mailhost:ssh-login"  # on the instance: the login cloud-init set up, kept from its creation
-_LOGIN = re.compile(r"([a-z_][a-z0-9_-]{0,31})@([1-9][0-9]{0,4})")
+_LOGIN = re.compile(rf"({grammar.SSH_USER.pattern})@([1-9][0-9]{{0,4}})")  # sshUser's own grammar, then a port
 
 
 def cloud_init(host_private_openssh: str, host_public_openssh: str, admin_public: str, user: str = IMAGE_USER,
@@ -68,15 +69,15 @@ def check_login(stored: str | None, user: str, port: int, where: str) -> None:
     old_user, old_port = found.group(1), int(found.group(2))
     if (old_user, old_port) == (user, port):
         return
-    steps = []
+    steps, locks = [], []
     if old_port != port:
         steps.append(f"on the host, put `Port {old_port}` and `Port {port}` in {SSHD_DROPIN} and run "
                      "`systemctl restart ssh`")
+        locks.append(f"the security group would open only port {port}")
     if old_user != user:
         steps.append(f"on the host, create {user!r} with the admin key in ~{user}/.ssh/authorized_keys and "
                      "passwordless sudo")
-    locks = [f"the security group would open only port {port}"] if old_port != port else []
-    locks += [f"the push would log in as {user!r}, whom the host lacks"] if old_user != user else []
+        locks.append(f"the push would log in as {user!r}, whom the host lacks")
     raise LoginChanged(
         f"{where}.sshUser/sshPort: this EC2 host's sshd was last set up for {old_user}@{old_port} (by cloud-init at "
         f"first boot, the only time it runs, or by hand with sshMovedByHand); the stack now says {user}@{port}, "

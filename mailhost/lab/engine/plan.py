@@ -190,6 +190,12 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def as_sent(reg: Registration, old: Deployed | None) -> Registration:
+    """The registration with ignoreChanges applied, as the engine hands it to the provider (and so to the state
+    and the preview's outputs); unchanged for a create, where ignoreChanges does not apply."""
+    return reg if old is None else replace(reg, inputs=with_ignored_kept(reg.inputs, old.inputs, reg.ignore_changes))
+
+
 def plan_one(reg: Registration, old: Deployed | None) -> Step:
     """The step for one registered resource."""
     base = Step("create", reg.urn, reg.type, reg.name, protect=reg.protect)

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -114,8 +114,7 @@ class Simulator:
         def register(request: engine_program.Request) -> tuple[str, dict[str, Any]]:
             reg = request.registration
             old = plan.find_old(reg, before)
-            if old is not None:  # the engine applies ignoreChanges before the provider sees the inputs
-                reg = replace(reg, inputs=plan.with_ignored_kept(reg.inputs, old.inputs, reg.ignore_changes))
+            reg = plan.as_sent(reg, old)
             step = plan.plan_one(reg, old)
             with self.lock:
                 steps.append(step)
