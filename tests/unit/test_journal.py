@@ -140,3 +140,23 @@ def test_collect_reads_the_journal_only_when_no_log_file_is_set_or_present(tmp_p
     assert log["problem"].endswith(": set maillogFile (e.g. /var/log/postfix.log) so deliveries can be counted")
     assert log == {"path": str(tmp_path / "no-mail.log"), "problem": log["problem"], "skipped_lines": 0,
                    "forged_lines": 0}
+
+
+def test_the_journal_time_is_read_as_utc_whatever_the_hosts_zone(tmp_path: Path) -> None:
+    """journald stamps in microseconds since the epoch; the line written for read_log says Z, so it must be
+    UTC even on a host whose local zone is not (a POSIX TZ string: no tzdata needed)."""
+    import os
+    import time
+
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "EST+5"
+    time.tzset()
+    try:
+        [got] = deliveries(journal(tmp_path, entry(at=NOW - 600)))
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+    assert got.time == pytest.approx(NOW - 600, abs=1)
