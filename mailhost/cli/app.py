@@ -40,6 +40,7 @@ def _register() -> None:
         pass
     else:
         cli_verify.register(app)
+        importlib.import_module("mailhost.cli.reports").register(app)
     try:
         lab_cli = importlib.import_module("mailhost.lab.cli")
     except ImportError:

@@ -1,0 +1,1 @@
+"""Reports: DMARC aggregate reports read, kept and judged (unpack, parse, store, judge, export)."""

@@ -1,0 +1,130 @@
+"""`mailhost reports` as the admin runs it: a directory of saved reports and the stack file in, the
+summary, the flagged sources, the ramp line, JSON, metrics and the exit code out; the credential
+command's output is used and never shown."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mailhost.cli import app as cli_app
+from mailhost.cli import reports as cli_reports
+from mailhost.lab.dmarcreport import Judged, aggregate_xml
+from mailhost.lab.lab import REPO as REPO_ROOT
+from mailhost.reports.credential import CredentialError, secret_from
+
+DOMAIN = "staging.jira.example.com"  # Pulumi.staging.yaml
+HOST = "198.51.100.20"
+RELAY = "203.0.113.25"
+STRANGER = "198.51.100.99"
+DAY = 86400
+
+
+def write_reports(folder: Path, now: float, ours_fail: int = 0, stranger: int = 0) -> None:
+    folder.mkdir(exist_ok=True)
+    good = Judged(HOST, DOMAIN, DOMAIN, "pass", "pass", DOMAIN, "jm1", "pass", "none")
+    bad = Judged(HOST, DOMAIN, DOMAIN, "fail", "fail", DOMAIN, "jm1", "fail", "none")
+    relayed = Judged(RELAY, DOMAIN, DOMAIN, "pass", "pass", DOMAIN, "jm1", "pass", "none")
+    spoof = Judged(STRANGER, DOMAIN, "evil.example", "fail", "none", None, None, "fail", "none")
+    for org in ("google.com", "outlook.com"):
+        for day in range(14):
+            begin = int(now // DAY - 14 + day) * DAY
+            groups = {good: 100, relayed: 10}
+            if day == 13:
+                groups |= {bad: ours_fail, spoof: stranger}
+            groups = {g: n for g, n in groups.items() if n}
+            (folder / f"{org}-{day}.xml").write_bytes(
+                aggregate_xml(org, f"dmarc@{org}", f"{org}-{day}", DOMAIN, "none", begin, begin + DAY - 1, groups))
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    asked: list[tuple[str, set[str]]] = []
+
+    def authorized(domain: str, ips: object, spec: object) -> set[str]:
+        asked.append((domain, set(ips)))  # type: ignore[call-overload]
+        return {RELAY} & set(ips)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(cli_reports, "spf_authorized", authorized)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    cli_app._register()
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli_app.app, ["reports", "--stack", str(REPO_ROOT / "Pulumi.staging.yaml"),
+                                                  *args])
+        return result.exit_code, result.stdout, result.stderr
+
+    invoke.asked = asked  # type: ignore[attr-defined]
+    return invoke
+
+
+def test_a_healthy_history_gives_the_summary_the_ramp_and_exit_0(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write_reports(tmp_path / "in", time.time())
+    code, out, err = run("--dir", str(tmp_path / "in"), "--metrics", str(tmp_path / "m.prom"))
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert lines[0] == "reports: 28 read, 28 new, 0 already stored, 0 refused"
+    assert f"  {HOST} (ours)" in out and f"  {RELAY} (authorized)" in out
+    assert lines[-1] == "DMARC ramp: ready to move dmarc.policy from none to quarantine"
+    assert run.asked == [(DOMAIN, {RELAY})], "SPF is asked about every source but our own hosts"
+    metrics = (tmp_path / "m.prom").read_text()
+    assert 'jira_mailhost_dmarc_pass_ratio{class="ours"} 1\n' in metrics
+    assert (tmp_path / "state" / "jira-mailhost" / "dmarc-reports.sqlite").exists(), "the per-user default"
+    code, out, _ = run("--dir", str(tmp_path / "in"))
+    assert out.splitlines()[0] == "reports: 28 read, 0 new, 28 already stored, 0 refused" and code == 0
+
+
+def test_a_stranger_sending_as_the_domain_is_flagged_with_exit_1(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write_reports(tmp_path / "in", time.time(), stranger=40)
+    code, out, _ = run("--dir", str(tmp_path / "in"), "--json")
+    data = json.loads(out)
+    assert code == 1
+    assert data["flagged"] == [{"source_ip": STRANGER, "class": "unknown", "messages": 80}]
+    assert data["sources"][STRANGER]["class"] == "unknown"
+    assert not data["ramp"]["ready"] and "unknown source" in data["ramp"]["line"]
+
+
+def test_our_hosts_failing_dmarc_is_critical(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write_reports(tmp_path / "in", time.time(), ours_fail=20)
+    code, out, _ = run("--dir", str(tmp_path / "in"))
+    assert code == 2
+    assert f"flagged: our host {HOST} had 40 messages fail DMARC: run `mailhost verify`" in out
+
+
+def test_a_refused_report_is_named_and_warns(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write_reports(tmp_path / "in", time.time())
+    (tmp_path / "in" / "zz.xml").write_bytes(b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><feedback/>')
+    code, out, _ = run("--dir", str(tmp_path / "in"))
+    assert code == 1
+    assert "  refused zz.xml: not a DMARC aggregate report: a DOCTYPE (entities are refused)" in out
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--imap-host", "imap.example.com", "--imap-user", "u"], "one of --password-command or --token-command"),
+    (["--imap-host", "imap.example.com", "--password-command", "true"], "needs --imap-user"),
+    (["--dir", "/nonexistent/dir"], "not a directory"),
+])
+def test_bad_options_are_named_before_anything_is_read(run, args: list[str], words: str) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run(*args)
+    assert code == 3 and words in err
+
+
+def test_the_credential_command_gives_the_first_line_and_its_failures_never_show_output() -> None:
+    printer = shlex.join([sys.executable, "-c", "print('s3cret-token'); print('second line')"])
+    assert secret_from(printer, "--password-command") == "s3cret-token"
+    failing = shlex.join([sys.executable, "-c", "print('s3cret-token'); raise SystemExit(4)"])
+    with pytest.raises(CredentialError, match="--password-command: the command exited 4") as error:
+        secret_from(failing, "--password-command")
+    assert "s3cret" not in str(error.value)
+    with pytest.raises(CredentialError, match="is not installed"):
+        secret_from("/nonexistent/pass show x", "--token-command")
+    with pytest.raises(CredentialError, match="printed no secret"):
+        secret_from(shlex.join([sys.executable, "-c", "print()"]), "--token-command")
+    with pytest.raises(CredentialError, match="is empty"):
+        secret_from("  ", "--token-command")
