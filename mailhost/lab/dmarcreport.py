@@ -7,6 +7,7 @@ address, named as RFC 7489 section 7.2.1.1 asks.  Tests also build hostile varia
 
 from __future__ import annotations
 
+import email.policy
 import email.utils
 import gzip
 import xml.etree.ElementTree as ET
@@ -122,4 +123,4 @@ def report_mail(xml: bytes, org: str, sender: str, rua: str, domain: str, report
     message.set_content(f"DMARC aggregate report for {domain} from {org}.\n")
     message.add_attachment(gzip.compress(xml, mtime=0), maintype="application", subtype="gzip",
                            filename=f"{org}!{domain}!{begin}!{end}.xml.gz")
-    return message.as_bytes()
+    return message.as_bytes(policy=email.policy.SMTP)  # CRLF: SMTP sends bytes as they are

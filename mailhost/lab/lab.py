@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -19,13 +20,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailhost.lab import jirahost, netns, tlscert, zones
+from mailhost.lab import imapd, jirahost, netns, tlscert, zones
 from mailhost.lab.knot import Knot
 from mailhost.ops.status import shown
 
@@ -249,6 +251,8 @@ class Lab:
     def start_receiver(self, info: LabInfo | None = None, extra: Sequence[str] = ()) -> None:
         info = info or self.info()
         mx = self.world.mx
+        self._make_mail_root(info)
+        imapd.make_maildirs(self.maildirs, imapd.MAILBOXES)
         self._spawn(info, "receiver", "mx", [
             "mailhost.lab.receiver", "--listen", mx.v4, "--listen", mx.v6, "--port", "25",
             "--hostname", f"mx.{zones.RECIPIENT_DOMAIN}", "--domain", zones.RECIPIENT_DOMAIN,
@@ -256,7 +260,8 @@ class Lab:
             *(arg for d in zones.SAME_MX_DOMAINS for arg in ("--domain", d)),
             "--strict-domain", zones.STRICT_DOMAIN, "--strict-domain", zones.STRICT6_DOMAIN,
             "--dns", self.world.dns.v4, "--log", str(self.receiver_log),
-            "--conn-log", str(self.receiver_connections), *extra,
+            "--conn-log", str(self.receiver_connections), "--maildirs", str(self.maildirs),
+            *(arg for m in imapd.MAILBOXES for arg in ("--mailbox", m)), *extra,
         ])
         wait_port(mx.v4, 25, what="receiver", log=self.state_dir / "receiver.log")
         wait_port(mx.v6, 25, what="receiver", log=self.state_dir / "receiver.log")
@@ -281,6 +286,44 @@ class Lab:
             "--conn-log", str(self.second_mx_connections), *extra,
         ])
         wait_port(sh.v4, 25, what="mx2", log=self.state_dir / "mx2.log")
+
+    @property
+    def mail_root(self) -> Path:
+        """The lab mailboxes' home: outside the 0700 state dir, which Dovecot's users (mail, dovecot) cannot
+        enter; named after the state dir, so a second lab elsewhere never shares it."""
+        digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:10]
+        return Path(tempfile.gettempdir()) / f"{self.prefix}-mx-mail-{digest}"
+
+    @property
+    def maildirs(self) -> Path:
+        return self.mail_root / "mail"
+
+    def _make_mail_root(self, info: LabInfo) -> None:
+        if str(self.mail_root) not in info.paths:
+            info.paths.append(str(self.mail_root))
+            self.save(info)
+        self.mail_root.mkdir(mode=0o711, exist_ok=True)
+        os.chmod(self.mail_root, 0o711)
+
+    def imap_password_file(self, address: str) -> Path:
+        """The lab mailbox's password, made once per lab (0600): what a password command would print."""
+        path = self.state_dir / f"imap-{address}.secret"
+        if not path.exists():
+            private_file(path, secrets.token_urlsafe(18))
+        return path
+
+    def start_imap(self, info: LabInfo | None = None) -> None:
+        """Dovecot in the MX's namespace, serving the lab mailboxes over IMAPS with a lab-CA certificate."""
+        info = info or self.info()
+        mx = self.world.mx
+        cert, key = self.cert_paths("imap")
+        self.lab_ca().issue(f"imap.{zones.RECIPIENT_DOMAIN}", [mx.v4, mx.v6]).write(cert, key)
+        passwords = {a: self.imap_password_file(a).read_text().strip() for a in imapd.MAILBOXES}
+        self._make_mail_root(info)
+        conf = imapd.prepare(self.mail_root / "imap", self.maildirs, [mx.v4, mx.v6], cert, key, passwords)
+        info.pids["imap"] = self.host("mx").spawn(imapd.argv(conf), log=self.state_dir / "imap.out").pid
+        self.save(info)
+        wait_port(mx.v4, imapd.PORT, what="imap", log=self.mail_root / "imap" / "dovecot.log")
 
     def relay_password(self) -> str:
         if not self.relay_password_file.exists():
@@ -344,6 +387,8 @@ class Lab:
             progress("stopping lab processes")
             for pid in info.pids.values():
                 _kill(pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)  # what it started (Dovecot's workers): each spawn leads a group
             with contextlib.suppress(Exception):
                 jirahost.stop(self.host("jira"), self.prefix, info.jira)
         progress("removing namespaces and links")
@@ -363,8 +408,7 @@ class Lab:
     def leftovers(self) -> list[str]:
         """Everything of this lab still on the machine (a clean teardown leaves this empty)."""
         found = netns.leftovers(self.prefix)
-        if self.state_dir.exists():
-            found.append(f"dir {self.state_dir}")
+        found += [f"dir {d}" for d in (self.state_dir, self.mail_root) if d.exists()]
         # Only this lab's own names: other tools may use paths such as /tmp/jm-fuzz-… at the same time.
         ours = re.compile(rf"/{re.escape(self.prefix)}-(?:hub|{'|'.join(INDEX)})(?![\w.])")
         mounts = Path("/proc/self/mountinfo").read_text()

@@ -343,3 +343,17 @@ def assess(values: dict[str, Any], burst: Burst, recs: list[dict[str, Any]], sec
     rows.append(Row("refused at submission", f"{len(burst.refused)}" + (f": {'; '.join(errors)}" if errors else ""),
                     len(burst.refused) == expect_refused))
     return rows
+
+
+def mail_dmarc_report(lab: Lab, since: float, domain: str = zones.SENDER_DOMAIN, policy: str | None = None,
+                      schema: str = "7489") -> dict[str, Any]:
+    """The MX reports what it judged about `domain` since `since` to the lab's report mailbox
+    (reporting.py); returns the report id, its interval and the messages counted per source."""
+    policy = policy or str(current_values(lab).get("dmarc", {}).get("policy", "quarantine"))
+    argv = [sys.executable, "-m", "mailhost.lab.reporting", "--log", str(lab.receiver_log), "--mx",
+            lab.world.mx.v4, "--domain", domain, "--policy", policy, "--since", repr(since), "--schema", schema]
+    done = subprocess.run(lab.host("mx").argv(argv), capture_output=True, text=True, timeout=120, cwd=REPO)
+    if done.returncode != 0:
+        raise LabError(f"the lab MX could not mail its DMARC report: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result

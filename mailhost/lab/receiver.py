@@ -24,7 +24,7 @@ from typing import Any
 import dns.resolver
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailhost.lab import tlsstats, verdicts
+from mailhost.lab import imapd, tlsstats, verdicts
 from mailhost.lab.tlscert import server_context
 
 UNJUDGED = verdicts.Verdicts("unjudged", "unjudged", "unjudged", None, "unjudged", None, "unjudged", None, False)
@@ -45,7 +45,8 @@ class Handler:
     mail (550 5.7.26).  Other domains accept everything and only record the verdicts."""
 
     def __init__(self, domains: list[str], log: Path, res: dns.resolver.Resolver, strict: Sequence[str] = (),
-                 rate: tuple[int, float] = (20, 10.0), judge: bool = True):
+                 rate: tuple[int, float] = (20, 10.0), judge: bool = True, hostname: str = "mx",
+                 maildirs: Path | None = None, mailboxes: Sequence[str] = ()):
         self.strict = [d.lower() for d in strict]
         self.domains = [d.lower() for d in domains] + self.strict
         self.log = log
@@ -53,6 +54,9 @@ class Handler:
         self.rate_count, self.rate_seconds = rate
         self.judge = judge  # False: store without the SPF/DKIM/DMARC/FCrDNS verdicts (benchmarks of the sender)
         self.recent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self.hostname = hostname
+        self.maildirs = maildirs  # mail to `mailboxes` is filed here for Dovecot (imapd.py), as a receiver does
+        self.mailboxes = {m.lower() for m in mailboxes} if maildirs else set()
 
     def _over_rate(self, ip: str) -> bool:
         now = time.monotonic()
@@ -109,8 +113,20 @@ class Handler:
         if refusal:
             return refusal
         self.write(self.record(session, envelope, content, ip, helo, result))
+        self.file(session, envelope, content, ip, helo, result)
         tlsstats.count_message(session)
         return "250 2.0.0 OK: evaluated and stored"
+
+    def file(self, session: Session, envelope: Envelope, content: bytes, ip: str, helo: str,
+             result: verdicts.Verdicts) -> None:
+        """Into each lab mailbox among the recipients: Junk when DMARC fails under p=quarantine or reject."""
+        local = [r for r in envelope.rcpt_tos if r.lower() in self.mailboxes]
+        if not local or self.maildirs is None:
+            return
+        data = imapd.stamped(content, self.hostname, result.as_dict(), ip, helo, session.ssl is not None,
+                             envelope.mail_from or "")
+        for rcpt in local:
+            imapd.deliver(self.maildirs, rcpt.lower(), imapd.junk(result.dmarc, result.dmarc_policy), data)
 
     def record(
         self, session: Session, envelope: Envelope, content: bytes, ip: str, helo: str, result: verdicts.Verdicts
@@ -178,11 +194,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dns-port", type=int, default=53)
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--conn-log", type=Path, help="one JSON line per connection (tlsstats)")
+    parser.add_argument("--maildirs", type=Path, help="root of the lab mailboxes' Maildirs (imapd.py)")
+    parser.add_argument("--mailbox", action="append", default=[], help="a lab mailbox filed into --maildirs (repeat)")
     args = parser.parse_args(argv)
     res = verdicts.resolver_for(args.dns, args.dns_port)
     count, _, seconds = args.strict_rate.partition("/")
     handler = Handler(args.domain, args.log, res, args.strict_domain, (int(count), float(seconds)),
-                      judge=not args.no_verdicts)
+                      judge=not args.no_verdicts, hostname=args.hostname, maildirs=args.maildirs,
+                      mailboxes=args.mailbox)
     asyncio.run(serve(args.listen, args.port, args.hostname, handler, args.conn_log))
 
 

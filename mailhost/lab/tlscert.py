@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 import os
 import ssl
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +41,10 @@ def _key_pem(key: Key) -> bytes:
                              serialization.NoEncryption())
 
 
-def _server_cert(hostname: str, key: Key, issuer: x509.Name, signer: Key, days: int = 2) -> x509.Certificate:
+def _server_cert(hostname: str, key: Key, issuer: x509.Name, signer: Key, days: int = 2,
+                 addresses: Sequence[str] = ()) -> x509.Certificate:
+    names: list[x509.GeneralName] = [x509.DNSName(hostname)]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     return (
         x509.CertificateBuilder()
         .subject_name(_name(hostname))
@@ -48,7 +53,7 @@ def _server_cert(hostname: str, key: Key, issuer: x509.Name, signer: Key, days: 
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - datetime.timedelta(minutes=5))
         .not_valid_after(_now() + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(signer, hashes.SHA256())
@@ -126,9 +131,10 @@ class LabCA:
     def save(self, cert_path: Path, key_path: Path) -> None:
         Issued(self.cert_pem, _key_pem(self.key)).write(cert_path, key_path)
 
-    def issue(self, hostname: str) -> Issued:
+    def issue(self, hostname: str, addresses: Sequence[str] = ()) -> Issued:
+        """A server certificate for hostname (and these IP addresses: a client that connects by address)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _server_cert(hostname, key, self.cert.subject, self.key)
+        cert = _server_cert(hostname, key, self.cert.subject, self.key, addresses=addresses)
         return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
