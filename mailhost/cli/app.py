@@ -41,6 +41,7 @@ def _register() -> None:
     else:
         cli_verify.register(app)
         importlib.import_module("mailhost.cli.reports").register(app)
+        importlib.import_module("mailhost.cli.canary").register(app)
     try:
         lab_cli = importlib.import_module("mailhost.lab.cli")
     except ImportError:

@@ -177,6 +177,21 @@ def status(state: StateOpt = DEFAULT_STATE) -> None:
 
 
 @lab_app.command()
+def canary(
+    timeout: Annotated[float, typer.Option(min=5, max=3600, help="seconds to wait for the probe")] = 60,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
+    state: StateOpt = DEFAULT_STATE,
+) -> None:
+    """`mailhost canary` against the lab: a probe from the jira host to the MX's canary mailbox, read over IMAPS."""
+    lab = Lab(state)
+    if not lab.exists() or not (state / "stack-outputs.json").exists():
+        console.print("no deployed lab: run `mailhost lab up` first")
+        raise typer.Exit(3)
+    done = subprocess.run(ops.canary_argv(lab, timeout, as_json), check=False)
+    raise typer.Exit(done.returncode)
+
+
+@lab_app.command()
 def down(
     force: Annotated[bool, typer.Option(help="remove the lab even if the program's delete path refuses")] = False,
     unprotect: Annotated[bool, typer.Option(help="also delete protected (production) resources")] = False,

@@ -104,9 +104,11 @@ def argv(conf: Path) -> list[str]:
     return ["dovecot", "-F", "-c", str(conf)]
 
 
-def junk(verdict_dmarc: str, policy: str | None) -> bool:
-    """Where a big receiver files a message: Junk when DMARC fails under a policy that asks for it."""
-    return verdict_dmarc == "fail" and policy in ("quarantine", "reject")
+def junk(verdict_dmarc: str, policy: str | None, verdict_dkim: str) -> bool:
+    """Where a big receiver files a message: Junk when DMARC fails under a policy that asks for it, or when
+    a DKIM signature is there but fails (a broken signature is a strong spam signal at every big receiver,
+    even when SPF alone carries DMARC)."""
+    return (verdict_dmarc == "fail" and policy in ("quarantine", "reject")) or verdict_dkim == "fail"
 
 
 def stamped(content: bytes, authserv: str, verdicts: dict[str, object], ip: str, helo: str, tls: bool,

@@ -212,9 +212,12 @@ class Lab:
             self._start_dns(info)
             progress("MX receiver")
             self.start_receiver(info)
+            progress("the lab CA")
+            self._make_ca()
+            progress("mailboxes (dovecot, certificate from the lab CA)")
+            self.start_imap(info)
             progress("smarthost (certificate from the lab CA)")
             self.relay_password()  # made once per lab
-            self._make_ca()
             self.start_smarthost(info)
             if with_jira:
                 progress("jira host (sshd)")
@@ -315,6 +318,8 @@ class Lab:
     def start_imap(self, info: LabInfo | None = None) -> None:
         """Dovecot in the MX's namespace, serving the lab mailboxes over IMAPS with a lab-CA certificate."""
         info = info or self.info()
+        if _alive(info.pids.get("imap")):
+            return
         mx = self.world.mx
         cert, key = self.cert_paths("imap")
         self.lab_ca().issue(f"imap.{zones.RECIPIENT_DOMAIN}", [mx.v4, mx.v6]).write(cert, key)
@@ -450,6 +455,16 @@ def _take_lock(path: Path, action: str) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     os.write(fd, f"`mailhost lab {action}` (pid {os.getpid()}, since {started}) holds it\n".encode())
     return fd
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _kill(pid: int) -> None:

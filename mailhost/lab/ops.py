@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from mailhost.lab import jirahost, receiver, runner, zones
+from mailhost.lab import imapd, jirahost, receiver, runner, zones
 from mailhost.lab.lab import REPO, Lab, LabError
 from mailhost.lab.stack import DEFAULT_LIMIT, MAILLOG, lab_stack
 
@@ -46,6 +47,10 @@ def lab_values(lab: Lab, mode: str = "direct") -> tuple[dict[str, Any], dict[str
     sh = lab.world.smarthost
     values = lab_stack(mode, host.ipv4, host.ipv6, jira["host_key"], jira.get("user", "root"),
                        int(jira.get("port", 22)), lab.world.dns.v4, (sh.v4, sh.v6))
+    # The canary's mailbox at the lab MX (Dovecot: lab.start_imap), its password from a command as an admin's is.
+    values["canary"] = {"mailboxes": [{
+        "address": imapd.CANARY, "imapHost": lab.world.mx.v4, "user": imapd.CANARY, "caFile": str(lab.ca_cert),
+        "passwordCommand": shlex.join(["cat", str(lab.imap_password_file(imapd.CANARY))])}]}
     secrets = {"sshPrivateKey": Path(jira["client_key_path"]).read_text()}
     if mode == "relay":
         secrets["relayPassword"] = lab.relay_password()
@@ -357,3 +362,10 @@ def mail_dmarc_report(lab: Lab, since: float, domain: str = zones.SENDER_DOMAIN,
         raise LabError(f"the lab MX could not mail its DMARC report: {done.stderr.strip()[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def canary_argv(lab: Lab, timeout: float, as_json: bool = True, *extra: str) -> list[str]:
+    """`mailhost canary` as an admin runs it on the lab: the lab stack, its outputs and the admin key."""
+    return [sys.executable, "-m", "mailhost", "canary", "--stack", str(runner.stack_path(lab.state_dir)),
+            "--outputs", str(lab.state_dir / "stack-outputs.json"), "--key", lab.info().jira["client_key_path"],
+            "--timeout", repr(timeout), *(["--json"] if as_json else []), *extra]

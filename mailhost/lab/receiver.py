@@ -46,7 +46,7 @@ class Handler:
 
     def __init__(self, domains: list[str], log: Path, res: dns.resolver.Resolver, strict: Sequence[str] = (),
                  rate: tuple[int, float] = (20, 10.0), judge: bool = True, hostname: str = "mx",
-                 maildirs: Path | None = None, mailboxes: Sequence[str] = ()):
+                 maildirs: Path | None = None, mailboxes: Sequence[str] = (), discard: Sequence[str] = ()):
         self.strict = [d.lower() for d in strict]
         self.domains = [d.lower() for d in domains] + self.strict
         self.log = log
@@ -57,6 +57,7 @@ class Handler:
         self.hostname = hostname
         self.maildirs = maildirs  # mail to `mailboxes` is filed here for Dovecot (imapd.py), as a receiver does
         self.mailboxes = {m.lower() for m in mailboxes} if maildirs else set()
+        self.discard = {m.lower() for m in discard}
 
     def _over_rate(self, ip: str) -> bool:
         now = time.monotonic()
@@ -126,7 +127,10 @@ class Handler:
         data = imapd.stamped(content, self.hostname, result.as_dict(), ip, helo, session.ssl is not None,
                              envelope.mail_from or "")
         for rcpt in local:
-            imapd.deliver(self.maildirs, rcpt.lower(), imapd.junk(result.dmarc, result.dmarc_policy), data)
+            if rcpt.lower() in self.discard:
+                continue  # accepted and dropped, as a receiver's silent quarantine does
+            imapd.deliver(self.maildirs, rcpt.lower(), imapd.junk(result.dmarc, result.dmarc_policy, result.dkim),
+                          data)
 
     def record(
         self, session: Session, envelope: Envelope, content: bytes, ip: str, helo: str, result: verdicts.Verdicts
@@ -196,12 +200,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conn-log", type=Path, help="one JSON line per connection (tlsstats)")
     parser.add_argument("--maildirs", type=Path, help="root of the lab mailboxes' Maildirs (imapd.py)")
     parser.add_argument("--mailbox", action="append", default=[], help="a lab mailbox filed into --maildirs (repeat)")
+    parser.add_argument("--discard", action="append", default=[], help="accept mail for this mailbox, file nothing")
     args = parser.parse_args(argv)
     res = verdicts.resolver_for(args.dns, args.dns_port)
     count, _, seconds = args.strict_rate.partition("/")
     handler = Handler(args.domain, args.log, res, args.strict_domain, (int(count), float(seconds)),
                       judge=not args.no_verdicts, hostname=args.hostname, maildirs=args.maildirs,
-                      mailboxes=args.mailbox)
+                      mailboxes=args.mailbox, discard=args.discard)
     asyncio.run(serve(args.listen, args.port, args.hostname, handler, args.conn_log))
 
 

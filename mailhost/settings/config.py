@@ -316,6 +316,58 @@ class Verify(Model):
             raise ValueError(f"{value!r} is not an IP address; give the resolver's address, e.g. '1.1.1.1'") from None
 
 
+class CanaryMailbox(Model):
+    """A real mailbox the canary sends to and reads back (mailhost canary); nothing is deployed for it."""
+
+    address: str
+    imap_host: str = Field(alias="imapHost")
+    imap_port: int = Field(993, alias="imapPort", ge=1, le=65535)
+    user: str = Field(max_length=320)
+    password_command: str | None = Field(None, alias="passwordCommand", max_length=1000)
+    token_command: str | None = Field(None, alias="tokenCommand", max_length=1000)
+    ca_file: str | None = Field(None, alias="caFile", max_length=1000)
+    junk_folder: str | None = Field(None, alias="junkFolder", max_length=200)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return grammar.mailbox(value, "the canary mailbox (canary.mailboxes[].address)")
+
+    @field_validator("imap_host")
+    @classmethod
+    def _imap_host(cls, value: str) -> str:
+        grammar.printable(value, "canary.mailboxes[].imapHost")
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            return grammar.fqdn(value, "the IMAP server's name or IP address (canary.mailboxes[].imapHost)")
+
+    @field_validator("user", "password_command", "token_command", "ca_file", "junk_folder")
+    @classmethod
+    def _plain(cls, value: str | None, info: Any) -> str | None:
+        if value is not None:
+            grammar.printable(value, f"canary.mailboxes[].{_ALIASES.get(info.field_name, info.field_name)}")
+            if not value:
+                raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> CanaryMailbox:
+        if (self.password_command is None) == (self.token_command is None):
+            raise ValueError(f"{self.address}: give exactly one of passwordCommand (a command printing the password "
+                             "or app password) or tokenCommand (a command printing an OAuth2 access token: Microsoft "
+                             "365 accepts only that)")
+        return self
+
+
+_ALIASES = {"password_command": "passwordCommand", "token_command": "tokenCommand", "ca_file": "caFile",
+            "junk_folder": "junkFolder"}
+
+
+class Canary(Model):
+    mailboxes: list[CanaryMailbox] = Field(default_factory=list, max_length=20)
+
+
 class Settings(Model):
     """Everything a stack says, validated; secrets appear only as 'is it set'."""
 
@@ -340,6 +392,7 @@ class Settings(Model):
     push_serial: int = Field(0, alias="pushSerial", ge=0, le=1_000_000)
     maillog_file: str | None = Field(None, alias="maillogFile")
     verify: Verify = Field(default_factory=Verify)
+    canary: Canary = Field(default_factory=Canary)
     secrets_set: frozenset[str] = Field(default_factory=frozenset, alias="secretsSet")
 
     _zone = field_validator("zone_id")(_zone_id)
