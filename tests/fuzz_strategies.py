@@ -149,7 +149,25 @@ def good_values(domain: str) -> dict[str, st.SearchStrategy[Any]]:
         "delivery.relay.tlsFingerprint": st.binary(min_size=32, max_size=32).map(lambda b: b.hex(":")),
         "delivery.relay.maxPerMinute": st.integers(1, 60),
         "relayPassword": passwords(),
+        "canary.mailboxes[0].address": mailboxes(),
+        "canary.mailboxes[0].imapHost": st.one_of(fqdns(), addresses4(), addresses6()),
+        "canary.mailboxes[0].imapPort": st.integers(1, 65535),
+        "canary.mailboxes[0].user": st.one_of(mailboxes(), SASL_USERS),
+        "canary.mailboxes[0].passwordCommand": COMMANDS,
+        "canary.mailboxes[0].tokenCommand": COMMANDS,
+        "canary.mailboxes[0].caFile": st.text(string.ascii_letters + string.digits + "/._-", min_size=1,
+                                             max_size=200).map(lambda p: "/" + p),
+        "canary.mailboxes[0].junkFolder": st.text(string.ascii_letters + string.digits + " /[]._-", min_size=1,
+                                                  max_size=60).map(str.strip).filter(bool),
     }
+
+
+CANARY_BOX = {"address": "canary@example.org", "imapHost": "imap.example.org", "user": "canary@example.org",
+              "passwordCommand": "pass show mail/canary"}
+
+
+COMMANDS = st.lists(st.text(string.ascii_letters + string.digits + "/._-=", min_size=1, max_size=30), min_size=1,
+                    max_size=6).map(" ".join)
 
 
 def spliced(good: st.SearchStrategy[Any]) -> st.SearchStrategy[str]:
@@ -209,6 +227,10 @@ def stacks(draw: st.DrawFn, hostile_share: bool = True) -> dict[str, Any]:
         values["dkimRetired"] = [{"selector": "jm0", "retiredOn": "2026-01-05"}]
     good = good_values(domain)
     paths = draw(st.lists(st.sampled_from(sorted(good)), min_size=1, max_size=5, unique=True))
+    if any(p.startswith("canary.") for p in paths):  # one whole mailbox first, so each path replaces one key
+        values["canary"] = {"mailboxes": [dict(CANARY_BOX)]}
+    if "canary.mailboxes[0].tokenCommand" in paths and "canary.mailboxes[0].passwordCommand" not in paths:
+        del values["canary"]["mailboxes"][0]["passwordCommand"]  # exactly one of the two
     for path in paths:
         if path.startswith("delivery.relay") and not relay:
             continue
@@ -318,4 +340,12 @@ def valid_stacks(draw: st.DrawFn) -> dict[str, Any]:
                 "verify.enabled", "verify.nameserver", "verify.authoritative", "verify.waitSeconds"]
     for path in draw(st.lists(st.sampled_from(optional), unique=True)):
         put(values, path, draw(good[path]))
+    if draw(st.booleans()):
+        box = {key: draw(good[f"canary.mailboxes[0].{key}"]) for key in ("address", "imapHost", "user")}
+        secret = draw(st.sampled_from(["passwordCommand", "tokenCommand"]))
+        box[secret] = draw(good[f"canary.mailboxes[0].{secret}"])
+        for key in ("imapPort", "caFile", "junkFolder"):
+            if draw(st.booleans()):
+                box[key] = draw(good[f"canary.mailboxes[0].{key}"])
+        values["canary"] = {"mailboxes": [box]}
     return values

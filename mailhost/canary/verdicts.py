@@ -21,6 +21,8 @@ WORD = re.compile(r"[a-z]{1,20}")
 NAME = re.compile(r"@?([A-Za-z0-9](?:[A-Za-z0-9._-]{0,252}))")
 SELECTOR = re.compile(r"[A-Za-z0-9._-]{1,63}")
 METHODS = ("spf", "dkim", "dmarc", "arc")
+NO_AUTHSERV = re.compile(r"(?:spf|dkim|dmarc|arc)=", re.IGNORECASE)  # the header opens with a result
+UNNAMED = "unnamed.invalid"
 # The protocol of a Received line's `with` clause (RFC 3848): a trailing S (or SA) means TLS.
 WITH = re.compile(r"\bwith\s+(E?SMTPS?A?|UTF8SMTPS?A?|LMTPS?A?|ESMTP|SMTP|Microsoft SMTP Server\s*\(version=TLS)",
                   re.IGNORECASE)
@@ -45,12 +47,15 @@ def _first_results(values: Iterable[str]) -> tuple[str | None, list[object]]:
     import authres
 
     for value in values:
-        try:
-            parsed = authres.AuthenticationResultsHeader.parse_value(" ".join(value[:MAX_FIELD].split()))
-        except Exception:  # authres raises its own SyntaxError and others on odd input: try the next one
-            continue
-        serv = str(parsed.authserv_id or "")
-        return (serv if NAME.fullmatch(serv) else None), list(parsed.results)
+        text = " ".join(value[:MAX_FIELD].split())
+        # Microsoft 365 and Outlook.com write no authserv-id (RFC 8601 requires one): read theirs under "unnamed"
+        for candidate in (text, f"{UNNAMED}; {text}") if NO_AUTHSERV.match(text) else (text,):
+            try:
+                parsed = authres.AuthenticationResultsHeader.parse_value(candidate)
+            except Exception:  # authres raises its own SyntaxError and others on odd input: try the next one
+                continue
+            serv = str(parsed.authserv_id or "")
+            return (serv if NAME.fullmatch(serv) else None), list(parsed.results)
     return None, []
 
 

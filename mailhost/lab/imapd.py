@@ -21,6 +21,7 @@ REPORTS = "dmarc-reports@example.com"  # the lab's DMARC report mailbox (the sen
 CANARY = "canary@example.net"  # a recipient's mailbox the canary reads
 MAILBOXES = (REPORTS, CANARY)
 PORT = 993
+OAUTH_PORT = 8089  # the lab's token introspection endpoint (oauth.py), in the MX's namespace
 MAIL_USER = "mail"  # Debian's mail user (uid 8) owns the Maildirs; Dovecot never serves mail as root
 JUNK = "Junk"
 AUTH_USER = "dovecot"  # Dovecot's default_internal_user, made by the package
@@ -43,6 +44,15 @@ def maildir(root: Path, address: str) -> Path:
 
 def config(state: Path, root: Path, listen: list[str], cert: Path, key: Path, passwd: Path) -> str:
     uid, _gid = mail_ids()
+    oauth = state / "oauth2.conf.ext"
+    oauth.write_text("\n".join([
+        "introspection_mode = get",
+        f"introspection_url = http://{listen[0]}:{OAUTH_PORT}/introspect?access_token=",
+        "username_attribute = email",
+        "active_attribute = active",
+        "active_value = true",
+        "",
+    ]))
     return "\n".join([
         "protocols = imap",
         f"listen = {', '.join(listen)}",
@@ -55,10 +65,11 @@ def config(state: Path, root: Path, listen: list[str], cert: Path, key: Path, pa
         f"ssl_key = <{key}",
         "ssl_min_protocol = TLSv1.2",
         "disable_plaintext_auth = yes",
-        "auth_mechanisms = plain",
+        "auth_mechanisms = plain xoauth2",
         f"first_valid_uid = {uid}",
         f"mail_location = maildir:{root}/%u/Maildir",
-        "passdb {", "  driver = passwd-file", f"  args = {passwd}", "}",
+        "passdb {", "  driver = passwd-file", "  mechanisms = plain", f"  args = {passwd}", "}",
+        "passdb {", "  driver = oauth2", "  mechanisms = xoauth2", f"  args = {oauth}", "}",
         "userdb {", "  driver = static", f"  args = uid={MAIL_USER} gid={MAIL_USER} home={root}/%u", "}",
         "service imap-login {",
         "  inet_listener imap {", "    port = 0", "  }",

@@ -315,6 +315,13 @@ class Lab:
             private_file(path, secrets.token_urlsafe(18))
         return path
 
+    def imap_token_file(self, address: str) -> Path:
+        """The lab mailbox's OAuth2 access token (0600): what a token command (az, oauth2l) would print."""
+        path = self.state_dir / f"imap-{address}.token"
+        if not path.exists():
+            private_file(path, "lab-" + secrets.token_urlsafe(24))
+        return path
+
     def start_imap(self, info: LabInfo | None = None) -> None:
         """Dovecot in the MX's namespace, serving the lab mailboxes over IMAPS with a lab-CA certificate."""
         info = info or self.info()
@@ -326,8 +333,14 @@ class Lab:
         passwords = {a: self.imap_password_file(a).read_text().strip() for a in imapd.MAILBOXES}
         self._make_mail_root(info)
         conf = imapd.prepare(self.mail_root / "imap", self.maildirs, [mx.v4, mx.v6], cert, key, passwords)
+        tokens = private_file(self.state_dir / "oauth-tokens",
+                              "".join(f"{self.imap_token_file(a).read_text().strip()} {a}\n" for a in imapd.MAILBOXES))
+        info.pids["oauth"] = self.host("mx").spawn(
+            [sys.executable, "-m", "mailhost.lab.oauth", "--listen", mx.v4, "--port", str(imapd.OAUTH_PORT),
+             "--tokens", str(tokens)], log=self.state_dir / "oauth.log").pid
         info.pids["imap"] = self.host("mx").spawn(imapd.argv(conf), log=self.state_dir / "imap.out").pid
         self.save(info)
+        wait_port(mx.v4, imapd.OAUTH_PORT, what="oauth", log=self.state_dir / "oauth.log")
         wait_port(mx.v4, imapd.PORT, what="imap", log=self.mail_root / "imap" / "dovecot.log")
 
     def relay_password(self) -> str:

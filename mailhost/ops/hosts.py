@@ -157,8 +157,9 @@ def judge(target: Target, key: str | None, hours: float) -> dict[str, Any]:
 
 
 def run_status(targets_: list[Target], key: str | None, hours: float, as_json: bool,
-               echo: Any = print) -> int:
-    """Ask every host, print each one's lines (made printable) or one JSON document; the worst host decides."""
+               echo: Any = print, dmarc: tuple[dict[str, Any], list[str]] | None = None) -> int:
+    """Ask every host, print each one's lines (made printable) or one JSON document; the worst host decides.
+    `dmarc`: what the DMARC report database says (its data and its lines), shown after the hosts."""
     def say(line: str) -> None:
         echo(shown(line))
 
@@ -187,5 +188,11 @@ def run_status(targets_: list[Target], key: str | None, hours: float, as_json: b
             say(f"  => {LEVEL_NAMES[level]}")
     code = exit_code(levels)
     if as_json:  # json.dumps escapes every control and non-ASCII character
-        echo(json.dumps({"level": LEVEL_NAMES[code], "exit_code": code, "hosts": hosts}, indent=2, sort_keys=True))
+        document = {"level": LEVEL_NAMES[code], "exit_code": code, "hosts": hosts}
+        if dmarc is not None:
+            document["dmarc"] = dmarc[0]
+        echo(json.dumps(document, indent=2, sort_keys=True))
+    elif dmarc is not None:
+        for line in dmarc[1]:
+            say(line)
     return code

@@ -595,6 +595,9 @@ _REQUIRED_FIXES = {
     "host": "give the smarthost name, e.g. 'smtp.relay.example'",
     "selector": "name the retired key generation (the dkimSelector it replaced), e.g. 'jm1'",
     "retiredOn": "give the day the new dkimSelector went live, e.g. '2026-11-27'",
+    "address": "give the canary mailbox's address, e.g. 'jira-canary@gmail.com'",
+    "imapHost": "give the mailbox's IMAP server, e.g. 'imap.gmail.com' or 'outlook.office365.com'",
+    "user": "give the mailbox's IMAP login (usually its address)",
 }
 
 

@@ -34,7 +34,21 @@ METRICS = frozenset({
     "jira_mailhost_config_digest_match",
     "jira_mailhost_config_files_changed",
     "jira_mailhost_collector_last_run_timestamp_seconds",
-})
+}) | {  # `mailhost canary --metrics` (mailhost/canary/export.py)
+    "jira_mailhost_canary_reachable",
+    "jira_mailhost_canary_placement",
+    "jira_mailhost_canary_delay_seconds",
+    "jira_mailhost_canary_auth_failures",
+    "jira_mailhost_canary_last_success_timestamp_seconds",
+    "jira_mailhost_canary_last_run_timestamp_seconds",
+} | {  # `mailhost reports --metrics` (mailhost/reports/export.py)
+    "jira_mailhost_dmarc_messages",
+    "jira_mailhost_dmarc_pass_ratio",
+    "jira_mailhost_dmarc_unknown_source_messages",
+    "jira_mailhost_dmarc_ramp_ready",
+    "jira_mailhost_dmarc_reports_refused",
+    "jira_mailhost_dmarc_collector_last_run_timestamp_seconds",
+}
 
 # PromQL words that look like metric names but are not (operators and modifiers; functions and
 # aggregations are recognised by the `(` after them).
@@ -96,7 +110,7 @@ def test_every_alert_has_a_firing_case_and_the_cases_name_only_real_alerts() -> 
 
 def test_each_rule_has_for_severity_and_text() -> None:
     rules = _rules()
-    assert len(rules) == 8, [r.get("alert") for r in rules]
+    assert len(rules) == 13, [r.get("alert") for r in rules]
     for rule in rules:
         assert "alert" in rule and rule.get("for"), rule
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule
@@ -114,6 +128,28 @@ def test_rules_use_only_the_collectors_metrics() -> None:
             assert queried <= METRICS, f"{rule['alert']}: unknown metrics {sorted(queried - METRICS)}"
 
 
+def test_the_metric_list_is_what_the_three_writers_write() -> None:
+    """The list above against the families the collector, the canary and the reports actually write."""
+    from mailhost.canary import causes
+    from mailhost.canary import export as canary_export
+    from mailhost.canary.run import Result
+    from mailhost.canary.verdicts import Verdicts
+    from mailhost.publish import mailstats
+    from mailhost.reports import export as reports_export
+    from mailhost.reports.judge import summarize
+
+    report = {"services": {"postfix": True}, "queue": {q: 0 for q in mailstats.QUEUES} | {"oldest_age_seconds": 0},
+              "causes": [], "deliveries": {"sent": 0}, "window_seconds": 60, "log": {"problem": None},
+              "tls": {"ratio": None, "messages_per_handshake": None}, "config": {"changed": [], "missing": [],
+                                                                                 "pushed": True},
+              "collected_at": 0}
+    found = Result("jira", "a@example.org", "t", causes.INBOX, "INBOX", 1.0, Verdicts({}, None, None, None, True, 1))
+    texts = [mailstats.metrics(report), canary_export.metrics([found], 60, 0, {}),
+             reports_export.metrics(summarize([], 0, 1, "none", lambda ip: "unknown"), 0, 0)]
+    written = {line.split()[2] for text in texts for line in text.splitlines() if line.startswith("# TYPE ")}
+    assert written == METRICS
+
+
 def test_metric_names_finds_what_an_expression_selects() -> None:
     expr = ('sum by (instance) (rate(node_textfile_mtime_seconds{file="jira_mailhost.prom"}[5m])) > 1e3\n'
             "  unless on (instance, job) jira_mailhost_up offset 5m  # up_comment\n"
@@ -123,6 +159,7 @@ def test_metric_names_finds_what_an_expression_selects() -> None:
 
 def test_the_readme_tables_list_the_metrics_and_the_alerts() -> None:
     section = (ROOT / "README.md").read_text().split("### Metrics and alerts", 1)[1].split("\n## ", 1)[0]
+    section += (ROOT / "README.md").read_text().split("## Does the mail reach the inbox?", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `([a-z_A-Z]+)` \|", section, re.MULTILINE)
     assert {r for r in rows if r.startswith("jira_mailhost_")} == METRICS
     assert {r for r in rows if r.startswith("JiraMail")} == {rule["alert"] for rule in _rules()}

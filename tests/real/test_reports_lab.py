@@ -47,18 +47,18 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("reports")
 
 
-def reports(lab: Lab, work: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
+def reports(lab: Lab, work: Path, *extra: str, login: tuple[str, str] | None = None
+            ) -> tuple[int, dict[str, Any], str]:
     """`mailhost reports --json` as an admin runs it against the report mailbox."""
+    login = login or ("--password-command", shlex.join(["cat", str(lab.imap_password_file(imapd.REPORTS))]))
     done = subprocess.run(
         [sys.executable, "-m", "mailhost", "reports", "--outputs", str(lab.state_dir / "stack-outputs.json"),
-         "--imap-host", lab.world.mx.v4, "--imap-user", imapd.REPORTS,
-         "--password-command", shlex.join(["cat", str(lab.imap_password_file(imapd.REPORTS))]),
+         "--imap-host", lab.world.mx.v4, "--imap-user", imapd.REPORTS, *login,
          "--cafile", str(lab.ca_cert), "--nameserver", lab.world.dns.v4, "--db", str(work / "reports.sqlite"),
          "--metrics", str(work / "dmarc.prom"), "--json", *extra],
         capture_output=True, text=True, timeout=180, cwd=REPO)
     (work / "outputs.txt").open("a").write(done.stdout + done.stderr)
-    assert done.stdout.strip(), done.stderr
-    return done.returncode, json.loads(done.stdout), done.stderr
+    return done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}, done.stderr
 
 
 def mx_counts(lab: Lab, since: float) -> Counter[str]:
@@ -181,13 +181,32 @@ def test_hostile_reports_in_the_mailbox_are_refused_and_the_rest_is_read(lab: La
     assert code == 1
 
 
+def test_an_oauth2_token_logs_in_with_xoauth2_and_a_wrong_one_is_refused(lab: Lab, work: Path) -> None:
+    """Microsoft 365's only way into IMAP: the token from a command, sent with AUTHENTICATE XOAUTH2 (Dovecot's
+    oauth2 passdb asks the lab's introspection endpoint who owns it)."""
+    token = shlex.join(["cat", str(lab.imap_token_file(imapd.REPORTS))])
+    code, data, err = reports(lab, work, login=("--token-command", token))
+    assert code in (0, 1) and data["intake"]["refused"] == [], err
+    code, data, err = reports(lab, work, login=("--token-command", "echo not-a-token"))
+    assert code == 3 and data == {}
+    assert err.strip() == (f"mailhost reports: {imapd.REPORTS}@{lab.world.mx.v4}:993: the server refused the "
+                           "OAuth2 token")
+    code, _, err = reports(lab, work, login=("--token-command", token.replace(".token", ".password")))
+    assert code == 3 and "--token-command: the command exited 1" in err
+
+
 def test_the_mailbox_password_is_nowhere_but_its_own_private_file(lab: Lab, work: Path) -> None:
     secret = Secret.of("report mailbox password", lab.imap_password_file(imapd.REPORTS).read_text(),
                        user=imapd.REPORTS)
-    assert scan_text("every output of mailhost reports", (work / "outputs.txt").read_bytes(), [secret]) == []
-    found = scan_tree(work, [secret], TreeScan())
+    token = Secret.of("report mailbox token", lab.imap_token_file(imapd.REPORTS).read_text())
+    assert scan_text("every output of mailhost reports", (work / "outputs.txt").read_bytes(), [secret, token]) == []
+    found = scan_tree(work, [secret, token], TreeScan())
     assert found.findings == [], found.findings
-    in_lab = scan_tree(lab.state_dir, [secret], TreeScan())
+    in_lab = scan_tree(lab.state_dir, [secret, token], TreeScan())
     assert in_lab.findings == []
-    assert in_lab.private_with_secret == [f"{lab.imap_password_file(imapd.REPORTS)} (report mailbox password)"]
+    assert sorted(in_lab.private_with_secret) == sorted([
+        f"{lab.imap_password_file(imapd.REPORTS)} (report mailbox password)",
+        f"{lab.imap_token_file(imapd.REPORTS)} (report mailbox token)",
+        f"{lab.state_dir / 'oauth-tokens'} (report mailbox token)"])
+    assert scan_tree(lab.mail_root, [secret, token], TreeScan()).findings == [], "nor Dovecot's files and log"
     assert os.stat(lab.imap_password_file(imapd.REPORTS)).st_mode & 0o777 == 0o600

@@ -128,3 +128,33 @@ def test_the_credential_command_gives_the_first_line_and_its_failures_never_show
         secret_from(shlex.join([sys.executable, "-c", "print()"]), "--token-command")
     with pytest.raises(CredentialError, match="is empty"):
         secret_from("  ", "--token-command")
+
+
+def test_status_shows_unknown_senders_and_the_ramp_when_a_report_database_exists(tmp_path: Path) -> None:
+    """`mailhost status` reads the database read-only (never creating one) and adds two lines, or a JSON key."""
+    from mailhost.ops.hosts import run_status
+    from mailhost.publish.plan import expected_from_settings
+    from mailhost.publish.stack import load_stack_file
+    from mailhost.reports import brief, ingest, store
+    from mailhost.verify.dnsquery import ResolverSpec
+
+    expected = expected_from_settings(load_stack_file(REPO_ROOT / "Pulumi.staging.yaml", require_secrets=False))
+    spec = ResolverSpec(("127.0.0.1",), port=9, timeout=0.5)  # nothing answers there: SPF authorizes nobody
+    missing = tmp_path / "none.sqlite"
+    assert brief.brief(missing, expected, spec) is None and not missing.exists()
+    write_reports(tmp_path / "in", time.time(), stranger=6)
+    db = store.connect(tmp_path / "r.sqlite")
+    ingest.from_directory(db, tmp_path / "in", DOMAIN, time.time())
+    db.close()
+    data = brief.brief(tmp_path / "r.sqlite", expected, spec)
+    assert data is not None
+    assert (data["unknown_sources"], data["unknown_source_messages"]) == (2, 2 * 10 * 14 + 12)  # relay + stranger
+    lines = brief.lines(data)
+    assert lines[0].endswith("2 unknown source(s) sent 292 message(s) as the domain: see `mailhost reports`")
+    assert lines[1].startswith("DMARC ramp: not yet dmarc.policy from none to quarantine")
+    printed: list[str] = []
+    assert run_status([], None, 1.0, False, printed.append, (data, lines)) == 0
+    assert printed == lines
+    printed.clear()
+    run_status([], None, 1.0, True, printed.append, (data, lines))
+    assert json.loads(printed[0])["dmarc"]["unknown_source_messages"] == 292

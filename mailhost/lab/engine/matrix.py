@@ -302,6 +302,9 @@ ROWS: tuple[Row, ...] = (
     Row("verify.authoritative", lambda values, secrets, sim: values.setdefault("verify", {}).update(
         authoritative=not values["verify"].get("authoritative", True))),
     Row("verify.waitSeconds", lambda values, secrets, sim: values.setdefault("verify", {}).update(waitSeconds=60)),
+    Row("canary.mailboxes", setting("canary", lambda old, v: {"mailboxes": [{
+        "address": "jira-canary@example.org", "imapHost": "imap.example.org", "user": "jira-canary@example.org",
+        "passwordCommand": "pass show mail/jira-canary"}]})),
 )
 
 
