@@ -17,7 +17,7 @@ from mailhost.reports.credential import CredentialError
 from mailhost.reports.mailbox import Account, MailboxError, connect
 from mailhost.settings.config import CanaryMailbox
 
-POLL_SECONDS = 5.0
+POLL_SECONDS = (1.0, 1.0, 2.0, 3.0, 5.0)  # quick first looks (the lab: under a second), then every 5 s
 
 
 @dataclass
@@ -81,6 +81,7 @@ def read_box(box: CanaryMailbox, secret: str, pending: list[Result], addresses: 
         junk = readback.junk_folder(imap, box.junk_folder)
         folders = [("INBOX", causes.INBOX)] + ([(junk, causes.JUNK)] if junk else [])
         waiting = {r.token: r for r in pending}
+        rounds = 0
         while waiting:
             for folder, placement in folders:
                 for token, uid in readback.search(imap, folder, list(waiting)).items():
@@ -93,7 +94,8 @@ def read_box(box: CanaryMailbox, secret: str, pending: list[Result], addresses: 
                     result.delay = max(0.0, arrived - (result.sent_at or arrived))
             if not waiting or clock() >= deadline:
                 break
-            sleep(POLL_SECONDS)
+            sleep(min(POLL_SECONDS[min(rounds, len(POLL_SECONDS) - 1)], max(deadline - clock(), 0.0)))
+            rounds += 1
         if not keep:
             for result in pending:
                 if result.found is not None:

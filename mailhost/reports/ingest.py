@@ -10,6 +10,8 @@ from pathlib import Path
 from mailhost.ops.status import shown
 from mailhost.reports import mailbox, parse, store, unpack
 
+BATCH = 200  # reports per commit: a crash loses at most this much progress, never a half report
+
 
 @dataclass
 class Outcome:
@@ -51,6 +53,9 @@ def from_directory(db: sqlite3.Connection, directory: Path, domain: str, now: fl
             outcome.refused.append((what, f"cannot be read ({error.strerror})"))
             continue
         take(db, what, data, domain, now, outcome)
+        if outcome.read % BATCH == 0:
+            store.commit(db)
+    store.commit(db)
     return outcome
 
 
@@ -66,4 +71,7 @@ def from_mailbox(db: sqlite3.Connection, imap: imaplib.IMAP4_SSL, account: mailb
             continue
         take(db, f"message UID {uid}", mailbox.fetch(imap, uid), domain, now, outcome)
         store.mark_seen(db, key, validity, uid)
+        if outcome.read % BATCH == 0:
+            store.commit(db)
+    store.commit(db)
     return outcome

@@ -49,16 +49,29 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def add(db: sqlite3.Connection, report: Report) -> bool:
-    """True when the report is new; a report already stored is left as it is."""
-    with db:
+    """True when the report is new; a report already stored is left as it is.  The report and its rows go
+    in together or not at all (a savepoint); the caller commits (`commit`), every few hundred reports."""
+    if not db.in_transaction:
+        db.execute("BEGIN")  # else the savepoint would be the transaction, and releasing it a commit
+    db.execute("SAVEPOINT report")
+    try:
         cursor = db.execute("INSERT OR IGNORE INTO report VALUES (?, ?, ?, ?, ?)",
                             (report.org, report.report_id, report.domain, report.begin, report.end))
-        if cursor.rowcount == 0:
-            return False
-        db.executemany("INSERT INTO row VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       [(report.org, report.report_id, r.source_ip, r.count, r.spf_aligned, r.dkim_aligned,
-                         r.dmarc_pass, r.disposition) for r in report.rows])
-    return True
+        if cursor.rowcount:
+            db.executemany("INSERT INTO row VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(report.org, report.report_id, r.source_ip, r.count, r.spf_aligned, r.dkim_aligned,
+                             r.dmarc_pass, r.disposition) for r in report.rows])
+    except BaseException:
+        db.execute("ROLLBACK TO report")
+        db.execute("RELEASE report")
+        raise
+    db.execute("RELEASE report")
+    return bool(cursor.rowcount)
+
+
+def commit(db: sqlite3.Connection) -> None:
+    """Make what was added durable (one fsync for many reports, not one each)."""
+    db.commit()
 
 
 @dataclass(frozen=True)
@@ -91,8 +104,10 @@ def seen_uids(db: sqlite3.Connection, mailbox: str, validity: int) -> set[int]:
 
 
 def mark_seen(db: sqlite3.Connection, mailbox: str, validity: int, uid: int) -> None:
-    with db:
-        db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (mailbox, validity, uid))
+    """In the caller's transaction, with the report the message held: both are committed together."""
+    if not db.in_transaction:
+        db.execute("BEGIN")
+    db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (mailbox, validity, uid))
 
 
 def report_count(db: sqlite3.Connection) -> int:

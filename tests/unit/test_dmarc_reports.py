@@ -324,3 +324,30 @@ def test_metrics_carry_the_class_ratios_and_the_unknown_volume(db: sqlite3.Conne
     assert samples["jira_mailhost_dmarc_ramp_ready"] == "0"
     assert samples["jira_mailhost_dmarc_reports_refused"] == "2"
     assert samples["jira_mailhost_dmarc_collector_last_run_timestamp_seconds"] == str(NOW)
+
+
+def test_a_report_that_fails_half_way_leaves_no_half_and_the_run_commits_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    db = store.connect(path)
+    assert store.add(db, parse.parse(xml(report_id="a").decode(), DOMAIN, NOW))
+    store.commit(db)
+
+    class Broken(sqlite3.Connection):
+        def executemany(self, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+            raise sqlite3.OperationalError("disk full")
+
+    report = parse.parse(xml(report_id="b").decode(), DOMAIN, NOW)
+    broken = sqlite3.connect(path, factory=Broken, timeout=0)
+    with pytest.raises(sqlite3.OperationalError, match="disk full"):
+        store.add(broken, report)
+    assert broken.execute("SELECT count(*) FROM report WHERE report_id = 'b'").fetchone() == (0,), \
+        "the report without its rows is rolled back with them"
+    broken.close()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in range(ingest.BATCH + 5):
+        (folder / f"{n:04d}.xml").write_bytes(xml(report_id=f"n{n}"))
+    ingest.from_directory(db, folder, DOMAIN, NOW)
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT count(*) FROM report").fetchone() == (1 + ingest.BATCH + 5,), \
+        "another reader sees every report: the run committed its last batch too"
