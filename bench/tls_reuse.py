@@ -1,6 +1,7 @@
 """TLS connection reuse under a Jira burst: handshakes counted at the receivers, three configs side by side.
 
     .venv/bin/python bench/tls_reuse.py [--count 17000] [--modes direct,relay] [--keep]
+    .venv/bin/python bench/tls_reuse.py --modes direct --rtt-ms 0,50 --cap 5 --count 2000 --judge no
 
 Builds a lab (its own state directory), deploys the program, and for each mode sends the same
 Jira-like burst through three Postfix configs on the jira host:
@@ -12,6 +13,12 @@ Direct mode spreads recipients over the lab MX's domains and a second MX's; rela
 over STARTTLS + SASL to the lab smarthost.  The receivers count connections, STARTTLS handshakes
 and messages per connection at their end (mailhost.lab.tlsstats).  Prints one table; numbers
 are this machine's, not a promise.
+
+--rtt-ms puts each receiver behind mailhost.lab.delayrelay (the receiver moves to port 2525, the relay
+takes port 25 and holds every segment for half the round trip in each direction); `none` (the default)
+runs without it.  --cap N makes the receivers answer 421 4.7.0 above N connections from one address,
+as Gmail and Microsoft do.  Delivery latency is per message, from Postfix's 250 to Jira until the
+receiver stored it.
 """
 
 from __future__ import annotations
@@ -99,8 +106,46 @@ def cpu_seconds(info: labmod.LabInfo) -> float:
     return total
 
 
-def run_one(lab: Lab, mode: str, config: str, count: int) -> dict[str, Any]:
+def proc_cpu(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / 100.0
+
+
+RELAYS = ("relay-mx", "relay-mx2")
+
+
+def network(lab: Lab, rtt_ms: float | None, cap: int, judge: str) -> None:
+    """The receivers on port 25 (rtt None), or on 2525 behind delay relays; with the cap."""
     info = lab.info()
+    for name in RELAYS:
+        pid = info.pids.pop(name, None)
+        if pid:
+            labmod._kill(pid)
+    lab.save(info)
+    extra = (["--no-verdicts"] if judge == "no" else []) + (["--max-conns-per-ip", str(cap)] if cap else [])
+    if rtt_ms is None:
+        lab.restart_receivers(extra)
+        return
+    for name, host, addr in (("relay-mx", "mx", lab.world.mx), ("relay-mx2", "smarthost", lab.world.smarthost)):
+        info.pids[name] = lab.host(host).spawn(
+            [sys.executable, "-m", "mailhost.lab.delayrelay", "--listen", addr.v4, "--listen", addr.v6, "--port",
+             "25", "--to", f"{addr.v4}:2525", "--delay-ms", repr(rtt_ms / 2)],
+            log=lab.state_dir / f"{name}.log").pid
+        lab.save(info)
+    lab.restart_receivers([*extra, "--port", "2525"])
+    for addr in (lab.world.mx, lab.world.smarthost):
+        labmod.wait_port(addr.v4, 2525, what="receiver behind the delay relay")
+
+
+def run_one(lab: Lab, mode: str, config: str, count: int, rtt_ms: float | None = None, cap: int = 0,
+            wait: float | None = None) -> dict[str, Any]:
+    info = lab.info()
+    relay_cpu0 = sum(proc_cpu(info.pids.get(name)) for name in RELAYS)
     conn_logs = [lab.smarthost_connections] if mode == "relay" else [lab.receiver_connections,
                                                                      lab.second_mx_connections]
     records_from = [lab.receiver_log, lab.second_mx_log]
@@ -108,7 +153,7 @@ def run_one(lab: Lab, mode: str, config: str, count: int) -> dict[str, Any]:
     start = time.time()
     recipients = [f"{u}@{d}" for d in DOMAINS for u in USERS]
     burst = ops.send(lab, count, recipients=recipients, big_every=0)
-    deadline = time.time() + max(600, count / 5)
+    deadline = time.time() + (wait if wait is not None else max(600, count / 5))
     delivered: list[dict[str, Any]] = []
     while time.time() < deadline:
         delivered = [r for log in records_from for r in receiver.read_records(log) if r.get("burst") == burst.name]
@@ -127,19 +172,42 @@ def run_one(lab: Lab, mode: str, config: str, count: int) -> dict[str, Any]:
             break
         time.sleep(0.5)
     cpu = cpu_seconds(info) - cpu0
+    relay_cpu = sum(proc_cpu(info.pids.get(name)) for name in RELAYS) - relay_cpu0
     stats = tlsstats.summary(conns)
     lat = sorted(burst.latencies)
-    return {"mode": mode, "config": config, "sent": burst.sent, "delivered": len(delivered),
+    firsts: dict[str, float] = {}
+    for record in delivered:
+        firsts[record["message_id"]] = min(record["time"], firsts.get(record["message_id"], record["time"]))
+    deliv = sorted(t - burst.accepted_at[m] for m, t in firsts.items() if burst.accepted_at.get(m))
+    return {"mode": mode, "rtt_ms": "none" if rtt_ms is None else f"{rtt_ms:g}", "cap": cap or "none",
+            "config": config, "sent": burst.sent, "delivered": len(delivered),
             # submit_s: how long "Jira" took to hand the burst over; no config can drain faster than that
             "submit_s": round(burst.seconds, 1), "drain_s": round(drain, 1),
             "msg_per_s": round(len(delivered) / drain, 1) if delivered else 0,
             **stats, "cpu_s": round(cpu, 1),
+            "cpu_ms_per_msg": round(1000 * cpu / len(delivered), 2) if delivered else 0,
+            "relay_cpu_s": round(relay_cpu, 1),
             "lat_p50_ms": round(1000 * statistics.median(lat), 1) if lat else 0,
-            "lat_p99_ms": round(1000 * lat[int(0.99 * (len(lat) - 1))], 1) if lat else 0}
+            "lat_p99_ms": round(1000 * lat[int(0.99 * (len(lat) - 1))], 1) if lat else 0,
+            "deliv_p50_ms": round(1000 * statistics.median(deliv)) if deliv else 0,
+            "deliv_p99_ms": round(1000 * deliv[int(0.99 * (len(deliv) - 1))]) if deliv else 0}
 
 
-COLUMNS = ("mode", "config", "sent", "delivered", "submit_s", "drain_s", "msg_per_s", "handshakes",
-           "per_handshake", "longest_chain", "median_chain", "cpu_s", "lat_p50_ms", "lat_p99_ms")
+COLUMNS = ("mode", "rtt_ms", "cap", "config", "sent", "delivered", "submit_s", "drain_s", "msg_per_s", "handshakes",
+           "per_handshake", "longest_chain", "median_chain", "refused_421", "cpu_s", "cpu_ms_per_msg",
+           "relay_cpu_s", "lat_p50_ms", "lat_p99_ms", "deliv_p50_ms", "deliv_p99_ms")
+
+
+def dkim_floor_ms(rounds: int = 200) -> float:
+    """One RSA-2048 signature (what OpenDKIM spends per message at least), on this machine's CPU."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    started = time.process_time()
+    for i in range(rounds):
+        key.sign(f"header hash {i}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return 1000 * (time.process_time() - started) / rounds
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -159,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
                              "the sender's CPU (the MX of a real receiver runs elsewhere)")
     parser.add_argument("--try", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="exploring: lay this main.cf setting over (c) (repeatable)")
+    parser.add_argument("--rtt-ms", default="none",
+                        help="round trips to the receivers, comma-separated (none: no delay relay at all)")
+    parser.add_argument("--cap", type=int, default=0, help="receivers' concurrent connections per address (0: none)")
+    parser.add_argument("--wait", type=float, help="give up on a run after this many seconds (default: 600 or more)")
     args = parser.parse_args(argv)
+    rtts = [None if r == "none" else float(r) for r in args.rtt_ms.split(",")]
     state = Path(tempfile.mkdtemp(prefix="mailhost-tlsbench-")) / "state"
     lab = Lab(state)
     rows: list[dict[str, Any]] = []
@@ -169,19 +242,20 @@ def main(argv: list[str] | None = None) -> int:
             info = lab.info()
             if "mx2" not in info.pids:
                 lab.start_second_mx(info)
-            if args.judge == "no":
-                lab.restart_receivers(["--no-verdicts"])
             ours = postconf_n(lab.info())
-            for config in args.configs.split(","):
-                conf = dict(ours) if config == "ours" else stock_main_cf(ours, mode)
-                if config == "ours":
-                    conf.update(dict(item.split("=", 1) for item in args.extra))
-                if config == "seed":
-                    conf.update(SEED_SETTINGS)
-                install(lab.info(), conf)
-                row = run_one(lab, mode, config, args.count)
-                rows.append(row)
-                print(f"{mode} {config}: {row}", flush=True)
+            for rtt in rtts:
+                if rtt is not None or args.cap or args.judge == "no":
+                    network(lab, rtt, args.cap, args.judge)
+                for config in args.configs.split(","):
+                    conf = dict(ours) if config == "ours" else stock_main_cf(ours, mode)
+                    if config == "ours":
+                        conf.update(dict(item.split("=", 1) for item in args.extra))
+                    if config == "seed":
+                        conf.update(SEED_SETTINGS)
+                    install(lab.info(), conf)
+                    row = run_one(lab, mode, config, args.count, rtt, args.cap, args.wait)
+                    rows.append(row)
+                    print(f"{mode} {config}: {row}", flush=True)
             install(lab.info(), ours)
     finally:
         if args.keep:
@@ -190,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             lab.teardown()
             shutil.rmtree(state.parent, ignore_errors=True)
     print()
+    print(f"floor: one RSA-2048 DKIM signature costs {dkim_floor_ms():.2f} ms of CPU here")
     print(table(rows))
     lost = [r for r in rows if r["delivered"] != r["sent"]]
     return 1 if lost else 0

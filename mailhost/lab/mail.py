@@ -45,6 +45,7 @@ class Submitted:
     error: str | None = None
     retry: str | None = None  # a refused message itself (base64), when asked for: Jira retries the same message
     latency: float = 0.0  # seconds from MAIL FROM to the server's answer after DATA, as Jira waits for it
+    accepted_at: float = 0.0  # Unix time of that answer: where a message's delivery latency starts
 
 
 @dataclass
@@ -164,6 +165,7 @@ def submit(
                 smtp.close()
             smtp = None
         results[-1].latency = round(time.monotonic() - started, 5)
+        results[-1].accepted_at = round(time.time(), 4)
         if keep_refused and not results[-1].accepted:
             results[-1].retry = base64.b64encode(data).decode()
     if smtp is not None:

@@ -159,6 +159,7 @@ class Burst:
     message_ids: set[str] = field(default_factory=set)
     latencies: list[float] = field(default_factory=list)  # per submitted message, as Jira waited
     started_at: float = 0.0  # Unix time of the first submission
+    accepted_at: dict[str, float] = field(default_factory=dict)  # Message-ID → when Postfix took it (Unix time)
 
 
 def send(lab: Lab, count: int, size_kb: int = 0, recipients: list[str] | None = None, oversize: int = 0,
@@ -191,7 +192,8 @@ def _submit(lab: Lab, args: list[str], stdin: str | None = None) -> Burst:
     refused = [r for r in data["results"] if not r["accepted"]]
     ids = {r["message_id"] for r in data["results"] if r["accepted"]}
     return Burst(data["burst"], data["sent"], refused, data["seconds"], ids,
-                 [r.get("latency", 0.0) for r in data["results"]], data.get("started_at", 0.0))
+                 [r.get("latency", 0.0) for r in data["results"]], data.get("started_at", 0.0),
+                 {r["message_id"]: r.get("accepted_at", 0.0) for r in data["results"] if r["accepted"]})
 
 
 def records(lab: Lab, burst: str | None = None) -> list[dict[str, Any]]:

@@ -160,7 +160,8 @@ class Handler:
             out.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-async def serve(addresses: list[str], port: int, hostname: str, handler: Handler, conn_log: Path | None = None) -> None:
+async def serve(addresses: list[str], port: int, hostname: str, handler: Handler, conn_log: Path | None = None,
+                cap: tlsstats.ConnectionCap | None = None) -> None:
     context = server_context(hostname)
     loop = asyncio.get_running_loop()
     servers = []
@@ -168,7 +169,7 @@ async def serve(addresses: list[str], port: int, hostname: str, handler: Handler
         servers.append(
             await loop.create_server(
                 lambda: tlsstats.CountingSMTP(handler, hostname=hostname, tls_context=context,
-                                              data_size_limit=64 * 1024 * 1024, conn_log=conn_log),
+                                              data_size_limit=64 * 1024 * 1024, conn_log=conn_log, cap=cap),
                 host=address,
                 port=port,
             )
@@ -201,13 +202,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--maildirs", type=Path, help="root of the lab mailboxes' Maildirs (imapd.py)")
     parser.add_argument("--mailbox", action="append", default=[], help="a lab mailbox filed into --maildirs (repeat)")
     parser.add_argument("--discard", action="append", default=[], help="accept mail for this mailbox, file nothing")
+    parser.add_argument("--max-conns-per-ip", type=int, default=0,
+                        help="answer 421 4.7.0 to a client address above this many connections at once (0: no cap)")
     args = parser.parse_args(argv)
     res = verdicts.resolver_for(args.dns, args.dns_port)
     count, _, seconds = args.strict_rate.partition("/")
     handler = Handler(args.domain, args.log, res, args.strict_domain, (int(count), float(seconds)),
                       judge=not args.no_verdicts, hostname=args.hostname, maildirs=args.maildirs,
                       mailboxes=args.mailbox, discard=args.discard)
-    asyncio.run(serve(args.listen, args.port, args.hostname, handler, args.conn_log))
+    cap = tlsstats.ConnectionCap(args.max_conns_per_ip) if args.max_conns_per_ip > 0 else None
+    asyncio.run(serve(args.listen, args.port, args.hostname, handler, args.conn_log, cap))
 
 
 if __name__ == "__main__":

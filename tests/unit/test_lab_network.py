@@ -1,0 +1,140 @@
+"""The lab's stand-ins for the network's costs, on loopback: the receivers' per-address connection cap
+(421 4.7.0 above it, a slot freed when a connection closes) and the delay relay (each direction held for
+its delay, order kept, TLS-agnostic bytes, 0 ms forwards at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailhost.lab import delayrelay, receiver, tlsstats
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Loop:
+    """An event loop on a thread, so the tests can talk to its servers with plain blocking sockets."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def start(self, coro: object) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0.05)  # the transports' close callbacks
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def loop() -> Iterator[Loop]:
+    running = Loop()
+    yield running
+    running.stop()
+
+
+def connect(port: int, timeout: float = 5) -> socket.socket:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def line(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\r\n"):
+        chunk = sock.recv(1024)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_the_cap_refuses_with_421_above_the_limit_and_frees_a_slot_on_close(loop: Loop, tmp_path: Path) -> None:
+    port = free_port()
+    handler = receiver.Handler(["example.net"], tmp_path / "mx.jsonl", None, judge=False)  # type: ignore[arg-type]
+    loop.start(receiver.serve(["127.0.0.1"], port, "mx.example.net", handler, tmp_path / "conns.jsonl",
+                              tlsstats.ConnectionCap(2)))
+    first, second = connect(port), connect(port)
+    assert line(first).startswith(b"220 ") and line(second).startswith(b"220 ")
+    third = connect(port)
+    assert line(third) == tlsstats.ConnectionCap.REPLY
+    assert third.recv(10) == b"", "and the connection is closed"
+    first.sendall(b"QUIT\r\n")
+    assert line(first).startswith(b"221")
+    first.close()
+    time.sleep(0.3)
+    fourth = connect(port)
+    assert line(fourth).startswith(b"220 "), "a closed connection frees its slot"
+    for sock in (second, third, fourth):
+        sock.close()
+    time.sleep(0.3)
+    entries = [json.loads(x) for x in (tmp_path / "conns.jsonl").read_text().splitlines()]
+    stats = tlsstats.summary(entries)
+    assert stats["refused_421"] == 1 and stats["connections"] == len(entries) - 1
+
+
+def test_the_delay_relay_holds_each_direction_and_keeps_the_order(loop: Loop) -> None:
+    echo_port, relay_port = free_port(), free_port()
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1024):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def start_echo() -> None:
+        server = await asyncio.start_server(echo, "127.0.0.1", echo_port)
+        await server.serve_forever()
+
+    loop.start(start_echo())
+    loop.start(delayrelay.serve(["127.0.0.1"], relay_port, ("127.0.0.1", echo_port), 0.1))
+    sock = connect(relay_port)
+    started = time.monotonic()
+    sock.sendall(b"one ")
+    sock.sendall(b"two ")
+    sock.sendall(b"three")
+    got = b""
+    while len(got) < len(b"one two three"):
+        got += sock.recv(1024)
+    elapsed = time.monotonic() - started
+    assert got == b"one two three"
+    assert 0.2 <= elapsed < 0.6, f"{elapsed:.3f}s: a round trip through it costs twice the one-way 100 ms"
+    sock.shutdown(socket.SHUT_WR)
+    assert sock.recv(10) == b"", "a half-close passes through"
+    sock.close()
+
+    zero = free_port()
+    loop.start(delayrelay.serve(["127.0.0.1"], zero, ("127.0.0.1", echo_port), 0.0))
+    sock = connect(zero)
+    started = time.monotonic()
+    sock.sendall(b"ping")
+    assert sock.recv(10) == b"ping" and time.monotonic() - started < 0.05
+    sock.close()
