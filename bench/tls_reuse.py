@@ -131,13 +131,20 @@ def network(lab: Lab, rtt_ms: float | None, cap: int, judge: str) -> None:
     if rtt_ms is None:
         lab.restart_receivers(extra)
         return
+    for name in ("receiver", "mx2"):  # their port 25 goes to the relays
+        pid = info.pids.pop(name, None)
+        if pid:
+            labmod._kill(pid)
+    lab.save(info)
     for name, host, addr in (("relay-mx", "mx", lab.world.mx), ("relay-mx2", "smarthost", lab.world.smarthost)):
         info.pids[name] = lab.host(host).spawn(
             [sys.executable, "-m", "mailhost.lab.delayrelay", "--listen", addr.v4, "--listen", addr.v6, "--port",
              "25", "--to", f"{addr.v4}:2525", "--delay-ms", repr(rtt_ms / 2)],
             log=lab.state_dir / f"{name}.log").pid
         lab.save(info)
-    lab.restart_receivers([*extra, "--port", "2525"])
+        labmod.wait_port(addr.v4, 25, what=f"{name}", log=lab.state_dir / f"{name}.log")
+    lab.start_receiver(info, [*extra, "--port", "2525"])
+    lab.start_second_mx(info, [*extra, "--port", "2525"])
     for addr in (lab.world.mx, lab.world.smarthost):
         labmod.wait_port(addr.v4, 2525, what="receiver behind the delay relay")
 

@@ -61,6 +61,9 @@ class CountingSMTP(SMTP):
         self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.capped_ip is not None:  # called again for the TLS layer after STARTTLS: the same connection
+            super().connection_made(transport)
+            return
         peer = transport.get_extra_info("peername")
         ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         if self.cap is not None and not self.cap.admit(ip):

@@ -138,3 +138,36 @@ def test_the_delay_relay_holds_each_direction_and_keeps_the_order(loop: Loop) ->
     sock.sendall(b"ping")
     assert sock.recv(10) == b"ping" and time.monotonic() - started < 0.05
     sock.close()
+
+
+def test_a_connection_that_starts_tls_is_counted_once_and_keeps_its_slot(loop: Loop, tmp_path: Path) -> None:
+    """aiosmtpd calls connection_made again for the TLS layer after STARTTLS: that is the same connection,
+    neither a second one under the cap nor a refusal of the first."""
+    import ssl
+
+    port = free_port()
+    handler = receiver.Handler(["example.net"], tmp_path / "mx.jsonl", None, judge=False)  # type: ignore[arg-type]
+    loop.start(receiver.serve(["127.0.0.1"], port, "mx.example.net", handler, tmp_path / "conns.jsonl",
+                              tlsstats.ConnectionCap(1)))
+    plain = connect(port)
+    assert line(plain).startswith(b"220 ")
+    plain.sendall(b"EHLO jira.example.com\r\n")
+    while not (reply := line(plain)).startswith(b"250 "):
+        assert reply.startswith(b"250-"), reply
+    plain.sendall(b"STARTTLS\r\n")
+    assert line(plain).startswith(b"220 ")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    secure = context.wrap_socket(plain, server_hostname="mx.example.net")
+    secure.sendall(b"EHLO jira.example.com\r\n")
+    assert line(secure).startswith(b"250"), "the TLS layer is not refused by the cap"
+    other = connect(port)
+    assert line(other) == tlsstats.ConnectionCap.REPLY, "the TLS connection still holds the only slot"
+    other.close()
+    secure.sendall(b"QUIT\r\n")
+    line(secure)
+    secure.close()
+    time.sleep(0.3)
+    after = connect(port)
+    assert line(after).startswith(b"220 "), "and gives it back once, when it closes"
+    after.close()
