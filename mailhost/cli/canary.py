@@ -13,11 +13,10 @@ import typer
 from mailhost.canary import export
 from mailhost.canary.causes import UNREACHABLE
 from mailhost.canary.run import run
-from mailhost.ops.hosts import StatusInputError, admin_key, read_outputs, targets
+from mailhost.ops.hosts import StatusInputError, admin_key, load_stack, read_outputs, targets
 from mailhost.publish.mailstats import write_atomic
-from mailhost.publish.stack import load_stack_file, stack_file
 from mailhost.reports.credential import secret_from
-from mailhost.settings.config import CanaryMailbox, ConfigError, Settings
+from mailhost.settings.config import CanaryMailbox, Settings
 
 
 def _addresses(settings: Settings, outputs: dict[str, object] | None) -> dict[str, list[str]]:
@@ -47,12 +46,7 @@ def canary(
 
     Exit code: 0 inbox everywhere, 1 late, 2 junk, missing or an authentication failure, 3 unreachable."""
     try:
-        try:
-            settings = load_stack_file(stack_file(stack), require_secrets=False)
-        except ConfigError as error:
-            raise StatusInputError(str(error)) from error
-        except OSError as error:
-            raise StatusInputError(f"--stack {stack}: {error.strerror}: {stack_file(stack)}") from error
+        settings = load_stack(stack)
         boxes = settings.canary.mailboxes
         if not boxes:
             raise StatusInputError("the stack has no canary.mailboxes: add at least one (address, imapHost, user, "

@@ -14,10 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-from mailhost.ops.hosts import StatusInputError, admin_key, read_outputs, run_status, targets
+from mailhost.ops.hosts import StatusInputError, admin_key, load_stack, read_outputs, run_status, targets
 from mailhost.ops.status import UNREACHABLE
-from mailhost.publish.stack import load_stack_file, stack_file
-from mailhost.settings.config import ConfigError, Settings
+from mailhost.settings.config import Settings
 
 
 def status(
@@ -33,14 +32,7 @@ def status(
 
     Exit code: 0 ok, 1 warning, 2 critical, 3 a host unreachable."""
     try:
-        settings = None
-        if stack:
-            try:
-                settings = load_stack_file(stack_file(stack), require_secrets=False)
-            except ConfigError as error:
-                raise StatusInputError(str(error)) from error
-            except OSError as error:
-                raise StatusInputError(f"--stack {stack}: {error.strerror}: {stack_file(stack)}") from error
+        settings = load_stack(stack) if stack else None
         data = read_outputs(outputs) if outputs else None
         found = targets(data, settings, Path(stack).stem.removeprefix("Pulumi.") if stack else "")
         secret = admin_key(key)

@@ -29,12 +29,21 @@ from mailhost.ops.status import (
     summary_lines,
 )
 from mailhost.publish import render
+from mailhost.publish.stack import load_stack_file, stack_file
 from mailhost.records import grammar
-from mailhost.settings.config import Host, Settings
+from mailhost.settings.config import ConfigError, Host, Settings
 
 
 class StatusInputError(Exception):
     """The options do not say where a host is or how to log in; the message says what to give."""
+
+
+def load_stack(stack: str) -> Settings:
+    """The stack file's settings (no secrets needed), or the reason it cannot be read, for `--stack`."""
+    try:
+        return load_stack_file(stack_file(stack), require_secrets=False)
+    except ConfigError as error:  # a file that cannot be read is one too, naming it and the reason
+        raise StatusInputError(str(error)) from error
 
 
 def stack_expected(settings: Settings, host: Host, stack: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailhost.reports.parse import Report
+from mailhost.reports.parse import Report, Row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS report (
@@ -75,18 +75,12 @@ def commit(db: sqlite3.Connection) -> None:
 
 
 @dataclass(frozen=True)
-class Counted:
+class Counted(Row):
     """One stored row with its report's reporter and interval."""
 
     org: str
     begin: int
     end: int
-    source_ip: str
-    count: int
-    spf_aligned: bool
-    dkim_aligned: bool
-    dmarc_pass: bool
-    disposition: str
 
 
 def rows_since(db: sqlite3.Connection, since: float) -> Iterator[Counted]:
@@ -94,7 +88,7 @@ def rows_since(db: sqlite3.Connection, since: float) -> Iterator[Counted]:
     query = ("SELECT r.org, r.begin, r.end, w.source_ip, w.count, w.spf_aligned, w.dkim_aligned, w.dmarc_pass, "
              "w.disposition FROM report r JOIN row w USING (org, report_id) WHERE r.end >= ? ORDER BY r.end")
     for org, begin, end, ip, count, spf, dkim, dmarc, disposition in db.execute(query, (int(since),)):
-        yield Counted(org, begin, end, ip, count, bool(spf), bool(dkim), bool(dmarc), disposition)
+        yield Counted(ip, count, bool(spf), bool(dkim), bool(dmarc), disposition, org, begin, end)
 
 
 def seen_uids(db: sqlite3.Connection, mailbox: str, validity: int) -> set[int]:

@@ -209,3 +209,17 @@ def test_ask_turns_each_way_a_host_fails_into_its_reason(monkeypatch: pytest.Mon
     report = collector_report()
     outcomes.append(sshexec.Result(0, "motd\n" + json.dumps(report) + "\n", ""))
     assert hosts.ask(target, None, 1) == json.loads(json.dumps(report))
+
+
+def test_a_stack_that_cannot_be_read_is_named_with_the_reason(tmp_path: Path) -> None:
+    load_stack, StatusInputError = hosts.load_stack, hosts.StatusInputError
+    missing = tmp_path / "Pulumi.gone.yaml"
+    with pytest.raises(StatusInputError) as error:
+        load_stack(str(missing))
+    assert f"jira-mailhost:(stack file): cannot read {missing}: [Errno 2] No such file or directory" in str(error.value)
+    broken = tmp_path / "Pulumi.broken.yaml"
+    broken.write_text("config:\n  jira-mailhost:hosts: []\n")
+    with pytest.raises(StatusInputError, match="jira-mailhost:domain: is required"):
+        load_stack(str(broken))
+    shipped = Path(__file__).resolve().parents[2] / "Pulumi.staging.yaml"
+    assert load_stack(str(shipped)).domain == "staging.jira.example.com"
