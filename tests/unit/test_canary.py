@@ -197,6 +197,17 @@ def test_metrics_keep_the_last_success_across_runs(tmp_path: Path) -> None:
     assert "jira_mailhost_canary_last_run_timestamp_seconds 1800003600" in lines
 
 
+
+def test_auth_failures_count_the_failing_verdicts_and_leave_arc_none_out() -> None:
+    """Most receivers write arc=none for mail that no forwarder touched: that is no failure."""
+    mixed = Result("jira", "a@example.org", "t", causes.INBOX, "INBOX", 1.0,
+                   judged({"spf": "softfail", "dkim": "fail", "dmarc": "pass", "arc": "none"}))
+    clean = Result("jira", "b@example.org", "t", causes.INBOX, "INBOX", 1.0, judged(ALL_PASS | {"arc": "none"}))
+    lines = export.metrics([mixed, clean], 120, 1_800_000_000, {}).splitlines()
+    assert 'jira_mailhost_canary_auth_failures{host="jira",mailbox="a@example.org"} 2' in lines
+    assert 'jira_mailhost_canary_auth_failures{host="jira",mailbox="b@example.org"} 0' in lines
+
+
 BOX = {"address": "canary@gmail.com", "imapHost": "imap.gmail.com", "user": "canary@gmail.com",
        "passwordCommand": "pass show mail/canary"}
 
