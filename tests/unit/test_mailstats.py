@@ -508,3 +508,15 @@ def test_each_domain_has_all_three_counts_zero_included() -> None:
     assert summary["by_domain"] == {"a.org": {"sent": 2, "deferred": 0, "bounced": 0},
                                     "b.org": {"sent": 0, "deferred": 0, "bounced": 1}}
     assert summary["deliveries"] == {"sent": 2, "deferred": 0, "bounced": 1}
+
+
+def test_a_file_the_stack_would_push_differently_is_not_live_yet_with_the_up_as_its_fix() -> None:
+    """The live file is as pushed, but the stack says otherwise now: the push has not run yet."""
+    findings = status.assess(report(config=report()["config"] | {"stack_checked": 6,
+                                                                  "stack_changed": ["/etc/postfix/main.cf"]}))
+    assert [(f.level, f.what, f.fix) for f in findings] == [
+        (status.WARNING, "not live yet: the stack would push a different /etc/postfix/main.cf",
+         "run `pulumi up` for this stack")]
+    hand_edit = status.assess(report(config=report()["config"] | {"changed": ["/etc/postfix/main.cf"],
+                                                                   "stack_changed": ["/etc/postfix/main.cf"]}))
+    assert not any(f.what.startswith("not live yet") for f in hand_edit), "a hand edit is drift, said once"
