@@ -126,7 +126,9 @@ def test_the_delay_relay_holds_each_direction_and_keeps_the_order(loop: Loop) ->
         got += sock.recv(1024)
     elapsed = time.monotonic() - started
     assert got == b"one two three"
-    assert 0.2 <= elapsed < 0.6, f"{elapsed:.3f}s: a round trip through it costs twice the one-way 100 ms"
+    # The floor is the promise (twice the one-way 100 ms); the ceiling only says it did not hang, so that a
+    # busy machine (the mutation gate beside CI) cannot fail it.
+    assert 0.2 <= elapsed < 10, f"{elapsed:.3f}s: a round trip through it costs twice the one-way 100 ms"
     sock.shutdown(socket.SHUT_WR)
     assert sock.recv(10) == b"", "a half-close passes through"
     sock.close()
@@ -136,7 +138,7 @@ def test_the_delay_relay_holds_each_direction_and_keeps_the_order(loop: Loop) ->
     sock = connect(zero)
     started = time.monotonic()
     sock.sendall(b"ping")
-    assert sock.recv(10) == b"ping" and time.monotonic() - started < 0.05
+    assert sock.recv(10) == b"ping" and time.monotonic() - started < 0.2, "0 ms holds nothing back"
     sock.close()
 
 
