@@ -223,3 +223,10 @@ def test_a_stack_that_cannot_be_read_is_named_with_the_reason(tmp_path: Path) ->
         load_stack(str(broken))
     shipped = Path(__file__).resolve().parents[2] / "Pulumi.staging.yaml"
     assert load_stack(str(shipped)).domain == "staging.jira.example.com"
+
+
+def test_outputs_of_an_older_version_name_what_they_lack_and_the_fix() -> None:
+    with pytest.raises(hosts.StatusInputError) as error:
+        hosts.output_target("jira", {"ipv4": "198.51.100.10", "sshUser": "admin", "sshPort": 22}, {})
+    assert str(error.value) == ("the outputs of host jira lack sshHostKey: run `pulumi up` once with this version "
+                                "(it exports them), then `pulumi stack output --json`")

@@ -51,3 +51,13 @@ def test_a_tag_that_is_not_user_at_port_is_refused_and_quoted_short(tag: str) ->
 def test_the_tag_value_is_what_the_check_reads() -> None:
     user, port = "deploy", 2200
     check_login(sshkeys.login(user, port), user, port, "hosts[0]")
+
+
+def test_the_steps_by_hand_are_numbered_and_separated_for_reading() -> None:
+    with pytest.raises(LoginChanged) as error:
+        check_login("admin@22", "deploy", 2222, "hosts[0]")
+    text = str(error.value)
+    steps = text.split("or move the host by hand first: ", 1)[1]
+    assert steps.startswith("(1) on the host, put `Port 22` and `Port 2222` in ")
+    assert "`systemctl restart ssh`; (2) on the host, create 'deploy' with the admin key" in steps
+    assert "; (3) set hosts[0].ec2.sshMovedByHand: true" in steps
