@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from mailhost.settings.config import SECRET_KEYS, Settings
+from mailhost.settings.config import SECRET_KEYS, TLS_LEVELS, Settings
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBBxq7Z4jFPcNFkx+1udVSIvOMuXHTPCLKklOXNlryv7"
@@ -50,6 +50,10 @@ def fqdns(draw: st.DrawFn, max_size: int = 253) -> str:
     if parts[-1].isdigit():
         parts[-1] = "x" + parts[-1][1:]  # a top-level label needs a letter (RFC 7208 §7.1)
     return ".".join(parts)
+
+
+# delivery.tlsPolicy: recipient domains up to DNS's limits, each with a level Postfix's policy table knows.
+TLS_POLICIES = st.dictionaries(fqdns(), st.sampled_from(TLS_LEVELS), max_size=4)
 
 
 @st.composite
@@ -148,6 +152,7 @@ def good_values(domain: str) -> dict[str, st.SearchStrategy[Any]]:
         "delivery.relay.username": SASL_USERS,
         "delivery.relay.tlsFingerprint": st.binary(min_size=32, max_size=32).map(lambda b: b.hex(":")),
         "delivery.relay.maxPerMinute": st.integers(1, 60),
+        "delivery.tlsPolicy": TLS_POLICIES,
         "relayPassword": passwords(),
         "canary.mailboxes[0].address": mailboxes(),
         "canary.mailboxes[0].imapHost": st.one_of(fqdns(), addresses4(), addresses6()),
@@ -340,6 +345,8 @@ def valid_stacks(draw: st.DrawFn) -> dict[str, Any]:
                 "verify.enabled", "verify.nameserver", "verify.authoritative", "verify.waitSeconds"]
     for path in draw(st.lists(st.sampled_from(optional), unique=True)):
         put(values, path, draw(good[path]))
+    if not relay and draw(st.booleans()):
+        values.setdefault("delivery", {})["tlsPolicy"] = draw(TLS_POLICIES.filter(bool))
     if draw(st.booleans()):
         box = {key: draw(good[f"canary.mailboxes[0].{key}"]) for key in ("address", "imapHost", "user")}
         secret = draw(st.sampled_from(["passwordCommand", "tokenCommand"]))

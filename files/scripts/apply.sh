@@ -17,6 +17,7 @@
 #              MAIN_CF_PARAMETERS="a b ..."     exactly the parameters `postconf -n` must show
 #              REROUTE_TO, REROUTE_MAP          staging: every recipient must become REROUTE_TO
 #              RELAY_KEY=[host]:port            relay: the one sasl_passwd entry
+#              TLS_POLICY_MAP, TLS_POLICY="d=l ..."  direct: each domain's TLS level in the policy table
 #            Unknown keys are ignored.
 # Exit codes (the message on stderr says what failed and what is live now)
 #   0  applied, or unchanged
@@ -115,7 +116,7 @@ if [ -z "${JM_STOP_FILE:-}" ]; then
 fi
 
 S_PACKAGES="" S_SERVICES="postfix opendkim" S_FQDN="" S_STACK="" S_PRODUCTION=0
-S_PARAMETERS="" S_REROUTE_TO="" S_REROUTE_MAP="" S_RELAY_KEY=""
+S_PARAMETERS="" S_REROUTE_TO="" S_REROUTE_MAP="" S_RELAY_KEY="" S_TLS_POLICY_MAP="" S_TLS_POLICY=""
 host_label() { printf '%s' "${S_FQDN:-$(hostname -f 2>/dev/null || hostname)}"; }
 
 read_settings() { # file: KEY=VALUE lines, parsed, never sourced
@@ -134,6 +135,8 @@ read_settings() { # file: KEY=VALUE lines, parsed, never sourced
       REROUTE_TO) S_REROUTE_TO=$value ;;
       REROUTE_MAP) S_REROUTE_MAP=$value ;;
       RELAY_KEY) S_RELAY_KEY=$value ;;
+      TLS_POLICY_MAP) S_TLS_POLICY_MAP=$value ;;
+      TLS_POLICY) S_TLS_POLICY=$value ;;
     esac
   done <"$1"
 }
@@ -574,6 +577,19 @@ if [ -n "$S_RELAY_KEY" ]; then
   postmap -c "$STAGE/postfix" -s "$sasl_map" 2>/dev/null | awk '{ print $1 }' >"$WORK/sasl.keys"
   [ "$(cat "$WORK/sasl.keys")" = "$S_RELAY_KEY" ] ||
     reject "sasl_passwd must hold exactly one entry, for $S_RELAY_KEY (it holds $(wc -l <"$WORK/sasl.keys"))"
+fi
+
+if [ -n "$S_TLS_POLICY" ]; then
+  # A domain that must not get mail in clear: Postfix itself must look up exactly the level the stack set.
+  [ "$(staged_conf smtp_tls_policy_maps)" = "texthash:$S_TLS_POLICY_MAP" ] ||
+    reject "smtp_tls_policy_maps is not the TLS policy table $S_TLS_POLICY_MAP"
+  for pair in $S_TLS_POLICY; do
+    domain=${pair%%=*} level=${pair#*=}
+    got=$(postmap -c "$STAGE/postfix" -q "$domain" "texthash:$(staged "$S_TLS_POLICY_MAP")" 2>"$WORK/out")
+    if [ "$got" != "$level" ] || [ -s "$WORK/out" ]; then
+      errors <"$WORK/out"; reject "the TLS policy table gives $domain '${got:-nothing}', not $level"
+    fi
+  done
 fi
 
 postfix -c "$STAGE/postfix" check >"$WORK/out" 2>&1

@@ -7,6 +7,7 @@ Sources: `--dir` (saved report files: XML, .gz, .zip or whole mails) and/or an I
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +21,7 @@ from mailhost.records.expected import ExpectedError
 from mailhost.reports import export, ingest, judge, store
 from mailhost.reports.credential import CredentialError, secret_from
 from mailhost.reports.mailbox import Account, MailboxError, connect
-from mailhost.reports.sources import our_addresses, spf_authorized
+from mailhost.reports.sources import summarize
 from mailhost.verify.dnsquery import ResolverSpec
 
 OK, WARNING, CRITICAL, UNREACHABLE = 0, 1, 2, 3
@@ -79,17 +80,12 @@ def reports(
     except (UsageError, ExpectedError, CredentialError, MailboxError) as error:
         typer.echo(f"mailhost reports: {error}", err=True)
         raise typer.Exit(UNREACHABLE) from None
-    rows = list(store.rows_since(database, now - days * 86400))
-    ours = our_addresses(expected)
-    others = {r.source_ip for r in rows} - ours
-    authorized = spf_authorized(expected.domain, others, ResolverSpec(tuple(nameserver or ()), port))
-    summary = judge.summarize(rows, now - days * 86400, now, expected.dmarc_policy or "none",
-                              judge.classifier(ours, authorized.__contains__))
+    since = now - days * 86400
+    rows = list(store.rows_since(database, since))
+    summary = summarize(rows, expected, ResolverSpec(tuple(nameserver or ()), port), since, now)
     if metrics is not None:
         write_atomic(str(metrics), export.metrics(summary, len(outcome.refused), now))
     if as_json:
-        import json
-
         data = export.as_data(summary)
         data["intake"] = {"read": outcome.read, "new": outcome.new, "duplicate": outcome.duplicate,
                           "refused": [{"what": w, "why": y} for w, y in outcome.refused]}

@@ -111,6 +111,12 @@ def assess(report: dict[str, Any]) -> list[Finding]:
     if queue["deferred"]:
         findings.append(Finding(WARNING, f"{queue['deferred']} message(s) deferred (Postfix retries them)",
                                 "see the causes below"))
+    if queue["tls_held"]:
+        required = next(c for c in mailstats.CAUSES if c.id == "tls_required")
+        findings.append(Finding(WARNING, f"{queue['tls_held']} message(s) wait because their domain requires TLS "
+                                f"(delivery.tlsPolicy: encrypt) and its MX offered none; the oldest for "
+                                f"{_age(queue['tls_held_oldest_age_seconds'])}. Nothing was sent in clear",
+                                required.fix))
     if queue["hold"]:
         findings.append(Finding(WARNING, f"{queue['hold']} message(s) on hold: Postfix will not send them",
                                 "release with `postsuper -H ALL` once the reason is gone"))
@@ -190,8 +196,11 @@ def summary_lines(name: str, report: dict[str, Any]) -> list[str]:
     ]
     if tls["ratio"] is not None:
         per = tls["messages_per_handshake"]
+        trust = ", ".join(f"{n} {'in clear' if level == 'none' else level}"
+                          for level, n in tls["sent_by_trust"].items() if n)
         lines.append(f"  TLS: {tls['ratio'] * 100:.0f} % of sent mail"
-                     + (f", {per:g} messages per TLS handshake" if per is not None else ""))
+                     + (f", {per:g} messages per TLS handshake" if per is not None else "")
+                     + (f" ({trust})" if trust else ""))
     for stuck in queue["stuck"][:5]:
         lines.append(f"  queued {stuck['queue_id']} to {stuck['domain']} for {_age(stuck['age_seconds'])}: "
                      f"{stuck['reason'][:120] or stuck['queue']}")

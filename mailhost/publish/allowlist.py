@@ -31,6 +31,7 @@ RELAY_CA = frozenset({"smtp_tls_secure_cert_match"})
 RELAY_PINNED = frozenset({"smtp_tls_fingerprint_digest", "smtp_tls_fingerprint_cert_match"})
 RELAY_PACED = frozenset({"smtp_destination_rate_delay", "smtp_destination_concurrency_failed_cohort_limit"})
 REROUTE = frozenset({"virtual_alias_maps"})
+TLS_POLICY = frozenset({"smtp_tls_policy_maps"})
 MAILLOG = frozenset({"maillog_file"})
 OPENDKIM = frozenset({"Syslog", "SyslogSuccess", "UMask", "UserID", "Mode", "Domain", "Selector", "KeyFile",
                       "Canonicalization", "SignatureAlgorithm", "OversignHeaders", "Socket", "PidFile"})
@@ -58,6 +59,8 @@ def main_cf_parameters(settings: Settings) -> frozenset[str]:
             names |= RELAY_PACED
     if settings.reroute_to:
         names |= REROUTE
+    if settings.delivery.tls_policy:
+        names |= TLS_POLICY
     if settings.maillog_file:
         names |= MAILLOG
     return frozenset(names)
@@ -124,6 +127,13 @@ def check_sasl_passwd(relay: Relay, text: str) -> None:
         raise RenderRefused("sasl_passwd must hold exactly one entry, for the relay and its user")
 
 
+def check_tls_policy(settings: Settings, text: str) -> None:
+    """Exactly the stack's delivery.tlsPolicy, one 'domain level' line each, in its order."""
+    wanted = [[domain, level] for domain, level in settings.delivery.tls_policy.items()]
+    if [line.split(" ") for line in _lines(text)] != wanted:
+        raise RenderRefused("the TLS policy table must hold exactly delivery.tlsPolicy, one 'domain level' line each")
+
+
 def check_files(settings: Settings, files: Mapping[str, str], paths: Mapping[str, str]) -> None:
     """Check each rendered file that has a shape to check; `paths` maps role → path on the host."""
     check_main_cf(settings, files[paths["main.cf"]])
@@ -133,6 +143,11 @@ def check_files(settings: Settings, files: Mapping[str, str], paths: Mapping[str
         raise RenderRefused("the reroute map must exist exactly when rerouteTo is set")
     if reroute is not None:
         check_reroute(settings, reroute)
+    tls_policy = files.get(paths["tls_policy"])
+    if (tls_policy is None) == bool(settings.delivery.tls_policy):
+        raise RenderRefused("the TLS policy table must exist exactly when delivery.tlsPolicy lists a domain")
+    if tls_policy is not None:
+        check_tls_policy(settings, tls_policy)
     relay = relay_of(settings)
     sasl = files.get(paths["sasl_passwd"])
     if (sasl is None) != (relay is None):

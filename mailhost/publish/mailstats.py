@@ -79,6 +79,14 @@ CAUSES: tuple[Cause, ...] = (
           "a Jira user whose mailbox is gone (someone who left?): fix their email address or deactivate them"),
     Cause("mailbox_full", ("5.2.2", "4.2.2"), r"mailbox (?:is )?full|over ?quota|quota exceeded",
           "the recipient's mailbox has room", "nothing to change here: tell the user their mailbox is full"),
+    # Our own refusal, never a receiver's (Postfix writes it, dsn 4.7.4): a delivery.tlsPolicy 'encrypt'
+    # domain whose MX did not offer STARTTLS, or whose offer something on the path removed.
+    Cause("tls_required", (), r"^TLS is required, but ",
+          "mail to this domain goes only over TLS (delivery.tlsPolicy: encrypt); nothing is sent in clear",
+          "the mail waits in the queue, nothing is lost. Check from another network whether the MX offers "
+          "STARTTLS (`openssl s_client -starttls smtp -connect MX:25`): if it does, something on this host's "
+          "path strips it (a firewall's SMTP inspection: switch it off); if it does not, the receiver must "
+          "enable TLS, or you accept clear text with delivery.tlsPolicy: {DOMAIN: may} and `pulumi up`"),
     Cause("tls", ("5.7.10", "4.7.5", "5.7.5", "5.7.11"),
           r"\bTLS\b|STARTTLS|certificate|handshake",
           "the connection is encrypted with a certificate the sender accepts",
@@ -174,8 +182,12 @@ _DELIVERY = re.compile(
     r"(?:conn_use=\d{1,9}, )?delay=[\d.]{1,16}, delays=[\d./]{1,64}, dsn=(?P<dsn>[245]\.\d{1,3}\.\d{1,3}), "
     r"status=(?P<status>sent|deferred|bounced|expired|undeliverable) \((?P<text>.*)\)\s*", re.DOTALL
 )
-_TLS = re.compile(r"(?:(?:Trusted|Verified|Untrusted|Anonymous) )?TLS connection (?P<use>established|reused) "
+_TLS = re.compile(r"(?:(?P<trust>Trusted|Verified|Untrusted|Anonymous) )?TLS connection (?P<use>established|reused) "
                   r"to \S{1,512}: .*", re.DOTALL)
+# How far Postfix trusted the receiver's certificate for a sent delivery, as its TLS line says (postfix_exporter's
+# smtp_tls_connections_total{trust}): Verified (name matched: DANE, secure), Trusted (CA-signed), Untrusted,
+# Anonymous (no certificate), unknown (a TLS line without the word), none (in clear).
+TRUST_LEVELS = ("verified", "trusted", "untrusted", "anonymous", "unknown", "none")
 
 
 class BadLine(ValueError):
@@ -230,6 +242,7 @@ class Delivery:
     dsn: str
     text: str
     tls: bool
+    trust: str = "none"  # one of TRUST_LEVELS
 
 
 def parse_log(lines: Iterable[str], since: float, now: float) -> tuple[list[Delivery], int]:
@@ -242,8 +255,8 @@ def read_log(lines: Iterable[str], since: float, now: float) -> tuple[list[Deliv
     """parse_log, and how many lines that claimed to be Postfix's were skipped as unreadable."""
     deliveries: list[Delivery] = []
     handshakes = skipped = 0
-    tls_pending: dict[str, bool] = {}  # pid → the next delivery of this smtp process runs over TLS
-    tls_qid: dict[str, str] = {}  # pid → the message whose delivery took that TLS session
+    tls_pending: dict[str, str] = {}  # pid → the trust of the TLS session the next delivery of this process runs over
+    tls_qid: dict[str, tuple[str, str]] = {}  # pid → the message whose delivery took that TLS session, its trust
     for line in lines:
         if "postfix" not in line:
             continue
@@ -264,19 +277,20 @@ def read_log(lines: Iterable[str], since: float, now: float) -> tuple[list[Deliv
         pid, message = tagged.group("pid"), tagged.group("message")
         tls = _TLS.fullmatch(message)
         if tls:
-            tls_pending[pid] = True
+            tls_pending[pid] = (tls.group("trust") or "unknown").lower()
             handshakes += tls.group("use") == "established"
             continue
         hit = _DELIVERY.fullmatch(message)
         if not hit:
             continue
         qid = hit.group("qid")
-        over_tls = tls_pending.pop(pid, False) or tls_qid.get(pid) == qid
-        tls_qid[pid] = qid if over_tls else ""
+        session = tls_qid.get(pid, ("", "none"))
+        trust = tls_pending.pop(pid, None) or (session[1] if session[0] == qid else "none")
+        tls_qid[pid] = (qid, trust) if trust != "none" else ("", "none")
         status = {"expired": "bounced", "undeliverable": "bounced"}.get(hit.group("status"), hit.group("status"))
         domain = hit.group("rcpt").rpartition("@")[2].lower() or "(local)"
         deliveries.append(Delivery(when, qid, domain[:253], status, hit.group("dsn"), hit.group("text")[:1000],
-                                   over_tls))
+                                   trust != "none", trust))
     return deliveries, handshakes, skipped
 
 
@@ -389,11 +403,11 @@ def read_queue(now: float, postqueue: Sequence[str] = ("postqueue", "-j")) -> di
         done = subprocess.run(list(postqueue), capture_output=True, encoding="utf-8", errors="replace", timeout=60)
     except (OSError, subprocess.TimeoutExpired) as error:
         return {**counts, "oldest_age_seconds": 0, "stuck": [], "more_stuck": 0, "unreadable": 0,
-                "problem": str(error)}
+                "tls_held": 0, "tls_held_oldest_age_seconds": 0, "problem": str(error)}
     if done.returncode != 0:
         out["problem"] = (done.stderr.strip().splitlines() or ["postqueue failed"])[-1][:300]
-    oldest = 0.0
-    unreadable = 0
+    oldest = tls_oldest = 0.0
+    unreadable = tls_held = 0
     stuck: list[dict[str, Any]] = []
     # One JSON object per "\n": a delay reason may hold U+2028 or U+0085, which str.splitlines would split at.
     for raw in done.stdout.split("\n"):
@@ -409,15 +423,21 @@ def read_queue(now: float, postqueue: Sequence[str] = ("postqueue", "-j")) -> di
             continue
         counts[queue] = counts.get(queue, 0) + 1
         oldest = max(oldest, age)
+        held = False
         for address, reason in waiting:
             cause = classify(best_dsn("", reason), reason) if reason else OTHER
+            held = held or cause.id == "tls_required"
             stuck.append({"queue_id": str(item.get("queue_id", ""))[:32], "queue": queue, "age_seconds": round(age),
                           "domain": address.rpartition("@")[2].lower()[:253],
                           "cause": cause.id if reason else "waiting", "reason": reason[:300]})
+        if held:
+            tls_held += 1
+            tls_oldest = max(tls_oldest, age)
     stuck.sort(key=lambda s: -s["age_seconds"])
     out.update(counts)
     out.update({"oldest_age_seconds": round(oldest), "stuck": stuck[:STUCK_SHOWN],
-                "more_stuck": max(0, len(stuck) - STUCK_SHOWN), "unreadable": unreadable})
+                "more_stuck": max(0, len(stuck) - STUCK_SHOWN), "unreadable": unreadable,
+                "tls_held": tls_held, "tls_held_oldest_age_seconds": round(tls_oldest)})
     return out
 
 
@@ -524,6 +544,7 @@ def summarize(deliveries: Sequence[Delivery], handshakes: int) -> dict[str, Any]
                        "example": items[-1].text[:300], "requirement": cause.requirement, "fix": cause.fix})
     sent = [d for d in deliveries if d.status == "sent"]
     tls_sent = sum(d.tls for d in sent)
+    trust = Counter(d.trust for d in sent)
     return {
         "deliveries": {s: totals.get(s, 0) for s in ("sent", "deferred", "bounced")},
         "by_domain": {dom: {s: c.get(s, 0) for s in ("sent", "deferred", "bounced")}
@@ -531,7 +552,8 @@ def summarize(deliveries: Sequence[Delivery], handshakes: int) -> dict[str, Any]
         "causes": causes,
         "tls": {"sent_over_tls": tls_sent, "ratio": round(tls_sent / len(sent), 4) if sent else None,
                 "handshakes": handshakes,
-                "messages_per_handshake": round(tls_sent / handshakes, 2) if handshakes else None},
+                "messages_per_handshake": round(tls_sent / handshakes, 2) if handshakes else None,
+                "sent_by_trust": {level: trust.get(level, 0) for level in TRUST_LEVELS}},
     }
 
 
@@ -601,6 +623,10 @@ def metrics(report: dict[str, Any]) -> str:
     family("queue_messages", "Messages in each Postfix queue.", [({"queue": q}, float(queue[q])) for q in QUEUES])
     family("queue_oldest_age_seconds", "Age of the oldest queued message, 0 when the queue is empty.",
            [({}, float(queue["oldest_age_seconds"]))])
+    family("queue_tls_held_messages", "Queued messages waiting because their domain requires TLS and got none.",
+           [({}, float(queue["tls_held"]))])
+    family("queue_tls_held_oldest_age_seconds", "Age of the oldest message waiting for TLS, 0 when none does.",
+           [({}, float(queue["tls_held_oldest_age_seconds"]))])
     samples: list[tuple[dict[str, str], float]] = [
         ({"status": "sent", "cause": "ok", "code_class": "2.0"}, float(report["deliveries"]["sent"]))]
     grouped: Counter[tuple[str, str, str]] = Counter()
@@ -618,6 +644,8 @@ def metrics(report: dict[str, Any]) -> str:
            [({}, float(tls["ratio"] if tls["ratio"] is not None else 1.0))])
     family("tls_messages_per_handshake", "Messages sent per TLS handshake in the window (connection reuse).",
            [({}, float(tls["messages_per_handshake"] or 0.0))])
+    family("recent_sent_by_tls_trust", "Sent deliveries in the window by TLS trust (none: in clear).",
+           [({"trust": level}, float(tls["sent_by_trust"][level])) for level in TRUST_LEVELS])
     config = report["config"]
     differs = len(config["changed"]) + len(config["missing"])
     family("config_digest_match", "1 when every file the last push installed is unchanged, 0 on drift.",

@@ -42,10 +42,12 @@ MAIN_CF = "/etc/postfix/main.cf"
 MASTER_CF = "/etc/postfix/master.cf"
 SASL_PASSWD = "/etc/postfix/sasl_passwd"
 REROUTE_MAP = "/etc/postfix/jira-mailhost-reroute"
+TLS_POLICY_MAP = "/etc/postfix/jira-mailhost-tls-policy"
 OPENDKIM_CONF = "/etc/opendkim.conf"
 DKIM_KEY_DIR = "/etc/opendkim/keys"
 SETTINGS_ENV = "/var/lib/jira-mailhost/settings.env"
-SHAPED_PATHS = {"main.cf": MAIN_CF, "opendkim.conf": OPENDKIM_CONF, "reroute": REROUTE_MAP, "sasl_passwd": SASL_PASSWD}
+SHAPED_PATHS = {"main.cf": MAIN_CF, "opendkim.conf": OPENDKIM_CONF, "reroute": REROUTE_MAP, "sasl_passwd": SASL_PASSWD,
+                "tls_policy": TLS_POLICY_MAP}
 # Beside settings.env in the push's own directory: root-only, and removed with it by the teardown.
 COLLECTOR = "/var/lib/jira-mailhost/mailstats.py"
 METRICS_SERVICE = "/etc/systemd/system/jira-mailhost-metrics.service"
@@ -93,6 +95,8 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
     """Every file the host gets, in MANIFEST order; secret files carry the given secrets."""
     stack = stack or settings.environment
     relay = settings.delivery.relay if settings.delivery.mode == "relay" else None
+    tls_policy = settings.delivery.tls_policy
+    tls_policy_map = TLS_POLICY_MAP if tls_policy else ""
     common: dict[str, str] = {"stack": stack, "domain": settings.domain, "fqdn": settings.fqdn(host)}
     files = [
         RenderedFile(
@@ -106,6 +110,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 milter=f"unix:{MILTER_SOCKET}",
                 reroute_to=settings.reroute_to,
                 maillog_file=settings.maillog_file,
+                tls_policy_map=tls_policy_map,
             ),
         ),
         RenderedFile(MASTER_CF, _template("master.cf.j2", **common)),
@@ -140,6 +145,8 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 reroute_to=settings.reroute_to or "",
                 reroute_map=REROUTE_MAP if settings.reroute_to else "",
                 relay_key=f"[{relay.host}]:{relay.port}" if relay else "",
+                tls_policy_map=tls_policy_map,
+                tls_policy=[f"{domain}={level}" for domain, level in tls_policy.items()],
                 metrics_textfile=METRICS_TEXTFILE,
             ),
             mode=0o600,
@@ -148,6 +155,8 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
     files += metrics_files(settings, host, common)
     if settings.reroute_to:
         files.append(RenderedFile(REROUTE_MAP, _template("reroute.j2", **common, reroute_to=settings.reroute_to)))
+    if tls_policy:
+        files.append(RenderedFile(TLS_POLICY_MAP, _template("tls-policy.j2", **common, policy=tls_policy)))
     if relay:
         password = secrets.relay_password or ""
         if why := grammar.sasl_password_problem(password):

@@ -9,7 +9,7 @@ from typing import Any
 
 from mailhost.records.expected import Expected
 from mailhost.reports import judge, store
-from mailhost.reports.sources import our_addresses, spf_authorized
+from mailhost.reports.sources import summarize
 from mailhost.verify.dnsquery import ResolverSpec
 
 DAYS = 14
@@ -29,10 +29,7 @@ def brief(db_path: Path, expected: Expected, spec: ResolverSpec, days: float = D
         return {"problem": f"the report database {db_path} cannot be read ({error})"}
     finally:
         db.close()
-    ours = our_addresses(expected)
-    authorized = spf_authorized(expected.domain, {r.source_ip for r in rows} - ours, spec)
-    summary = judge.summarize(rows, since, now, expected.dmarc_policy or "none",
-                              judge.classifier(ours, authorized.__contains__))
+    summary = summarize(rows, expected, spec, since, now)
     unknown = [(ip, n) for ip, kind, n in summary.flagged() if kind == judge.UNKNOWN]
     return {"days": days, "database": str(db_path), "unknown_sources": len(unknown),
             "unknown_source_messages": sum(n for _ip, n in unknown), "ramp": summary.ramp.line(),

@@ -11,6 +11,8 @@ import ipaddress
 from collections.abc import Iterable
 
 from mailhost.records.expected import Expected
+from mailhost.reports import judge
+from mailhost.reports.store import Counted
 from mailhost.verify.dnsquery import Lookup, ResolverSpec, spf_evaluate, spf_routing
 
 
@@ -39,3 +41,12 @@ def spf_authorized(domain: str, ips: Iterable[str], spec: ResolverSpec) -> set[s
         return {ip for ip, (result, _why) in zip(asked, results, strict=True) if result == "pass"}
 
     return asyncio.run(evaluate()) if asked else set()
+
+
+def summarize(rows: list[Counted], expected: Expected, spec: ResolverSpec, since: float, now: float) -> judge.Summary:
+    """The window's reports judged against the stack: ours, SPF-authorized, or unknown (`reports` and `status`
+    both read them so)."""
+    ours = our_addresses(expected)
+    authorized = spf_authorized(expected.domain, {r.source_ip for r in rows} - ours, spec)
+    return judge.summarize(rows, since, now, expected.dmarc_policy or "none",
+                           judge.classifier(ours, authorized.__contains__))

@@ -215,9 +215,38 @@ class Relay(Model):
         return ":".join(digits[i:i + 2] for i in range(0, 64, 2))
 
 
+# Per-domain outbound TLS levels (delivery.tlsPolicy), as Postfix's smtp_tls_policy_maps spells them:
+# 'encrypt' refuses to send without TLS (mail waits), 'may' is the opportunistic default made explicit.
+TLS_LEVELS = ("encrypt", "may")
+MAX_TLS_POLICY_DOMAINS = 500
+
+
 class Delivery(Model):
     mode: Literal["direct", "relay"] = "direct"
     relay: Relay | None = None
+    tls_policy: dict[str, str] = Field(default_factory=dict, alias="tlsPolicy")
+
+    @field_validator("tls_policy", mode="before")
+    @classmethod
+    def _tls_policy(cls, value: Any) -> dict[str, str]:
+        """Recipient domain → level, each side by its full grammar; one line each in the policy table."""
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping of recipient domain to TLS level, e.g. {partner.example: encrypt}")
+        if len(value) > MAX_TLS_POLICY_DOMAINS:
+            raise ValueError(f"lists {len(value)} domains; at most {MAX_TLS_POLICY_DOMAINS}")
+        policy: dict[str, str] = {}
+        for domain, level in value.items():
+            if not isinstance(domain, str):
+                raise ValueError(f"{_shown(domain)} is not a domain name; give the recipient domain, e.g. "
+                                 "'partner.example'")
+            name = grammar.fqdn(domain, "the recipient domain")
+            if level not in TLS_LEVELS:
+                raise ValueError(f"{_shown(level)} for {name} is not a TLS level; use 'encrypt' (TLS required: mail "
+                                 "waits rather than go in clear) or 'may' (TLS when offered)")
+            if name in policy:
+                raise ValueError(f"{name} is listed twice (names are compared lowercase, without a final dot)")
+            policy[name] = level
+        return policy
 
     @model_validator(mode="after")
     def _relay_given(self) -> Delivery:
@@ -226,6 +255,9 @@ class Delivery(Model):
                              "relayPassword")
         if self.mode == "direct" and self.relay is not None:
             raise ValueError("relay settings are given but mode is 'direct'; set mode: relay or remove relay")
+        if self.mode == "relay" and self.tls_policy:
+            raise ValueError("tlsPolicy applies to direct delivery only: in relay mode every message goes to the "
+                             "smarthost over verified TLS; remove delivery.tlsPolicy or set mode: direct")
         return self
 
 

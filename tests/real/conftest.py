@@ -12,8 +12,9 @@ import fcntl
 import ipaddress
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -141,3 +142,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if want and path not in NAMESPACE_FILES[want]:
             raise pytest.UsageError(f"{path} uses the {want} namespaces: add it to NAMESPACE_FILES[{want!r}] "
                                     "in tests/conftest.py")
+
+
+def until(condition: Callable[[], Any], seconds: float, what: str, pause: float = 0.5) -> Any:
+    """Poll `condition` every `pause` seconds until it is truthy; return that value, or fail naming `what`."""
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}")
+        time.sleep(pause)
+    return result

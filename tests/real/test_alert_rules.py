@@ -26,11 +26,14 @@ METRICS = frozenset({
     "jira_mailhost_up",
     "jira_mailhost_queue_messages",
     "jira_mailhost_queue_oldest_age_seconds",
+    "jira_mailhost_queue_tls_held_messages",
+    "jira_mailhost_queue_tls_held_oldest_age_seconds",
     "jira_mailhost_recent_deliveries",
     "jira_mailhost_recent_window_seconds",
     "jira_mailhost_log_readable",
     "jira_mailhost_tls_delivery_ratio",
     "jira_mailhost_tls_messages_per_handshake",
+    "jira_mailhost_recent_sent_by_tls_trust",
     "jira_mailhost_config_digest_match",
     "jira_mailhost_config_files_changed",
     "jira_mailhost_collector_last_run_timestamp_seconds",
@@ -110,7 +113,7 @@ def test_every_alert_has_a_firing_case_and_the_cases_name_only_real_alerts() -> 
 
 def test_each_rule_has_for_severity_and_text() -> None:
     rules = _rules()
-    assert len(rules) == 13, [r.get("alert") for r in rules]
+    assert len(rules) == 14, [r.get("alert") for r in rules]
     for rule in rules:
         assert "alert" in rule and rule.get("for"), rule
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule
@@ -138,9 +141,9 @@ def test_the_metric_list_is_what_the_three_writers_write() -> None:
     from mailhost.reports import export as reports_export
     from mailhost.reports.judge import summarize
 
-    report = {"services": {"postfix": True}, "queue": {q: 0 for q in mailstats.QUEUES} | {"oldest_age_seconds": 0},
+    report = {"services": {"postfix": True}, "queue": mailstats.read_queue(0, ["/nonexistent/postqueue"]),
               "causes": [], "deliveries": {"sent": 0}, "window_seconds": 60, "log": {"problem": None},
-              "tls": {"ratio": None, "messages_per_handshake": None}, "config": {"changed": [], "missing": [],
+              "tls": mailstats.summarize([], 0)["tls"], "config": {"changed": [], "missing": [],
                                                                                  "pushed": True},
               "collected_at": 0}
     found = Result("jira", "a@example.org", "t", causes.INBOX, "INBOX", 1.0, Verdicts({}, None, None, None, True, 1))

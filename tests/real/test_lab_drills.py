@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ import pytest
 from mailhost.lab import jirahost, ops, zones
 from mailhost.lab.lab import REPO, Lab, LabBusy
 from mailhost.ops import sshexec
-from tests.real.conftest import lab_in_tmp
+from tests.real.conftest import lab_in_tmp, until
 
 pytestmark = [pytest.mark.real, pytest.mark.lab, pytest.mark.usefixtures("jm_lab_lock")]
 NO_V6_PTR = {"hosts": [{"name": "jira", "existing": {"ipv6Ptr": "none"}}]}
@@ -68,14 +68,6 @@ def host(lab: Lab, *argv: str, timeout: float = 60) -> subprocess.CompletedProce
 
 def maillog(lab: Lab) -> str:
     return jirahost.run(lab.info(), ["cat", ops.MAILLOG]).stdout
-
-
-def until(condition: Callable[[], object], seconds: float, what: str, pause: float = 0.05) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}")
-        time.sleep(pause)
 
 
 @dataclass
@@ -263,11 +255,12 @@ class Traffic:
             self.error = error
 
     def wait_arrived(self, n: int, seconds: float = 30) -> None:
-        until(lambda: len(self.drill.arrived()) >= n, seconds, f"{n} messages of the traffic at the MX")
+        until(lambda: len(self.drill.arrived()) >= n, seconds, f"{n} messages of the traffic at the MX", pause=0.05)
 
     def wait_bursts(self, more: int, seconds: float = 60) -> None:
         target = self.drill.burst_count() + more
-        until(lambda: self.drill.burst_count() >= target or self.error is not None, seconds, f"{more} more bursts")
+        until(lambda: self.drill.burst_count() >= target or self.error is not None, seconds, f"{more} more bursts",
+              pause=0.05)
 
 
 @contextlib.contextmanager
@@ -275,7 +268,7 @@ def held_in_host(lab: Lab, python: str, ready: str) -> Iterator[None]:
     """A python3 process inside the jira host (started here, killed by its pid), once `ready` exists there."""
     proc = subprocess.Popen(jirahost.nsenter(lab.info(), ["python3", "-c", python]), start_new_session=True)
     try:
-        until(lambda: host(lab, "test", "-e", ready).returncode == 0 or proc.poll() is not None, 10, ready)
+        until(lambda: host(lab, "test", "-e", ready).returncode == 0 or proc.poll() is not None, 10, ready, pause=0.05)
         assert proc.poll() is None, f"the holder exited ({proc.returncode})"
         yield
     finally:
@@ -382,8 +375,8 @@ def test_a_second_up_while_one_runs_is_refused_naming_it(lab: Lab) -> None:
             thread.start()
             holder = f"`mailhost lab up` (pid {os.getpid()}"
             until(lambda: holder in (lab.lock_path.read_text() if lab.lock_path.exists() else ""), 30,
-                  "the first up to hold the lab")
-            until(lambda: apply_waiting(lab), 30, "the first up's push to wait at the host's lock")
+                  "the first up to hold the lab", pause=0.05)
+            until(lambda: apply_waiting(lab), 30, "the first up's push to wait at the host's lock", pause=0.05)
             for argv in (["up", "--mode", "relay", "--count", "0"], ["down"]):
                 started = time.monotonic()
                 code, said = lab_cli(lab, *argv)
@@ -421,7 +414,7 @@ def test_postfix_reload_then_full_restart_mid_traffic(lab: Lab) -> None:
         traffic.wait_bursts(2)
         with drill.timed("postfix stop, Jira refused, postfix start"):
             stop = host(lab, "postfix", "stop")
-            until(drill.refusals, 20, "a submission refused while Postfix is down")
+            until(drill.refusals, 20, "a submission refused while Postfix is down", pause=0.05)
             start = host(lab, "postfix", "start")
         assert stop.returncode == 0 and start.returncode == 0, (stop.stderr, start.stderr)
         traffic.wait_bursts(2)
@@ -443,7 +436,7 @@ def test_opendkim_killed_mid_traffic_nothing_leaves_unsigned(lab: Lab) -> None:
     with Traffic(drill) as traffic:
         traffic.wait_arrived(5)
         os.kill(pid, signal.SIGKILL)
-        until(lambda: not Path(f"/proc/{pid}").exists(), 10, "opendkim to die")
+        until(lambda: not Path(f"/proc/{pid}").exists(), 10, "opendkim to die", pause=0.05)
         traffic.wait_bursts(2)
     down = drill.pending()
     assert down and all((r["code"], r["error"]) == (451, "4.7.1 Service unavailable - try again later")
@@ -501,7 +494,7 @@ def test_smarthost_killed_mid_burst_for_two_minutes(lab: Lab) -> None:
     thread = threading.Thread(target=lambda: result.update(burst=drill.send(50)))
     thread.start()
     try:
-        until(lambda: len(drill.arrived()) >= 10, 60, "10 messages through the smarthost")
+        until(lambda: len(drill.arrived()) >= 10, 60, "10 messages through the smarthost", pause=0.05)
         lab.stop_smarthost()
         killed = time.time()
     finally:
@@ -617,7 +610,7 @@ def test_settings_changes_during_a_burst_update_in_place_and_deliver_everything(
     thread = threading.Thread(target=traffic, daemon=True)
     thread.start()
     try:
-        until(lambda: sent() >= 30, 60, "the burst to start")
+        until(lambda: sent() >= 30, 60, "the burst to start", pause=0.05)
         before = sent()
         size = ops.write_stack(lab, "direct", {**PRODUCTION_LIKE, "messageSizeLimit": 20971520})
         first = ops.deploy(lab)

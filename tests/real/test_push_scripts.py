@@ -31,7 +31,7 @@ from mailhost.ops import hosts, sshexec
 from mailhost.ops.status import Target
 from mailhost.publish import bundle, render
 from mailhost.publish.bundle import RenderedFile
-from mailhost.publish.render import SCRIPTS, HostSecrets, render_host
+from mailhost.publish.render import SCRIPTS, TLS_POLICY_MAP, HostSecrets, render_host
 from mailhost.publish.stack import parse_settings
 from mailhost.records.dkim import public_key_b64
 from mailhost.records.dkim import txt_value as dkim_txt
@@ -424,6 +424,44 @@ def test_relay_to_direct_retires_the_relay_password(ssh_host: SshHost, dkim_priv
     gone = remote(ssh_host, "ls /etc/postfix/sasl_passwd /etc/postfix/sasl_passwd.db 2>&1 | grep -c 'No such file'")
     assert gone.stdout.strip() == "2"  # the machine's original had neither, so neither stays
     assert live(ssh_host, "relayhost") == ""
+    assert_serving(ssh_host)
+
+
+TLS_POLICY = {"partner.example": "encrypt", "legacy.example": "may"}
+BAD_TLS_POLICY = {
+    "a weaker level for an encrypt domain": (TLS_POLICY_MAP, lambda c: c.replace("partner.example encrypt",
+                                                                                "partner.example may"),
+                                             "the TLS policy table gives partner.example 'may', not encrypt"),
+    "an encrypt domain missing": (TLS_POLICY_MAP, lambda c: c.replace("partner.example encrypt\n", ""),
+                                  "the TLS policy table gives partner.example 'nothing', not encrypt"),
+    "another table": ("/etc/postfix/main.cf", lambda c: c.replace("smtp_tls_policy_maps = texthash:",
+                                                                 "smtp_tls_policy_maps = texthash:/dev/null,texthash:"),
+                      "smtp_tls_policy_maps is not the TLS policy table"),
+}
+
+
+def test_the_host_checks_each_tls_policy_domain_before_the_switch(ssh_host: SshHost, dkim_private_key_pem: str) -> None:
+    """A bundle past the allowlist whose table would let an encrypt domain go in clear is refused by the
+    host itself (postmap -q on the staged table), with nothing changed; the good one is live; dropping the
+    setting retires the table."""
+    files = files_for(ssh_host, dkim_private_key_pem, direct=True, delivery={"tlsPolicy": TLS_POLICY})
+    result = push(ssh_host, files)
+    assert result.rc == 0, out(result)
+    assert live(ssh_host, "smtp_tls_policy_maps") == f"texthash:{TLS_POLICY_MAP}"
+    looked_up = remote(ssh_host, f"for d in partner.example legacy.example other.example; do "
+                                 f"echo \"$d=$(postmap -q $d texthash:{TLS_POLICY_MAP})\"; done")
+    assert looked_up.stdout.split() == ["partner.example=encrypt", "legacy.example=may", "other.example="]
+    managed = [f.path for f in files]
+    before = stats(ssh_host, managed)
+    for path, change, message in BAD_TLS_POLICY.values():
+        refused = push(ssh_host, edit(files, path, change))
+        assert refused.rc == 1 and message in refused.stderr, out(refused)
+        assert stats(ssh_host, managed) == before
+    assert push(ssh_host, files).stdout.startswith("jira-mailhost: unchanged")
+    plain = push(ssh_host, files_for(ssh_host, dkim_private_key_pem, direct=True))
+    assert plain.rc == 0, out(plain)
+    assert live(ssh_host, "smtp_tls_policy_maps") == ""
+    assert remote(ssh_host, f"test -e {TLS_POLICY_MAP}").rc == 1, "the table goes with the setting"
     assert_serving(ssh_host)
 
 

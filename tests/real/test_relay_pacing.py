@@ -18,8 +18,8 @@ import pytest
 
 from mailhost.lab import jirahost, ops
 from mailhost.lab.lab import Lab
-from tests.real.conftest import lab_in_tmp
-from tests.real.test_status_lab import status, until
+from tests.real.conftest import lab_in_tmp, until
+from tests.real.test_status_lab import status
 
 pytestmark = [pytest.mark.real]
 LIMIT, WINDOW = 10, 20.0  # 10 per 20 s: 30 a minute

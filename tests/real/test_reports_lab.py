@@ -30,7 +30,7 @@ import pytest
 from mailhost.lab import dmarcreport, dnsupdate, imapd, ops, zones
 from mailhost.lab.lab import REPO, Lab
 from mailhost.lab.secretscan import Secret, TreeScan, scan_text, scan_tree
-from tests.real.conftest import lab_in_tmp
+from tests.real.conftest import lab_in_tmp, until
 
 pytestmark = [pytest.mark.real, pytest.mark.lab, pytest.mark.usefixtures("jm_lab_lock")]
 
@@ -80,15 +80,6 @@ def send_from(lab: Lab, where: str, data: bytes, sender: str, rcpt: str) -> None
     done = subprocess.run(lab.host(where).argv([sys.executable, "-c", code, lab.world.mx.v4, sender, rcpt, helo]),
                           input=data, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr
-
-
-def until(check: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}")
-        time.sleep(0.3)
-    return result
 
 
 def inbox(lab: Lab, address: str) -> list[Path]:

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from mailhost.lab import dnsupdate, jirahost, ops, zones
 from mailhost.lab.lab import REPO, Lab
 from mailhost.lab.runner import stack_path
 from mailhost.publish import render
-from tests.real.conftest import lab_in_tmp
+from tests.real.conftest import lab_in_tmp, until
 
 pytestmark = [pytest.mark.real, pytest.mark.lab, pytest.mark.usefixtures("jm_lab_lock")]
 
@@ -57,15 +57,6 @@ def status(lab: Lab, *extra: str) -> tuple[int, dict[str, Any]]:
 
 def host_report(data: dict[str, Any]) -> dict[str, Any]:
     return data["hosts"]["jira"]
-
-
-def until(condition: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}")
-        time.sleep(0.5)
-    return result
 
 
 def maillog(lab: Lab) -> str:

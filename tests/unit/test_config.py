@@ -43,6 +43,7 @@ def test_shipped_stack_files_are_valid() -> None:
     production = load_stack_file(ROOT / "Pulumi.production.yaml", require_secrets=False)
     assert staging.rerouted and staging.delivery.mode == "relay" and not staging.production
     assert production.production and len(production.hosts) == 2 and production.hosts[0].user == "admin"
+    assert production.delivery.tls_policy == {"example.com": "encrypt"}
 
 
 @pytest.mark.parametrize(("values", "key", "fix"), [

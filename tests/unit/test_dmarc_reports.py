@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mailhost.lab.dmarcreport import Judged, aggregate_xml, report_mail
-from mailhost.reports import export, ingest, judge, parse, store, unpack
+from mailhost.reports import export, ingest, judge, mailbox, parse, store, unpack
 
 DOMAIN = "jira.example.com"
 NOW = 1_796_600_000
@@ -141,6 +141,51 @@ def hostile() -> dict[str, tuple[bytes, str]]:
                                               b"<disposition>drop</disposition>"), "disposition"),
         "not UTF-8": (xml().replace(b"lab.example</org_name>", b"lab\xff.example</org_name>"), "UTF-8"),
     }
+
+
+def test_a_report_that_ends_just_within_the_slack_is_read_and_a_second_later_refused() -> None:
+    """Receivers' clocks run a little ahead: an interval may end up to FUTURE_SLACK after now, not later."""
+    edge = NOW + parse.FUTURE_SLACK
+    assert parse.parse(xml(begin=edge - DAY, end=edge).decode(), DOMAIN, NOW).end == edge
+    with pytest.raises(unpack.Refused, match="ends in the future"):
+        parse.parse(xml(begin=edge - DAY + 1, end=edge + 1).decode(), DOMAIN, NOW)
+
+
+class FakeImap:
+    """The IMAP calls mailbox.uids and mailbox.fetch make, over a dict of UID → message."""
+
+    def __init__(self, messages: dict[int, bytes], validity: int) -> None:
+        self.messages, self.validity, self.selected = messages, validity, ""
+
+    def select(self, folder: str, readonly: bool = False) -> tuple[str, list[bytes]]:
+        assert readonly, "reading reports never changes the mailbox"
+        self.selected = folder
+        return "OK", [str(len(self.messages)).encode()]
+
+    def response(self, code: str) -> tuple[str, list[bytes]]:
+        return code, [str(self.validity).encode()]
+
+    def uid(self, command: str, *args: str) -> tuple[str, list[object]]:
+        if command == "SEARCH":
+            return "OK", [" ".join(map(str, sorted(self.messages))).encode()]
+        data = self.messages[int(args[0])]
+        if args[1] == "(UID RFC822.SIZE)":
+            return "OK", [f"{args[0]} (UID {args[0]} RFC822.SIZE {len(data)})".encode()]
+        return "OK", [(f"{args[0]} (BODY[] {{{len(data)}}}".encode(), data), b")"]
+
+
+def test_a_mailbox_is_read_once_per_uid_and_again_when_its_uidvalidity_changes(db: sqlite3.Connection) -> None:
+    mail = report_mail(xml(), "lab.example", "dmarc@lab.example", f"dmarc@{DOMAIN}", DOMAIN, "r1", NOW - DAY, NOW - 1)
+    imap = FakeImap({7: mail, 9: b"From: a@b.example\nSubject: hi\n\nno report\n"}, validity=41)
+    account = mailbox.Account("imap.example.org", 993, "reports", "DMARC")
+    first = ingest.from_mailbox(db, imap, account, DOMAIN, NOW)  # type: ignore[arg-type]
+    assert imap.selected == '"DMARC"'
+    assert (first.read, first.new, first.duplicate, [w for w, _ in first.refused]) == (2, 1, 0, ["message UID 9"])
+    again = ingest.from_mailbox(db, imap, account, DOMAIN, NOW)  # type: ignore[arg-type]
+    assert (again.read, again.new, again.refused) == (0, 0, []), "each UID is read once"
+    imap.validity = 42  # the folder was rebuilt: its UIDs mean other messages now
+    rebuilt = ingest.from_mailbox(db, imap, account, DOMAIN, NOW)  # type: ignore[arg-type]
+    assert (rebuilt.read, rebuilt.new, rebuilt.duplicate) == (2, 0, 1), "read again; the report counts once"
 
 
 @pytest.mark.parametrize("name", list(hostile()))

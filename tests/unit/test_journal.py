@@ -107,7 +107,8 @@ def test_the_trusted_users_are_root_and_postfixs_mail_owner() -> None:
 
 def test_status_names_forged_entries_with_where_to_look() -> None:
     report = {"services": {}, "queue": {"problem": None, **dict.fromkeys(mailstats.QUEUES, 0), "stuck": [],
-                                        "oldest_age_seconds": 0, "more_stuck": 0, "unreadable": 0},
+                                        "oldest_age_seconds": 0, "more_stuck": 0, "unreadable": 0, "tls_held": 0,
+                                        "tls_held_oldest_age_seconds": 0},
               "config": {"pushed": True, "changed": [], "missing": [], "stack_changed": []},
               "log": {"path": "journald", "problem": None, "skipped_lines": 0, "forged_lines": 2}, "causes": [],
               "deliveries": {"sent": 0, "deferred": 0, "bounced": 0}, "tls": {"ratio": None}}

@@ -178,3 +178,35 @@ def test_a_connection_that_starts_tls_is_counted_once_and_keeps_its_slot(loop: L
     after = connect(port)
     assert line(after).startswith(b"220 "), "and gives it back once, when it closes"
     after.close()
+
+
+def test_the_stripping_relay_hides_starttls_and_nothing_else(loop: Loop, tmp_path: Path) -> None:
+    """The lab's attacker on the path: the receiver offers STARTTLS, the client behind the relay never
+    sees the offer (the line keeps its length), every other line and the session itself pass unchanged."""
+    port, strip = free_port(), free_port()
+    handler = receiver.Handler(["example.net"], tmp_path / "mx.jsonl", None, judge=False)  # type: ignore[arg-type]
+    loop.start(receiver.serve(["127.0.0.1"], port, "mx.example.net", handler, tmp_path / "conns.jsonl"))
+    loop.start(delayrelay.serve(["127.0.0.1"], strip, ("127.0.0.1", port), 0.0, strip_starttls=True))
+    replies = []
+    for target in (port, strip):
+        sock = connect(target)
+        assert line(sock).startswith(b"220 ")
+        sock.sendall(b"EHLO jira.example.com\r\n")
+        replies.append(line(sock))
+        sock.sendall(b"MAIL FROM:<jira@example.com>\r\n")
+        assert line(sock).startswith(b"250 "), "the session goes on in clear"
+        sock.sendall(b"QUIT\r\n")
+        line(sock)
+        sock.close()
+    direct, stripped = replies
+    assert b"250-STARTTLS\r\n" in direct and b"STARTTLS" not in stripped.upper()
+    assert stripped == direct.replace(b"250-STARTTLS\r\n", b"250-XXXXXXXA\r\n")
+
+
+def test_the_stripper_rewrites_whole_lines_however_reads_cut_them() -> None:
+    stripper = delayrelay.Stripper()
+    out = [stripper(b"250-mx.example.net\r\n250-STAR"), stripper(b"TTLS\r\n250 SMTPUTF8\r\n"), stripper(b"")]
+    assert b"".join(out) == b"250-mx.example.net\r\n250-XXXXXXXA\r\n250 SMTPUTF8\r\n"
+    assert stripper(b"250 starttls\n") == b"250 XXXXXXXA\n", "the last line, any case, bare LF"
+    assert stripper(b"220 mx STARTTLS ready\r\n354 STARTTLS\r\n") == b"220 mx STARTTLS ready\r\n354 STARTTLS\r\n", \
+        "only an EHLO offer line, never the words elsewhere"

@@ -52,6 +52,12 @@ def delivery(qid: str, rcpt: str, dsn: str, state: str, text: str, pid: int = 10
     ("4.4.2", "lost connection with mx.example.net[198.51.100.20] while sending RCPT TO", "connect"),
     ("4.4.2", "host relay said: 421 4.4.2 closing connection", "connect"),
     ("5.0.0", "host mx said: 550 something else", "other"),
+    # Postfix's own words for a delivery.tlsPolicy 'encrypt' domain without STARTTLS; a receiver saying the
+    # same after its code is only a TLS reply, never our policy (the words are anchored at the start).
+    ("4.7.4", "TLS is required, but was not offered by host mx2.example.net[198.51.100.3]", "tls_required"),
+    ("4.7.4", "TLS is required, but our TLS engine is unavailable", "tls_required"),
+    ("4.7.0", "host mx said: 454 4.7.0 TLS is required, but was not offered by host x", "tls"),
+    ("4.7.4", "lost connection: TLS is required, but was not offered", "tls"),
 ])
 def test_each_reply_gets_its_cause(dsn: str, text: str, cause: str) -> None:
     assert mailstats.classify(mailstats.best_dsn(dsn, text), text).id == cause
@@ -125,7 +131,9 @@ def test_parse_log_counts_window_tls_and_reuse() -> None:
     assert handshakes == 1
     summary = mailstats.summarize(deliveries, handshakes)
     assert summary["deliveries"] == {"sent": 4, "deferred": 1, "bounced": 1}
-    assert summary["tls"] == {"sent_over_tls": 3, "ratio": 0.75, "handshakes": 1, "messages_per_handshake": 3.0}
+    assert summary["tls"] == {"sent_over_tls": 3, "ratio": 0.75, "handshakes": 1, "messages_per_handshake": 3.0,
+                              "sent_by_trust": {"verified": 0, "trusted": 3, "untrusted": 0, "anonymous": 0,
+                                                "unknown": 0, "none": 1}}
     assert summary["by_domain"]["example.net"] == {"sent": 3, "deferred": 1, "bounced": 1}
     assert [c["cause"] for c in summary["causes"]] == ["user_unknown", "rate_limit"], "a tie: bounced first"
     more = mailstats.summarize([*deliveries, deliveries[-2], deliveries[-2]], handshakes)
@@ -140,11 +148,13 @@ def report(**changes: Any) -> dict[str, Any]:
         "host": "jira", "collected_at": int(NOW), "window_seconds": 3600,
         "services": {"postfix": True, "opendkim": True},
         "queue": {q: 0 for q in mailstats.QUEUES} | {"oldest_age_seconds": 0, "stuck": [], "more_stuck": 0,
-                                                     "problem": None},
+                                                     "problem": None, "tls_held": 0,
+                                                     "tls_held_oldest_age_seconds": 0},
         "config": {"pushed": True, "files": 9, "changed": [], "missing": [], "stack_changed": [], "stack_checked": 0},
         "log": {"path": "/var/log/mail.log", "problem": None},
         "deliveries": {"sent": 10, "deferred": 0, "bounced": 0}, "by_domain": {}, "causes": [],
-        "tls": {"sent_over_tls": 10, "ratio": 1.0, "handshakes": 1, "messages_per_handshake": 10.0},
+        "tls": {"sent_over_tls": 10, "ratio": 1.0, "handshakes": 1, "messages_per_handshake": 10.0,
+                "sent_by_trust": dict.fromkeys(mailstats.TRUST_LEVELS, 0) | {"trusted": 10}},
     }
     base.update(changes)
     return base
@@ -249,6 +259,7 @@ def test_the_queue_is_counted_aged_and_each_waiting_recipient_has_its_cause(tmp_
     assert queue["stuck"][1]["cause"] == "waiting" and queue["more_stuck"] == 0
     broken = mailstats.read_queue(NOW, fake(tmp_path, "down", "", 1, "postqueue: fatal: Queue report unavailable"))
     assert broken["problem"] == "postqueue: fatal: Queue report unavailable" and broken["oldest_age_seconds"] == 0
+    assert (queue["tls_held"], queue["tls_held_oldest_age_seconds"]) == (0, 0), "a rate limit is not a TLS hold"
     missing = mailstats.read_queue(NOW, ["/nonexistent/postqueue"])
     assert missing["problem"] and missing["stuck"] == [] and missing["more_stuck"] == 0
     assert set(missing) == set(mailstats.read_queue(NOW, fake(tmp_path, "idle", ""))), "same keys, ran or not"
@@ -329,13 +340,16 @@ def test_summary_lines_say_what_mail_does() -> None:
         "  queue: 3 active, 2 deferred, 0 hold; oldest 90 min",
         "  config: as pushed (9 files); 1 of 6 differ from the stack",
         "  last 1 h: 10 sent, 0 deferred, 0 bounced",
-        "  TLS: 100 % of sent mail, 10 messages per TLS handshake",
+        "  TLS: 100 % of sent mail, 10 messages per TLS handshake (10 trusted)",
         "  queued A1 to gmail.com for 90 min: 421 4.7.28 rate",
     ]
     drifted = status.summary_lines("j", report(config=report()["config"] | {"changed": ["/a"], "missing": ["/b"]},
                                               tls={"ratio": None, "messages_per_handshake": None}))
     assert drifted[2] == "  config: 2 file(s) changed since the last push" and len(drifted) == 4
     assert status.summary_lines("j", report(config=report()["config"] | {"pushed": False}))[2] == "  config: not pushed"
+    mixed = report(tls=report()["tls"] | {"ratio": 0.75, "messages_per_handshake": None, "sent_by_trust": dict.fromkeys(
+        mailstats.TRUST_LEVELS, 0) | {"verified": 2, "anonymous": 1, "none": 1}})
+    assert status.summary_lines("j", mixed)[4] == "  TLS: 75 % of sent mail (2 verified, 1 anonymous, 1 in clear)"
 
 
 METRICS_GOLDEN = """\
@@ -353,6 +367,12 @@ jira_mailhost_queue_messages{queue="maildrop"} 0
 # HELP jira_mailhost_queue_oldest_age_seconds Age of the oldest queued message, 0 when the queue is empty.
 # TYPE jira_mailhost_queue_oldest_age_seconds gauge
 jira_mailhost_queue_oldest_age_seconds 4000
+# HELP jira_mailhost_queue_tls_held_messages Queued messages waiting because their domain requires TLS and got none.
+# TYPE jira_mailhost_queue_tls_held_messages gauge
+jira_mailhost_queue_tls_held_messages 3
+# HELP jira_mailhost_queue_tls_held_oldest_age_seconds Age of the oldest message waiting for TLS, 0 when none does.
+# TYPE jira_mailhost_queue_tls_held_oldest_age_seconds gauge
+jira_mailhost_queue_tls_held_oldest_age_seconds 3900
 # HELP jira_mailhost_recent_deliveries Delivery attempts logged in the last window, by status and cause.
 # TYPE jira_mailhost_recent_deliveries gauge
 jira_mailhost_recent_deliveries{status="sent",cause="ok",code_class="2.0"} 10
@@ -370,6 +390,14 @@ jira_mailhost_tls_delivery_ratio 0.75
 # HELP jira_mailhost_tls_messages_per_handshake Messages sent per TLS handshake in the window (connection reuse).
 # TYPE jira_mailhost_tls_messages_per_handshake gauge
 jira_mailhost_tls_messages_per_handshake 2.5
+# HELP jira_mailhost_recent_sent_by_tls_trust Sent deliveries in the window by TLS trust (none: in clear).
+# TYPE jira_mailhost_recent_sent_by_tls_trust gauge
+jira_mailhost_recent_sent_by_tls_trust{trust="verified"} 1
+jira_mailhost_recent_sent_by_tls_trust{trust="trusted"} 3
+jira_mailhost_recent_sent_by_tls_trust{trust="untrusted"} 0
+jira_mailhost_recent_sent_by_tls_trust{trust="anonymous"} 1
+jira_mailhost_recent_sent_by_tls_trust{trust="unknown"} 0
+jira_mailhost_recent_sent_by_tls_trust{trust="none"} 2
 # HELP jira_mailhost_config_digest_match 1 when every file the last push installed is unchanged, 0 on drift.
 # TYPE jira_mailhost_config_digest_match gauge
 jira_mailhost_config_digest_match 1
@@ -388,15 +416,19 @@ def test_the_metrics_file_exactly() -> None:
            cause("rate_limit", "deferred", "4.7.28")]
     text = mailstats.metrics(report(
         services={"postfix": True, "opendkim": False, "other": None}, collected_at=1_800_000_000,
-        queue=report()["queue"] | {"deferred": 4, "oldest_age_seconds": 4000}, causes=two,
-        tls={"sent_over_tls": 5, "ratio": 0.75, "handshakes": 2, "messages_per_handshake": 2.5}))
+        queue=report()["queue"] | {"deferred": 4, "oldest_age_seconds": 4000, "tls_held": 3,
+                                   "tls_held_oldest_age_seconds": 3900}, causes=two,
+        tls={"sent_over_tls": 5, "ratio": 0.75, "handshakes": 2, "messages_per_handshake": 2.5,
+             "sent_by_trust": {"verified": 1, "trusted": 3, "untrusted": 0, "anonymous": 1, "unknown": 0,
+                               "none": 2}}))
     assert text == METRICS_GOLDEN
 
 
 def test_metrics_of_an_idle_host_without_log_or_push() -> None:
     text = mailstats.metrics(report(log={"path": "/x", "problem": "no mail log"}, config=report()["config"] | {
         "pushed": False}, deliveries={"sent": 0, "deferred": 0, "bounced": 0},
-        tls={"sent_over_tls": 0, "ratio": None, "handshakes": 0, "messages_per_handshake": None}))
+        tls={"sent_over_tls": 0, "ratio": None, "handshakes": 0, "messages_per_handshake": None,
+             "sent_by_trust": dict.fromkeys(mailstats.TRUST_LEVELS, 0)}))
     samples = dict(ln.rsplit(" ", 1) for ln in text.splitlines() if not ln.startswith("#"))
     assert samples["jira_mailhost_log_readable"] == "0"
     assert samples["jira_mailhost_config_digest_match"] == "0", "never pushed is not a match"
@@ -520,3 +552,50 @@ def test_a_file_the_stack_would_push_differently_is_not_live_yet_with_the_up_as_
     hand_edit = status.assess(report(config=report()["config"] | {"changed": ["/etc/postfix/main.cf"],
                                                                    "stack_changed": ["/etc/postfix/main.cf"]}))
     assert not any(f.what.startswith("not live yet") for f in hand_edit), "a hand edit is drift, said once"
+
+
+def test_each_sent_delivery_carries_the_trust_of_its_own_session() -> None:
+    """Per smtp process: the trust word of the TLS line before the delivery, kept for the same message's other
+    recipients, and never lent to the next message of that process when it went in clear."""
+    lines = [
+        line("Nov 27 11:50:00", "smtp[7]: Verified TLS connection established to mx.a.example[198.51.100.20]:25: "
+                                "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"),
+        delivery("V1", "a@a.example", "2.0.0", "sent", "250 ok", pid=7),
+        delivery("V1", "b@a.example", "2.0.0", "sent", "250 ok", pid=7),
+        delivery("P1", "c@a.example", "2.0.0", "sent", "250 ok", pid=7),  # its next message, no TLS line: clear
+        line("Nov 27 11:50:02", "smtp[8]: Anonymous TLS connection established to mx.b.example[198.51.100.21]:25: "
+                                "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"),
+        delivery("A1", "d@b.example", "2.0.0", "sent", "250 ok", pid=8),
+        line("Nov 27 11:50:03", "smtp[9]: Untrusted TLS connection established to mx.c.example[198.51.100.22]:25: "
+                                "TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)"),
+        delivery("U1", "e@c.example", "4.7.0", "deferred", "host said: 451 4.7.0 try later", pid=9),
+        line("Nov 27 11:50:04", "smtp[10]: TLS connection established to mx.d.example[198.51.100.23]:25: TLSv1.3"),
+        delivery("K1", "f@d.example", "2.0.0", "sent", "250 ok", pid=10),
+    ]
+    deliveries, _ = mailstats.parse_log(lines, NOW - 3600, NOW)
+    assert [(d.qid, d.trust, d.tls) for d in deliveries] == [
+        ("V1", "verified", True), ("V1", "verified", True), ("P1", "none", False), ("A1", "anonymous", True),
+        ("U1", "untrusted", True), ("K1", "unknown", True)]
+    by_trust = mailstats.summarize(deliveries, 4)["tls"]["sent_by_trust"]
+    assert by_trust == {"verified": 2, "trusted": 0, "untrusted": 0, "anonymous": 1, "unknown": 1, "none": 1}, \
+        "sent deliveries only"
+
+
+def test_messages_held_for_a_tls_policy_are_counted_with_the_oldest_age(tmp_path: Path) -> None:
+    """The alert 'held for TLS over an hour' reads these: each message once, however many of its recipients
+    wait, and only for Postfix's own 'TLS is required' (a receiver's TLS complaint is another cause)."""
+    tls = "TLS is required, but was not offered by host mx2.example.net[198.51.100.3]"
+    items = [
+        {"queue_name": "deferred", "queue_id": "A1", "arrival_time": NOW - 5400, "recipients": [
+            {"address": "a@partner.example", "delay_reason": tls}, {"address": "b@partner.example",
+                                                                     "delay_reason": tls}]},
+        {"queue_name": "deferred", "queue_id": "B2", "arrival_time": NOW - 600, "recipients": [
+            {"address": "c@partner.example", "delay_reason": tls}]},
+        {"queue_name": "deferred", "queue_id": "C3", "arrival_time": NOW - 9000, "recipients": [
+            {"address": "d@other.example", "delay_reason": "host mx said: 454 4.7.0 TLS not available"}]},
+    ]
+    queue = mailstats.read_queue(NOW, fake(tmp_path, "postqueue", "\n".join(json.dumps(i) for i in items) + "\n"))
+    assert (queue["tls_held"], queue["tls_held_oldest_age_seconds"], queue["oldest_age_seconds"]) == (2, 5400, 9000)
+    text = mailstats.metrics(report(queue=report()["queue"] | {"tls_held": 2, "tls_held_oldest_age_seconds": 5400}))
+    assert "jira_mailhost_queue_tls_held_messages 2\n" in text
+    assert "jira_mailhost_queue_tls_held_oldest_age_seconds 5400\n" in text

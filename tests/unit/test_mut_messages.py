@@ -88,6 +88,14 @@ STACKS: dict[str, dict[str, Any]] = {
     "DEL in the reroute address": base(environment="qa", rerouteTo="q\x7fa@example.com"),
     "6to4 address": base(hosts=[existing(ipv6="2002:c633:6414::1", ipv6Ptr="external")]),
     "service label in the domain": base(domain="_spf.example.com"),
+    "tls policy not a mapping": base(delivery={"tlsPolicy": ["partner.example"]}),
+    "tls policy level": base(delivery={"tlsPolicy": {"partner.example": "secure"}}),
+    "tls policy domain": base(delivery={"tlsPolicy": {"partner": "encrypt"}}),
+    "tls policy domain not text": base(delivery={"tlsPolicy": {7: "encrypt"}}),
+    "tls policy domain twice": base(delivery={"tlsPolicy": {"partner.example": "may", "Partner.Example.": "may"}}),
+    "tls policy too long": base(delivery={"tlsPolicy": {f"d{i}.example": "may" for i in range(501)}}),
+    "tls policy in relay mode": base(delivery={**relay(), "tlsPolicy": {"partner.example": "encrypt"}},
+                                     hosts=[existing(ipv4Ptr=None)]),
 }
 
 PASSWORDS = ["", "two\nlines", "t\x7fb", "ünicode", " leading", "trailing ", "x" * 512, "x" * 513, "fine-Pa55"]
@@ -112,7 +120,11 @@ def allowlist_results() -> dict[str, Any]:
 
     staging = parse_settings(base(environment="staging", rerouteTo="qa@example.com"), SECRETS)
     relay_settings = parse_settings(base(hosts=[existing(ipv4Ptr=None)], delivery=relay()), SECRETS)
+    tls_settings = parse_settings(base(environment="staging", rerouteTo="qa@example.com",
+                                       delivery={"tlsPolicy": {"partner.example": "encrypt"}}), SECRETS)
     files = {f.path: f.content for f in render.render_host(staging, staging.hosts[0], render.PLACEHOLDERS)}
+    tls_files = {f.path: f.content for f in render.render_host(tls_settings, tls_settings.hosts[0],
+                                                               render.PLACEHOLDERS)}
     relay_files = {f.path: f.content for f in render.render_host(relay_settings, relay_settings.hosts[0],
                                                                  render.PLACEHOLDERS)}
     cases: dict[str, Any] = {
@@ -133,6 +145,19 @@ def allowlist_results() -> dict[str, Any]:
         "sasl_passwd in direct mode": lambda: allowlist.check_files(
             staging, {**files, render.SASL_PASSWD: "[x]:587 u:p\n"}, render.SHAPED_PATHS),
         "shipped staging files": lambda: allowlist.check_files(staging, files, render.SHAPED_PATHS),
+        "tls policy without the setting": lambda: allowlist.check_files(
+            staging, {**files, render.TLS_POLICY_MAP: "partner.example encrypt\n"}, render.SHAPED_PATHS),
+        "tls policy missing": lambda: allowlist.check_files(tls_settings, files, render.SHAPED_PATHS),
+        "tls policy table dropped": lambda: allowlist.check_files(
+            tls_settings, {path: text for path, text in tls_files.items() if path != render.TLS_POLICY_MAP},
+            render.SHAPED_PATHS),
+        "tls policy files as rendered": lambda: allowlist.check_files(tls_settings, tls_files, render.SHAPED_PATHS),
+        "tls policy other level": lambda: allowlist.check_tls_policy(tls_settings, "partner.example may\n"),
+        "tls policy extra line": lambda: allowlist.check_tls_policy(
+            tls_settings, "partner.example encrypt\nevil.example may\n"),
+        "tls policy option": lambda: allowlist.check_tls_policy(
+            tls_settings, "partner.example encrypt protocols=!TLSv1.2\n"),
+        "tls policy as rendered": lambda: allowlist.check_tls_policy(tls_settings, "# note\npartner.example encrypt\n"),
     }
     out: dict[str, Any] = {}
     for label, run in cases.items():

@@ -34,7 +34,8 @@ STACKS: dict[str, dict[str, Any]] = {
                           delivery={"mode": "relay", "relay": {"host": "smtp.relay.example.net", "port": 2525,
                                                                "username": "jira@example.com"}}),
     "direct adopted qa": base(environment="qa", rerouteOptOut=True, hosts=[
-        {**existing(ipv6="2001:db8::20", ipv6Ptr="none"), "fqdn": "mail.example.com"}]),
+        {**existing(ipv6="2001:db8::20", ipv6Ptr="none"), "fqdn": "mail.example.com"}],
+        delivery={"tlsPolicy": {"Partner.Example.": "encrypt", "legacy.example": "may"}}),
 }
 
 def rendered(values: dict[str, Any]) -> list[dict[str, Any]]:

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mailhost.cli import app as cli_app
-from mailhost.cli import reports as cli_reports
 from mailhost.lab.dmarcreport import Judged, aggregate_xml
 from mailhost.lab.lab import REPO as REPO_ROOT
+from mailhost.reports import sources
 from mailhost.reports.credential import CredentialError, secret_from
 
 DOMAIN = "staging.jira.example.com"  # Pulumi.staging.yaml
@@ -51,7 +51,7 @@ def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-unt
         asked.append((domain, set(ips)))  # type: ignore[call-overload]
         return {RELAY} & set(ips)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(cli_reports, "spf_authorized", authorized)
+    monkeypatch.setattr(sources, "spf_authorized", authorized)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     cli_app._register()
 

@@ -214,6 +214,14 @@ def _relay_only(path: str, new: Callable[[Any, Values], Any]) -> Change:
     return change
 
 
+def _tls_policy(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    """A partner domain that must never get Jira's mail in clear (direct mode only)."""
+    delivery = values.setdefault("delivery", {})
+    if delivery.get("mode", "direct") != "direct":
+        raise NotApplicable("direct mode only")
+    delivery["tlsPolicy"] = {**delivery.get("tlsPolicy", {}), "partner.example.net": "encrypt"}
+
+
 def _only_if_set(path: str, new: Callable[[Any, Values], Any]) -> Change:
     inner = setting(path, new)
 
@@ -277,6 +285,7 @@ ROWS: tuple[Row, ...] = (
     Row("delivery.relay.username", _relay_only("delivery.relay.username", lambda old, v: "jira-2")),
     Row("delivery.relay.maxPerMinute", _relay_only("delivery.relay.maxPerMinute", lambda old, v: 30)),
     Row("delivery.relay.tlsFingerprint", _relay_only("delivery.relay.tlsFingerprint", lambda old, v: "ab" * 32)),
+    Row("delivery.tlsPolicy", _tls_policy),
     Row("relayPassword (secret)", secret("relayPassword", "another-Relay-passw0rd")),
     Row("sshPrivateKey (secret)", lambda values, secrets, sim: secrets.update(
         sshPrivateKey=_rotated_admin_key())),
