@@ -80,8 +80,9 @@ CAUSES: tuple[Cause, ...] = (
     Cause("mailbox_full", ("5.2.2", "4.2.2"), r"mailbox (?:is )?full|over ?quota|quota exceeded",
           "the recipient's mailbox has room", "nothing to change here: tell the user their mailbox is full"),
     # Our own refusal, never a receiver's (Postfix writes it, dsn 4.7.4): a delivery.tlsPolicy 'encrypt'
-    # domain whose MX did not offer STARTTLS, or whose offer something on the path removed.
-    Cause("tls_required", (), r"^TLS is required, but ",
+    # domain whose MX did not offer STARTTLS, or whose offer something on the path removed. Once one message
+    # met it, qmgr defers that destination's others with "delivery temporarily suspended: " before the words.
+    Cause("tls_required", (), r"^(?:delivery temporarily suspended: )?TLS is required, but ",
           "mail to this domain goes only over TLS (delivery.tlsPolicy: encrypt); nothing is sent in clear",
           "the mail waits in the queue, nothing is lost. Check from another network whether the MX offers "
           "STARTTLS (`openssl s_client -starttls smtp -connect MX:25`): if it does, something on this host's "
@@ -256,7 +257,7 @@ def read_log(lines: Iterable[str], since: float, now: float) -> tuple[list[Deliv
     deliveries: list[Delivery] = []
     handshakes = skipped = 0
     tls_pending: dict[str, str] = {}  # pid → the trust of the TLS session the next delivery of this process runs over
-    tls_qid: dict[str, tuple[str, str]] = {}  # pid → the message whose delivery took that TLS session, its trust
+    tls_qid: dict[str, tuple[str, str]] = {}  # pid → its last delivery's message and that delivery's trust
     for line in lines:
         if "postfix" not in line:
             continue
@@ -284,9 +285,11 @@ def read_log(lines: Iterable[str], since: float, now: float) -> tuple[list[Deliv
         if not hit:
             continue
         qid = hit.group("qid")
-        session = tls_qid.get(pid, ("", "none"))
-        trust = tls_pending.pop(pid, None) or (session[1] if session[0] == qid else "none")
-        tls_qid[pid] = (qid, trust) if trust != "none" else ("", "none")
+        trust = tls_pending.pop(pid, None)
+        if trust is None:  # no TLS line just before: the session of this message's earlier recipient, or clear
+            last = tls_qid.get(pid)
+            trust = last[1] if last is not None and last[0] == qid else "none"
+        tls_qid[pid] = (qid, trust)
         status = {"expired": "bounced", "undeliverable": "bounced"}.get(hit.group("status"), hit.group("status"))
         domain = hit.group("rcpt").rpartition("@")[2].lower() or "(local)"
         deliveries.append(Delivery(when, qid, domain[:253], status, hit.group("dsn"), hit.group("text")[:1000],

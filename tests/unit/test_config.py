@@ -38,6 +38,13 @@ def test_minimal_production_stack_gets_documented_defaults() -> None:
     assert host.user == "root" and host.ssh_port == 22 and s.production and not s.rerouted
 
 
+def test_tls_policy_takes_up_to_500_domains_lowercased_in_order() -> None:
+    many = {f"D{i}.example.": "encrypt" if i % 2 else "may" for i in range(500)}
+    policy = parse_settings(base(delivery={"tlsPolicy": many}), SECRETS).delivery.tls_policy
+    assert list(policy) == [f"d{i}.example" for i in range(500)] and policy["d1.example"] == "encrypt"
+    assert "delivery.tlsPolicy" in problems(base(delivery={"tlsPolicy": {**many, "one.more.example": "may"}}))
+
+
 def test_shipped_stack_files_are_valid() -> None:
     staging = load_stack_file(ROOT / "Pulumi.staging.yaml", require_secrets=False)
     production = load_stack_file(ROOT / "Pulumi.production.yaml", require_secrets=False)

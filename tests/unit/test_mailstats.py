@@ -56,6 +56,9 @@ def delivery(qid: str, rcpt: str, dsn: str, state: str, text: str, pid: int = 10
     # same after its code is only a TLS reply, never our policy (the words are anchored at the start).
     ("4.7.4", "TLS is required, but was not offered by host mx2.example.net[198.51.100.3]", "tls_required"),
     ("4.7.4", "TLS is required, but our TLS engine is unavailable", "tls_required"),
+    ("4.7.4", "delivery temporarily suspended: TLS is required, but was not offered by host mx2.example.net["
+              "198.51.100.3]", "tls_required"),  # qmgr's words for the destination's other messages
+    ("4.7.0", "host mx said: 451 4.7.0 delivery temporarily suspended: TLS is required, but no", "tls"),
     ("4.7.0", "host mx said: 454 4.7.0 TLS is required, but was not offered by host x", "tls"),
     ("4.7.4", "lost connection: TLS is required, but was not offered", "tls"),
 ])
@@ -262,6 +265,7 @@ def test_the_queue_is_counted_aged_and_each_waiting_recipient_has_its_cause(tmp_
     assert (queue["tls_held"], queue["tls_held_oldest_age_seconds"]) == (0, 0), "a rate limit is not a TLS hold"
     missing = mailstats.read_queue(NOW, ["/nonexistent/postqueue"])
     assert missing["problem"] and missing["stuck"] == [] and missing["more_stuck"] == 0
+    assert (missing["tls_held"], missing["tls_held_oldest_age_seconds"], missing["unreadable"]) == (0, 0, 0)
     assert set(missing) == set(mailstats.read_queue(NOW, fake(tmp_path, "idle", ""))), "same keys, ran or not"
 
 
@@ -563,6 +567,7 @@ def test_each_sent_delivery_carries_the_trust_of_its_own_session() -> None:
         delivery("V1", "a@a.example", "2.0.0", "sent", "250 ok", pid=7),
         delivery("V1", "b@a.example", "2.0.0", "sent", "250 ok", pid=7),
         delivery("P1", "c@a.example", "2.0.0", "sent", "250 ok", pid=7),  # its next message, no TLS line: clear
+        delivery("V1", "g@a.example", "2.0.0", "sent", "250 ok", pid=7),  # V1 again after P1, still no TLS line
         line("Nov 27 11:50:02", "smtp[8]: Anonymous TLS connection established to mx.b.example[198.51.100.21]:25: "
                                 "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"),
         delivery("A1", "d@b.example", "2.0.0", "sent", "250 ok", pid=8),
@@ -574,11 +579,22 @@ def test_each_sent_delivery_carries_the_trust_of_its_own_session() -> None:
     ]
     deliveries, _ = mailstats.parse_log(lines, NOW - 3600, NOW)
     assert [(d.qid, d.trust, d.tls) for d in deliveries] == [
-        ("V1", "verified", True), ("V1", "verified", True), ("P1", "none", False), ("A1", "anonymous", True),
+        ("V1", "verified", True), ("V1", "verified", True), ("P1", "none", False), ("V1", "none", False),
+        ("A1", "anonymous", True),
         ("U1", "untrusted", True), ("K1", "unknown", True)]
     by_trust = mailstats.summarize(deliveries, 4)["tls"]["sent_by_trust"]
-    assert by_trust == {"verified": 2, "trusted": 0, "untrusted": 0, "anonymous": 1, "unknown": 1, "none": 1}, \
+    assert by_trust == {"verified": 2, "trusted": 0, "untrusted": 0, "anonymous": 1, "unknown": 1, "none": 2}, \
         "sent deliveries only"
+
+
+def test_status_names_mail_held_for_tls_with_the_count_the_age_and_the_fix() -> None:
+    held = report(queue=report()["queue"] | {"deferred": 3, "tls_held": 3, "tls_held_oldest_age_seconds": 1800})
+    [finding] = [f for f in status.assess(held) if "requires TLS" in f.what]
+    assert finding.level == status.WARNING
+    assert finding.what == ("3 message(s) wait because their domain requires TLS (delivery.tlsPolicy: encrypt) and "
+                            "its MX offered none; the oldest for 30 min. Nothing was sent in clear")
+    assert finding.fix == next(c for c in mailstats.CAUSES if c.id == "tls_required").fix
+    assert not [f for f in status.assess(report()) if "requires TLS" in f.what]
 
 
 def test_messages_held_for_a_tls_policy_are_counted_with_the_oldest_age(tmp_path: Path) -> None:
@@ -590,7 +606,7 @@ def test_messages_held_for_a_tls_policy_are_counted_with_the_oldest_age(tmp_path
             {"address": "a@partner.example", "delay_reason": tls}, {"address": "b@partner.example",
                                                                      "delay_reason": tls}]},
         {"queue_name": "deferred", "queue_id": "B2", "arrival_time": NOW - 600, "recipients": [
-            {"address": "c@partner.example", "delay_reason": tls}]},
+            {"address": "c@partner.example", "delay_reason": "delivery temporarily suspended: " + tls}]},
         {"queue_name": "deferred", "queue_id": "C3", "arrival_time": NOW - 9000, "recipients": [
             {"address": "d@other.example", "delay_reason": "host mx said: 454 4.7.0 TLS not available"}]},
     ]
