@@ -426,14 +426,14 @@ def read_queue(now: float, postqueue: Sequence[str] = ("postqueue", "-j")) -> di
             continue
         counts[queue] = counts.get(queue, 0) + 1
         oldest = max(oldest, age)
-        held = False
+        causes = []
         for address, reason in waiting:
             cause = classify(best_dsn("", reason), reason) if reason else OTHER
-            held = held or cause.id == "tls_required"
+            causes.append(cause.id)
             stuck.append({"queue_id": str(item.get("queue_id", ""))[:32], "queue": queue, "age_seconds": round(age),
                           "domain": address.rpartition("@")[2].lower()[:253],
                           "cause": cause.id if reason else "waiting", "reason": reason[:300]})
-        if held:
+        if "tls_required" in causes:
             tls_held += 1
             tls_oldest = max(tls_oldest, age)
     stuck.sort(key=lambda s: -s["age_seconds"])

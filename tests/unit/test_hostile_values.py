@@ -204,6 +204,17 @@ def test_settings_env_tells_the_host_what_to_check() -> None:
     assert env["RELAY_KEY"] == "[smtp.relay.example.net]:587"
 
 
+def test_direct_mode_renders_no_relay_even_with_relay_settings_built_past_the_model() -> None:
+    """The mode alone decides: relay settings that reached a direct-mode model (the model refuses them, so only
+    a copy made past validation holds them) give no relayhost and no password file."""
+    relayed = parse_settings(staging(delivery=relay(), hosts=[existing(ipv4Ptr=None)]), SECRETS)
+    assert relayed.delivery.relay is not None
+    smuggled = relayed.model_copy(update={"delivery": relayed.delivery.model_copy(update={"mode": "direct"})})
+    files = {f.path: f.content for f in render.render_host(smuggled, smuggled.hosts[0], render.PLACEHOLDERS)}
+    assert render.SASL_PASSWD not in files
+    assert allowlist.parse_main_cf(files[render.MAIN_CF])["relayhost"] == ""
+
+
 def test_the_allowlist_refuses_a_reroute_it_did_not_ask_for_even_past_the_grammar() -> None:
     """Defence in depth, exercised: a reroute target holding `$` (which the grammar refuses, so only a model
     built past validation can hold it) and a reroute rule in a stack without rerouteTo are both refused."""

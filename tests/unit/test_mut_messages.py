@@ -158,6 +158,7 @@ def allowlist_results() -> dict[str, Any]:
         "tls policy option": lambda: allowlist.check_tls_policy(
             tls_settings, "partner.example encrypt protocols=!TLSv1.2\n"),
         "tls policy as rendered": lambda: allowlist.check_tls_policy(tls_settings, "# note\npartner.example encrypt\n"),
+        "tls policy two spaces": lambda: allowlist.check_tls_policy(tls_settings, "partner.example  encrypt\n"),
     }
     out: dict[str, Any] = {}
     for label, run in cases.items():
