@@ -415,6 +415,7 @@ def test_cloud_init_lets_the_admin_key_in(prod: tuple[Run, InvokeRecordingMocks]
     user_data = unwrap(run.one("jira").inputs)["userData"]
     admin = sshkeys.public_openssh(SECRETS["sshPrivateKey"])
     assert admin.split()[1] in user_data, "the key the push logs in with is authorised on the new host"
+    assert "sshd_config.d" not in user_data and "Port " not in user_data, "sshPort 22 is sshd's own: no drop-in"
 
 
 def test_cloud_init_installs_the_generated_host_key_pair(prod: tuple[Run, InvokeRecordingMocks]) -> None:

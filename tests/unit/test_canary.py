@@ -141,6 +141,11 @@ def test_every_cause_in_the_table_names_a_fix() -> None:
     (1, "Traceback (most recent call last):\n  ConnectionRefusedError\n", False, "did not run the submission"),
     (0, '{"step": "data", "code": "250", "reply": 1}\n', False, "did not run the submission"),
     (255, "", False, "(exit 255)"),
+    # a refusal is a refusal whatever the exit code says: the step and code decide, both at once
+    (0, '{"step": "rcpt", "code": 554, "reply": "5.7.1 <x@y>: Relay access denied"}\n', False,
+     "Postfix refused at rcpt: 554 5.7.1"),
+    (0, '{"step": "data", "code": 451, "reply": "4.7.1 Service unavailable - try again later"}\n', False,
+     "Postfix refused at data: 451 4.7.1"),
 ])
 def test_the_hosts_reply_is_read_at_its_known_place(rc: int, stdout: str, ok: bool, detail: str) -> None:
     got = probe.read_reply(rc, stdout)

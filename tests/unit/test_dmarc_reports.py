@@ -325,6 +325,9 @@ def test_the_ramp_waits_for_two_weeks_and_two_reporters(db: sqlite3.Connection) 
     advice = summary(db).ramp
     assert not advice.ready
     assert advice.blockers == ("13 of 14 days of reports", "1 of 2 reporters")
+    ramp = export.as_data(summary(db))["ramp"]  # what `mailhost reports --json` says
+    assert ramp == {"policy": "none", "next": advice.next_policy, "ready": False,
+                    "blockers": ["13 of 14 days of reports", "1 of 2 reporters"], "line": advice.line()}
 
 
 def test_an_unknown_sender_above_the_allowance_blocks_the_ramp(db: sqlite3.Connection) -> None:
