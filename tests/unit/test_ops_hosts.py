@@ -48,6 +48,9 @@ def test_a_stack_alone_names_its_adopted_hosts_and_refuses_ec2_ones() -> None:
     found = hosts.targets(None, settings, "staging")
     assert [(t.name, t.address, t.port, t.user, t.host_key) for t in found] == \
         [(host.name, host.existing.ipv4, host.ssh_port, host.user, host.existing.host_key)]
+    wanted = {f.path: f.digest for f in render.render_host(settings, host, render.PLACEHOLDERS, "staging")
+              if not f.secret}
+    assert found[0].expected == wanted, "the stack alone still says what each file should hold (drift)"
     ec2 = production()
     with pytest.raises(hosts.StatusInputError, match=r"^host .+ is an EC2 host: its address and host key are "
                                                      r"stack outputs; run `pulumi stack output --json --stack "
