@@ -200,6 +200,8 @@ def test_metrics_keep_the_last_success_across_runs(tmp_path: Path) -> None:
     assert 'jira_mailhost_canary_reachable{host="jira",mailbox="canary@gmail.com"} 0' in lines
     assert 'jira_mailhost_canary_placement{host="jira",mailbox="canary@outlook.com",folder="junk"} 1' in lines
     assert "jira_mailhost_canary_last_run_timestamp_seconds 1800003600" in lines
+    assert 'jira_mailhost_canary_delay_seconds{host="jira",mailbox="canary@outlook.com"} 9' in lines, \
+        "the delay of each mailbox reached, labelled as the delay alert reads it"
 
 
 
