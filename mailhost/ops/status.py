@@ -112,11 +112,10 @@ def assess(report: dict[str, Any]) -> list[Finding]:
         findings.append(Finding(WARNING, f"{queue['deferred']} message(s) deferred (Postfix retries them)",
                                 "see the causes below"))
     if queue["tls_held"]:
-        required = next(c for c in mailstats.CAUSES if c.id == "tls_required")
         findings.append(Finding(WARNING, f"{queue['tls_held']} message(s) wait because their domain requires TLS "
                                 f"(delivery.tlsPolicy: encrypt) and its MX offered none; the oldest for "
                                 f"{_age(queue['tls_held_oldest_age_seconds'])}. Nothing was sent in clear",
-                                required.fix))
+                                mailstats.cause("tls_required").fix))
     if queue["hold"]:
         findings.append(Finding(WARNING, f"{queue['hold']} message(s) on hold: Postfix will not send them",
                                 "release with `postsuper -H ALL` once the reason is gone"))

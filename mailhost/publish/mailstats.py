@@ -81,8 +81,8 @@ CAUSES: tuple[Cause, ...] = (
           "the recipient's mailbox has room", "nothing to change here: tell the user their mailbox is full"),
     # Our own refusal, never a receiver's (Postfix writes it, dsn 4.7.4): a delivery.tlsPolicy 'encrypt'
     # domain whose MX did not offer STARTTLS, or whose offer something on the path removed. Once one message
-    # met it, qmgr defers that destination's others with "delivery temporarily suspended: " before the words.
-    Cause("tls_required", (), r"^(?:delivery temporarily suspended: )?TLS is required, but ",
+    # met it, qmgr defers that destination's others with the same words (after its own prefix, see _SUSPENDED).
+    Cause("tls_required", (), r"^TLS is required, but ",
           "mail to this domain goes only over TLS (delivery.tlsPolicy: encrypt); nothing is sent in clear",
           "the mail waits in the queue, nothing is lost. Check from another network whether the MX offers "
           "STARTTLS (`openssl s_client -starttls smtp -connect MX:25`): if it does, something on this host's "
@@ -110,6 +110,13 @@ CAUSES: tuple[Cause, ...] = (
 )
 OTHER = Cause("other", (), "", "", "read the receiver's text in the mail log")
 OK = Cause("ok", (), "", "", "")
+_BY_ID = {c.id: c for c in (*CAUSES, OTHER, OK)}
+
+
+def cause(cause_id: str) -> Cause:
+    """The cause of that id (KeyError for an id no table row has: a programming error, not input)."""
+    return _BY_ID[cause_id]
+
 
 # A receiver's reply as Postfix logs it: "host NAME[ADDRESS] said: 550-5.7.26 words ...".  The enhanced code
 # is read only right after the 3-digit code at the start of the reply: an address in brackets (5.9.12.3) or
@@ -117,6 +124,9 @@ OK = Cause("ok", (), "", "", "")
 _REPLY = re.compile(r"host \S{1,300} (?:said|refused to talk to me): (?P<code>[245]\d\d)"
                     r"(?:[ -](?P<enhanced>[245]\.\d{1,3}\.\d{1,3})(?![\w.]))?(?P<words>.*)", re.DOTALL)
 _ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+# Once a destination failed, qmgr defers its other messages without a connection, repeating the first
+# failure's text after this prefix: the text after it is read as if it stood alone.
+_SUSPENDED = "delivery temporarily suspended: "
 _COMPILED = [(c, re.compile(c.text, re.IGNORECASE) if c.text else None) for c in CAUSES]
 
 
@@ -125,14 +135,20 @@ _COMPILED = [(c, re.compile(c.text, re.IGNORECASE) if c.text else None) for c in
 GENERIC_CODES = frozenset({"5.7.1", "5.7.0", "4.7.0", "4.7.1", "5.0.0", "4.0.0", "4.4.2"})
 
 
+def _unsuspended(text: str) -> str:
+    """The failure's own text: without qmgr's suspension prefix (once; the rest is the failure's)."""
+    return text[len(_SUSPENDED):] if text.startswith(_SUSPENDED) else text
+
+
 def reply_code(text: str) -> str | None:
     """The receiver's enhanced status code, from its place in the reply; None when the reply has none."""
-    reply = _REPLY.match(text)
+    reply = _REPLY.match(_unsuspended(text))
     return reply.group("enhanced") if reply else None
 
 
 def reply_words(text: str) -> str:
     """What the receiver said after its codes (the whole text when Postfix wrote it, not a receiver)."""
+    text = _unsuspended(text)
     reply = _REPLY.match(text)
     return reply.group("words") if reply else text
 
@@ -538,13 +554,12 @@ def summarize(deliveries: Sequence[Delivery], handshakes: int) -> dict[str, Any]
         if d.status != "sent":
             code = best_dsn(d.dsn, d.text)
             groups[(d.status, classify(code, d.text).id, code)].append(d)
-    index = {c.id: c for c in (*CAUSES, OTHER)}
     causes = []
     for (status, cause_id, code), items in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        cause = index[cause_id]
+        row = cause(cause_id)
         causes.append({"status": status, "cause": cause_id, "code": code, "code_class": code_class(code),
                        "count": len(items), "domains": sorted({d.domain for d in items})[:10],
-                       "example": items[-1].text[:300], "requirement": cause.requirement, "fix": cause.fix})
+                       "example": items[-1].text[:300], "requirement": row.requirement, "fix": row.fix})
     sent = [d for d in deliveries if d.status == "sent"]
     tls_sent = sum(d.tls for d in sent)
     trust = Counter(d.trust for d in sent)

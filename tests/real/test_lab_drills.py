@@ -487,30 +487,49 @@ def test_failing_push_mid_traffic_keeps_the_old_config(lab: Lab) -> None:
 
 
 # -- 1. Smarthost down for two minutes -------------------------------------------------------
+@contextlib.contextmanager
+def smarthost_restored(lab: Lab) -> Iterator[None]:
+    """Whatever the drill asserts, the smarthost runs again after it and the queue it left drains (the
+    next drills need an empty queue and a running relay: one failure must not become three)."""
+    try:
+        yield
+    finally:
+        if "smarthost" not in lab.info().pids:
+            lab.start_smarthost()
+        flush(lab)
+        with contextlib.suppress(AssertionError):
+            until(lambda: drill_mail_queued(lab) == [], 120, "the drill's mail to leave the queue", pause=0.5)
+
+
 def test_smarthost_killed_mid_burst_for_two_minutes(lab: Lab) -> None:
     assert "jira-push" in ops.up(lab, "relay")["remote_commands"]
     drill = Drill(lab, "smarthost down 2 min")
-    result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.update(burst=drill.send(50)))
-    thread.start()
-    try:
-        until(lambda: len(drill.arrived()) >= 10, 60, "10 messages through the smarthost", pause=0.05)
-        lab.stop_smarthost()
-        killed = time.time()
-    finally:
-        thread.join(120)
-    during = drill.send(10)  # Jira keeps sending while the relay is away: Postfix queues it
-    assert result["burst"].sent == 50 and during.sent == 10
-    seen = len(drill.arrived())
-    time.sleep(max(0.0, killed + SMARTHOST_DOWN - time.time()))  # nothing else runs meanwhile
-    queued = drill_mail_queued(lab)
-    assert len(drill.arrived()) == seen, "nothing can arrive while the smarthost is down"
-    assert queued and all(q["queue_name"] == "deferred" for q in queued), queued[:3]
-    lab.start_smarthost()
-    flush(lab)  # as an admin would; Postfix's own retry comes 5 min (minimal_backoff_time) after each deferral
-    account = drill.account(timeout=120)
-    assert drill_mail_queued(lab) == []
-    print(f"\nDRILL smarthost: {seen} at the MX before the kill settled, {len(queued)} deferred for "
+    with smarthost_restored(lab):
+        result: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: result.update(burst=drill.send(50)))
+        thread.start()
+        try:
+            until(lambda: len(drill.arrived()) >= 10, 60, "10 messages through the smarthost", pause=0.05)
+            lab.stop_smarthost()
+            killed = time.time()
+        finally:
+            thread.join(120)
+        during = drill.send(10)  # Jira keeps sending while the relay is away: Postfix queues it
+        assert result["burst"].sent == 50 and during.sent == 10
+        seen = len(drill.arrived())
+        time.sleep(max(0.0, killed + SMARTHOST_DOWN - time.time()))  # nothing else runs meanwhile
+        queued = drill_mail_queued(lab)
+        assert len(drill.arrived()) == seen, "nothing can arrive while the smarthost is down"
+        # Every accepted message not at the MX waits in a queue Postfix delivers from (qmgr may not have
+        # taken the last one from `incoming` yet: CI saw that once); none is on hold, none bounced.
+        assert len(queued) >= 60 - seen, (len(queued), seen)
+        assert {q["queue_name"] for q in queued} <= {"incoming", "active", "deferred"}, queued[:3]
+        assert "deferred" in {q["queue_name"] for q in queued}, queued[:3]
+        lab.start_smarthost()
+        flush(lab)  # as an admin would; Postfix's own retry comes 5 min (minimal_backoff_time) after each deferral
+        account = drill.account(timeout=120)
+        assert drill_mail_queued(lab) == []
+    print(f"\nDRILL smarthost: {seen} at the MX before the kill settled, {len(queued)} queued for "
           f"{SMARTHOST_DOWN:.0f}s, delivered after `postqueue -f`")
     row(account, f"relay mode: smarthost killed after 10 of 50, down {SMARTHOST_DOWN:.0f}s (10 more sent meanwhile),"
                  " started again, `postqueue -f`")
@@ -533,6 +552,8 @@ _NORMAL_SPOOL = f"postfix stop; umount {SPOOL}; umount /run/mailhost-drill-spool
 def small_spool(lab: Lab, mb: int) -> Iterator[None]:
     """The jira host's queue on a tmpfs of `mb` MiB in its private mount namespace, then its own spool again
     (the machine's mount table never sees it; the queue must be empty by then, or what is left goes with it)."""
+    left = ops.queue(lab)
+    assert left == [], f"the queue must be empty before it moves to a tmpfs (an earlier drill left {len(left)})"
     try:
         made = host(lab, "sh", "-c", _SMALL_SPOOL.format(mb=mb, spool=SPOOL))
         assert made.returncode == 0, made.stderr

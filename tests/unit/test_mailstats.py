@@ -33,7 +33,7 @@ def delivery(qid: str, rcpt: str, dsn: str, state: str, text: str, pid: int = 10
                     f"delays=0.1/0/0.05/0.05, dsn={dsn}, status={state} ({text})")
 
 
-@pytest.mark.parametrize(("dsn", "text", "cause"), [
+REPLIES = [
     ("5.0.0", "host mx said: 550-5.7.25 [2001:db8::1] The IP address sending this message does not have a PTR", "ptr"),
     ("5.7.26", "host mx said: 550 5.7.26 Unauthenticated email from example.com is not accepted", "auth"),
     ("5.7.515", "host outlook said: 550 5.7.515 Access denied, sending domain does not meet the required "
@@ -61,9 +61,32 @@ def delivery(qid: str, rcpt: str, dsn: str, state: str, text: str, pid: int = 10
     ("4.7.0", "host mx said: 451 4.7.0 delivery temporarily suspended: TLS is required, but no", "tls"),
     ("4.7.0", "host mx said: 454 4.7.0 TLS is required, but was not offered by host x", "tls"),
     ("4.7.4", "lost connection: TLS is required, but was not offered", "tls"),
-])
+]
+
+
+@pytest.mark.parametrize(("dsn", "text", "cause"), REPLIES)
 def test_each_reply_gets_its_cause(dsn: str, text: str, cause: str) -> None:
     assert mailstats.classify(mailstats.best_dsn(dsn, text), text).id == cause
+
+
+@pytest.mark.parametrize(("dsn", "text", "cause"), [r for r in REPLIES if not r[1].startswith("delivery temp")])
+def test_qmgr_suspending_a_destination_keeps_the_failures_cause_and_code(dsn: str, text: str, cause: str) -> None:
+    """The destination's other messages carry the first failure's text after qmgr's prefix: the receiver's
+    enhanced code is still read at its place, and the cause is the same."""
+    suspended = "delivery temporarily suspended: " + text
+    assert mailstats.reply_code(suspended) == mailstats.reply_code(text)
+    assert mailstats.reply_words(suspended) == mailstats.reply_words(text)
+    assert mailstats.classify(mailstats.best_dsn(dsn, suspended), suspended).id == cause
+
+
+def test_the_suspension_prefix_is_taken_once_and_only_at_the_start() -> None:
+    twice = "delivery temporarily suspended: delivery temporarily suspended: TLS is required, but was not offered"
+    assert mailstats.classify("4.7.4", twice).id == "tls"  # not Postfix's own policy words at the start
+    late = "host mx said: 450 4.2.0 delivery temporarily suspended: host x said: 550 5.7.26 no"
+    assert mailstats.reply_code(late) == "4.2.0"
+    assert mailstats.cause("tls_required").id == "tls_required" and mailstats.cause("other") is mailstats.OTHER
+    with pytest.raises(KeyError):
+        mailstats.cause("nonsense")
 
 
 def test_every_cause_has_a_requirement_and_a_fix_and_unique_codes() -> None:
