@@ -152,6 +152,7 @@ def good_values(domain: str) -> dict[str, st.SearchStrategy[Any]]:
         "delivery.relay.username": SASL_USERS,
         "delivery.relay.tlsFingerprint": st.binary(min_size=32, max_size=32).map(lambda b: b.hex(":")),
         "delivery.relay.maxPerMinute": st.integers(1, 60),
+        "delivery.relay.maxPerDay": st.integers(1, 10_000_000),
         "delivery.tlsPolicy": TLS_POLICIES,
         "relayPassword": passwords(),
         "canary.mailboxes[0].address": mailboxes(),
@@ -333,6 +334,9 @@ def valid_stacks(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             relay_values["maxPerMinute"] = draw(st.sampled_from([1, 60])) if draw(st.booleans()) else \
                 draw(st.integers(1, 60))
+        if draw(st.booleans()):
+            relay_values["maxPerDay"] = draw(st.sampled_from([1, 10_000_000])) if draw(st.booleans()) else \
+                draw(st.integers(1, 10_000_000))
         values["delivery"] = {"mode": "relay", "relay": relay_values}
         values["relayPassword"] = draw(passwords())
     retired = draw(st.lists(labels(max_size=62 - max(len(n) for n in names)).filter(lambda s: s != selector),

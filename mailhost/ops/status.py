@@ -23,6 +23,7 @@ OLDEST_CRITICAL = 3600  # seconds: Jira users notice an hour-old notification
 # An `up` with unchanged settings runs no remote command, so the push must be asked for.
 REPUSH = "put the stack's files back: raise the stack setting pushSerial by one and run `pulumi up`"
 HARMLESS_BOUNCES = frozenset({"user_unknown", "mailbox_full"})  # the recipient's side, not ours
+DAILY_CAP_WARN = 0.8  # share of delivery.relay.maxPerDay used in the last 24 h that warns (as the alert does)
 
 # Runs the collector (argument 1) with python3 -I (isolated: no PYTHON* variables, no user site, no cwd on
 # sys.path) as root: directly when the SSH user is root, else with
@@ -147,9 +148,41 @@ def assess(report: dict[str, Any]) -> list[Finding]:
         findings.append(Finding(WARNING, f"{log['skipped_lines']} line(s) of the mail log could not be read (an "
                                 "impossible time stamp, or far too long) and were skipped",
                                 "check the host's clock and what writes the mail log"))
+    findings += daily_cap_findings(report.get("relay_day"))
     for cause in report["causes"]:
         findings.append(cause_finding(cause))
     return sorted(findings, key=lambda f: -f.level)
+
+
+def relay_day(value: Any) -> tuple[int, int] | None:
+    """(sent, cap) from the report's relay_day, None without delivery.relay.maxPerDay; the host wrote it, so
+    anything but two non-negative integers (cap ≥ 1) is refused."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(type(value.get(k)) is int for k in ("sent", "cap")):
+        raise ValueError("the host's report has a malformed relay_day")
+    sent, cap = value["sent"], value["cap"]
+    if sent < 0 or cap < 1:
+        raise ValueError("the host's report has a malformed relay_day")
+    return sent, cap
+
+
+def daily_cap_findings(value: Any) -> list[Finding]:
+    """The relay refuses everything past its daily cap for up to a day: warn at 80 %, critical at the cap."""
+    day = relay_day(value)
+    if day is None:
+        return []
+    sent, cap = day
+    fix = mailstats.cause("relay_daily_cap").fix
+    if sent >= cap:
+        return [Finding(CRITICAL, f"the relay's daily cap is reached: {sent} recipients in the last 24 h, "
+                                  f"delivery.relay.maxPerDay is {cap}; the relay refuses more until the day is over",
+                        fix)]
+    if sent >= DAILY_CAP_WARN * cap:
+        return [Finding(WARNING, f"{sent} of the relay's {cap} recipients a day used in the last 24 h "
+                                 f"({sent * 100 // cap} %): past the cap it refuses Jira's mail for up to a day",
+                        fix)]
+    return []
 
 
 def cause_finding(cause: dict[str, Any]) -> Finding:
@@ -200,6 +233,9 @@ def summary_lines(name: str, report: dict[str, Any]) -> list[str]:
         lines.append(f"  TLS: {tls['ratio'] * 100:.0f} % of sent mail"
                      + (f", {per:g} messages per TLS handshake" if per is not None else "")
                      + (f" ({trust})" if trust else ""))
+    day = relay_day(report.get("relay_day"))
+    if day is not None:
+        lines.append(f"  relay: {day[0]} of {day[1]} recipients a day used (last 24 h)")
     for stuck in queue["stuck"][:5]:
         lines.append(f"  queued {stuck['queue_id']} to {stuck['domain']} for {_age(stuck['age_seconds'])}: "
                      f"{stuck['reason'][:120] or stuck['queue']}")

@@ -34,6 +34,9 @@ STATE = "/var/lib/jira-mailhost"
 OPENDKIM_CONF = "/etc/opendkim.conf"
 MANIFEST = "manifest"  # the last successful push's MANIFEST (path mode owner group postmap sha256)
 DEFAULT_LOG = "/var/log/mail.log"
+DAY = 86400  # seconds: the relay's daily cap counts a rolling day
+SETTINGS_MAX = 1 << 20  # characters; a pushed settings.env stays far below (500 TLS policy domains: ~130 KB)
+_DAILY_CAP = re.compile(r"^RELAY_MAX_PER_DAY=([1-9][0-9]{0,7})$", re.MULTILINE)
 QUEUES = ("active", "deferred", "hold", "incoming", "maildrop")
 STUCK_SHOWN = 20  # queued messages listed one by one; the rest are counted
 METRIC_PREFIX = "jira_mailhost"
@@ -63,6 +66,13 @@ CAUSES: tuple[Cause, ...] = (
           "SPF and DKIM pass, and DMARC aligns them with the From domain (Gmail, Yahoo, Microsoft)",
           "run `mailhost verify`; make Jira's From address a mailbox of `domain` (the stack's `sender`), "
           "so the DKIM signature and SPF align with it"),
+    Cause("relay_daily_cap", ("5.1.90", "5.4.5"),
+          r"daily (?:user )?(?:sending )?(?:limit|quota)|reached your daily",
+          "the relay's daily cap: Microsoft 365 takes 10,000 recipients a day per mailbox (550 5.1.90, then "
+          "refuses for 24 h); Google's SMTP relay answers 5.4.5",
+          "wait for the relay's 24 h to pass (the refused mail bounced: Jira users miss it), then spread the "
+          "load: fewer notification schemes, batched notifications, or a second relay account; set "
+          "delivery.relay.maxPerDay so `status` warns before the cap"),
     Cause("relay_rate", (), r"submission rate|rate for this client|exceeded the configured limit|"
           r"sending (?:rate|limit) (?:exceeded|reached)|message rate (?:limit )?exceeded",
           "the relay's sending limit: Microsoft 365 takes 30 messages a minute per mailbox (421 4.4.2)",
@@ -575,6 +585,43 @@ def summarize(deliveries: Sequence[Delivery], handshakes: int) -> dict[str, Any]
     }
 
 
+def read_deliveries(since: float, now: float, log_path: str | None) -> tuple[list[Delivery], int, dict[str, Any]]:
+    """Deliveries and TLS handshakes since `since`, from the mail log file or else journald, and where from."""
+    configured = log_path or _postconf_value("maillog_file")
+    path = configured or DEFAULT_LOG
+    found = os.path.exists(path)
+    # No syslog daemon writes a mail log: journald has Postfix's lines, unless a file was asked for.
+    journal = Journal(None) if found or configured else read_journal(
+        since, now, trusted_uids(_postconf_value("mail_owner")), JOURNALCTL)
+    if found:
+        deliveries, handshakes, skipped = read_log(read_lines(path, since, now), since, now)
+        where = {"path": path, "problem": None, "skipped_lines": skipped, "forged_lines": 0}
+    elif journal.lines is not None:
+        deliveries, handshakes, skipped = read_log(journal.lines, since, now)
+        where = {"path": "journald", "problem": None, "skipped_lines": skipped + journal.skipped,
+                 "forged_lines": journal.forged}
+    else:
+        deliveries, handshakes = [], 0
+        why = f" and {journal.problem}" if journal.problem else ""
+        where = {"path": path, "problem": f"no mail log at {path}{why}: set maillogFile (e.g. "
+                 "/var/log/postfix.log) so deliveries can be counted", "skipped_lines": 0, "forged_lines": 0}
+    return deliveries, handshakes, where
+
+
+def read_daily_cap(state: str = STATE) -> int | None:
+    """delivery.relay.maxPerDay as the last push wrote it into settings.env; None when unset or unreadable
+    (root's own file, but read as the grammar allows: one `RELAY_MAX_PER_DAY=N` line, N of 1-8 digits)."""
+    try:
+        with open(os.path.join(state, "settings.env"), encoding="utf-8", errors="replace") as handle:
+            text = handle.read(SETTINGS_MAX + 1)
+    except OSError:
+        return None
+    if len(text) > SETTINGS_MAX:  # not one the push wrote: a cut could leave half a number
+        return None
+    found = _DAILY_CAP.findall(text)
+    return int(found[0]) if len(found) == 1 else None
+
+
 def collect(hours: float, log_path: str | None, expected: dict[str, str], now: float | None = None,
             state: str = STATE) -> dict[str, Any]:
     """Everything `status` and the metrics need, as one JSON-able dict."""
@@ -584,24 +631,13 @@ def collect(hours: float, log_path: str | None, expected: dict[str, str], now: f
     report: dict[str, Any] = {"host": os.uname().nodename, "collected_at": round(now), "window_seconds":
                               round(hours * 3600), "services": services([m[0] for m in manifest]),
                               "queue": read_queue(now), "config": drift(manifest, expected)}
-    configured = log_path or _postconf_value("maillog_file")
-    path = configured or DEFAULT_LOG
-    found = os.path.exists(path)
-    # No syslog daemon writes a mail log: journald has Postfix's lines, unless a file was asked for.
-    journal = Journal(None) if found or configured else read_journal(
-        since, now, trusted_uids(_postconf_value("mail_owner")), JOURNALCTL)
-    if found:
-        deliveries, handshakes, skipped = read_log(read_lines(path, since, now), since, now)
-        report["log"] = {"path": path, "problem": None, "skipped_lines": skipped, "forged_lines": 0}
-    elif journal.lines is not None:
-        deliveries, handshakes, skipped = read_log(journal.lines, since, now)
-        report["log"] = {"path": "journald", "problem": None, "skipped_lines": skipped + journal.skipped,
-                         "forged_lines": journal.forged}
+    deliveries, handshakes, report["log"] = read_deliveries(since, now, log_path)
+    cap = read_daily_cap(state)
+    if cap is None:
+        report["relay_day"] = None
     else:
-        deliveries, handshakes = [], 0
-        why = f" and {journal.problem}" if journal.problem else ""
-        report["log"] = {"path": path, "problem": f"no mail log at {path}{why}: set maillogFile (e.g. "
-                         "/var/log/postfix.log) so deliveries can be counted", "skipped_lines": 0, "forged_lines": 0}
+        day = deliveries if hours >= 24 else read_deliveries(now - DAY, now, log_path)[0]
+        report["relay_day"] = {"cap": cap, "sent": sum(d.status == "sent" and d.time >= now - DAY for d in day)}
     report.update(summarize(deliveries, handshakes))
     return report
 
@@ -664,6 +700,12 @@ def metrics(report: dict[str, Any]) -> str:
            [({}, float(tls["messages_per_handshake"] or 0.0))])
     family("recent_sent_by_tls_trust", "Sent deliveries in the window by TLS trust (none: in clear).",
            [({"trust": level}, float(tls["sent_by_trust"][level])) for level in TRUST_LEVELS])
+    day = report.get("relay_day")
+    if day:  # only with delivery.relay.maxPerDay: a 0 cap would read as "always over"
+        family("relay_daily_cap", "delivery.relay.maxPerDay: recipients the relay takes in 24 h.",
+               [({}, float(day["cap"]))])
+        family("relay_sent_last_day", "Recipients sent through the relay in the last 24 h.",
+               [({}, float(day["sent"]))])
     config = report["config"]
     differs = len(config["changed"]) + len(config["missing"])
     family("config_digest_match", "1 when every file the last push installed is unchanged, 0 on drift.",

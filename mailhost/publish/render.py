@@ -147,6 +147,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 relay_key=f"[{relay.host}]:{relay.port}" if relay else "",
                 tls_policy_map=tls_policy_map,
                 tls_policy=[f"{domain}={level}" for domain, level in tls_policy.items()],
+                relay_max_per_day=relay.max_per_day if relay else None,
                 metrics_textfile=METRICS_TEXTFILE,
             ),
             mode=0o600,

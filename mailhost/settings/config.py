@@ -179,12 +179,17 @@ class Host(Model):
         return "admin" if self.ec2 else "root"
 
 
+MAX_PER_DAY = 10_000_000  # recipients a day; far above any relay's cap (Microsoft 365: 10,000)
+
+
 class Relay(Model):
     host: str
     port: int = Field(587, ge=1, le=65535)
     username: str = Field(max_length=256)
     tls_fingerprint: str | None = Field(None, alias="tlsFingerprint")
     max_per_minute: int | None = Field(None, alias="maxPerMinute", ge=1, le=60)
+    # Recipients the relay takes in 24 h (Microsoft 365: 10,000); `status` and an alert watch the last day.
+    max_per_day: int | None = Field(None, alias="maxPerDay", ge=1, le=MAX_PER_DAY)
 
     @property
     def rate_delay_seconds(self) -> int | None:

@@ -19,7 +19,7 @@ import pytest
 from mailhost.lab import jirahost, ops
 from mailhost.lab.lab import Lab
 from tests.real.conftest import lab_in_tmp, until
-from tests.real.test_status_lab import status
+from tests.real.test_status_lab import host_report, status
 
 pytestmark = [pytest.mark.real]
 LIMIT, WINDOW = 10, 20.0  # 10 per 20 s: 30 a minute
@@ -67,3 +67,38 @@ def test_with_max_per_minute_postfix_paces_and_the_relay_never_refuses(lab: Lab)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 1.9, gaps  # 2 s between deliveries, counted from the end of the one before
     assert seconds >= 13 * 2, seconds
+
+
+def cap_findings(data: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(f["level"], f["what"]) for f in host_report(data)["findings"] if "delivery.relay.maxPerDay" in f["fix"]]
+
+
+def test_max_per_day_is_pushed_and_status_counts_the_last_day_against_it(lab: Lab) -> None:
+    """The collector on the host reads the cap the push wrote and counts the real log's sent deliveries of the
+    last 24 h, also when status's own window is an hour; 80 % warns, the cap is critical."""
+    burst = ops.send(lab, 5, big_every=0)
+    assert len(ops.wait_delivered(lab, burst, timeout=120)[0]) == 5
+
+    def push(cap: int) -> None:
+        ops.write_stack(lab, "relay", {"delivery": {"relay": {"maxPerMinute": 30, "maxPerDay": cap}}})
+        ops.deploy(lab)
+        env = jirahost.run(lab.info(), ["cat", "/var/lib/jira-mailhost/settings.env"]).stdout
+        assert f"\nRELAY_MAX_PER_DAY={cap}\n" in env
+
+    push(10_000)
+    day = host_report(status(lab, "--hours", "24")[1])["report"]
+    sent = day["deliveries"]["sent"]
+    assert sent >= 5 and day["relay_day"] == {"cap": 10_000, "sent": sent}
+    code, data = status(lab)  # an hour's window: the day is read on its own
+    assert host_report(data)["report"]["relay_day"] == {"cap": 10_000, "sent": sent}
+    assert cap_findings(data) == []
+
+    near = sent + max(1, sent // 8)  # sent is 80-99 % of it
+    push(near)
+    code, data = status(lab)
+    assert cap_findings(data) == [("warning", f"{sent} of the relay's {near} recipients a day used in the last 24 h "
+                                              f"({sent * 100 // near} %): past the cap it refuses Jira's mail for up "
+                                              "to a day")]
+    push(sent)
+    code, data = status(lab)
+    assert code == 2 and [level for level, _ in cap_findings(data)] == ["critical"], cap_findings(data)

@@ -187,7 +187,7 @@ def report(**changes: Any) -> dict[str, Any]:
 
 
 def cause(cause_id: str, state: str, code: str) -> dict[str, Any]:
-    found = next(c for c in mailstats.CAUSES if c.id == cause_id)
+    found = mailstats.cause(cause_id)
     return {"status": state, "cause": cause_id, "code": code, "code_class": mailstats.code_class(code), "count": 2,
             "domains": ["example.net"], "example": "said: ...", "requirement": found.requirement, "fix": found.fix}
 
@@ -616,7 +616,7 @@ def test_status_names_mail_held_for_tls_with_the_count_the_age_and_the_fix() -> 
     assert finding.level == status.WARNING
     assert finding.what == ("3 message(s) wait because their domain requires TLS (delivery.tlsPolicy: encrypt) and "
                             "its MX offered none; the oldest for 30 min. Nothing was sent in clear")
-    assert finding.fix == next(c for c in mailstats.CAUSES if c.id == "tls_required").fix
+    assert finding.fix == mailstats.cause("tls_required").fix
     assert not [f for f in status.assess(report()) if "requires TLS" in f.what]
 
 

@@ -32,7 +32,8 @@ STACKS: dict[str, dict[str, Any]] = {
     "relay staging": base(environment="staging", rerouteTo="qa@example.com", maillogFile="/var/log/mail.log",
                           hosts=[existing(ipv4Ptr=None)], dkimSelector="k2",
                           delivery={"mode": "relay", "relay": {"host": "smtp.relay.example.net", "port": 2525,
-                                                               "username": "jira@example.com"}}),
+                                                               "username": "jira@example.com",
+                                                               "maxPerDay": 10000}}),
     "direct adopted qa": base(environment="qa", rerouteOptOut=True, hosts=[
         {**existing(ipv6="2001:db8::20", ipv6Ptr="none"), "fqdn": "mail.example.com"}],
         delivery={"tlsPolicy": {"Partner.Example.": "encrypt", "legacy.example": "may"}}),

@@ -284,6 +284,7 @@ ROWS: tuple[Row, ...] = (
     Row("delivery.relay.port", _relay_only("delivery.relay.port", lambda old, v: 2525)),
     Row("delivery.relay.username", _relay_only("delivery.relay.username", lambda old, v: "jira-2")),
     Row("delivery.relay.maxPerMinute", _relay_only("delivery.relay.maxPerMinute", lambda old, v: 30)),
+    Row("delivery.relay.maxPerDay", _relay_only("delivery.relay.maxPerDay", lambda old, v: 10000)),
     Row("delivery.relay.tlsFingerprint", _relay_only("delivery.relay.tlsFingerprint", lambda old, v: "ab" * 32)),
     Row("delivery.tlsPolicy", _tls_policy),
     Row("relayPassword (secret)", secret("relayPassword", "another-Relay-passw0rd")),
