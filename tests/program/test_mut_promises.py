@@ -195,12 +195,16 @@ def test_ec2_instance_type_subnet_and_ssh_port_come_from_the_stack(prod: tuple[R
     values = production()
     values["hosts"][0]["ec2"]["instanceType"] = "m6i.large"
     values["hosts"][0]["sshPort"] = 2222
+    values["hosts"][0]["sshUser"] = "deploy"
+    assert unwrap(run.one("jira-push").inputs)["connection"]["user"] == "admin", "Debian AMI login"
     changed, _ = run_recorded(values, PRODUCTION_SECRETS, stack="production")
     assert unwrap(changed.one("jira").inputs)["instanceType"] == "m6i.large"
     (rule,) = unwrap(changed.one("jira-ssh").inputs)["ingress"]
     assert (rule["protocol"], rule["fromPort"], rule["toPort"]) == ("tcp", 2222, 2222), "no inbound port 25, ever"
     assert unwrap(changed.one("jira-push").inputs)["connection"]["port"] == 2222
-    assert unwrap(changed.one("jira-push").inputs)["connection"]["user"] == "admin", "Debian AMI login"
+    assert unwrap(changed.one("jira-push").inputs)["connection"]["user"] == "deploy"
+    user_data = unwrap(changed.one("jira").inputs)["userData"]
+    assert "  - name: deploy\n" in user_data, "cloud-init sets up the login the push will use"
 
 
 def test_ec2_host_key_is_generated_and_pinned(prod: tuple[Run, InvokeRecordingMocks]) -> None:

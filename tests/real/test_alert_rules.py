@@ -34,6 +34,8 @@ METRICS = frozenset({
     "jira_mailhost_tls_delivery_ratio",
     "jira_mailhost_tls_messages_per_handshake",
     "jira_mailhost_recent_sent_by_tls_trust",
+    "jira_mailhost_relay_daily_cap",  # only with delivery.relay.maxPerDay
+    "jira_mailhost_relay_sent_last_day",
     "jira_mailhost_config_digest_match",
     "jira_mailhost_config_files_changed",
     "jira_mailhost_collector_last_run_timestamp_seconds",
@@ -113,7 +115,7 @@ def test_every_alert_has_a_firing_case_and_the_cases_name_only_real_alerts() -> 
 
 def test_each_rule_has_for_severity_and_text() -> None:
     rules = _rules()
-    assert len(rules) == 14, [r.get("alert") for r in rules]
+    assert len(rules) == 15, [r.get("alert") for r in rules]
     for rule in rules:
         assert "alert" in rule and rule.get("for"), rule
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule
@@ -145,7 +147,7 @@ def test_the_metric_list_is_what_the_three_writers_write() -> None:
               "causes": [], "deliveries": {"sent": 0}, "window_seconds": 60, "log": {"problem": None},
               "tls": mailstats.summarize([], 0)["tls"], "config": {"changed": [], "missing": [],
                                                                                  "pushed": True},
-              "collected_at": 0}
+              "collected_at": 0, "relay_day": {"cap": 10, "sent": 1}}
     found = Result("jira", "a@example.org", "t", causes.INBOX, "INBOX", 1.0, Verdicts({}, None, None, None, True, 1))
     texts = [mailstats.metrics(report), canary_export.metrics([found], 60, 0, {}),
              reports_export.metrics(summarize([], 0, 1, "none", lambda ip: "unknown"), 0, 0)]

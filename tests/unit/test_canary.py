@@ -262,3 +262,25 @@ def test_the_cli_refuses_before_sending(tmp_path: Path, values: dict[str, Any], 
     result = CliRunner().invoke(cli_app.app, ["canary", "--stack", str(stack_file(tmp_path, values)),
                                               "--key", "/dev/null"])
     assert result.exit_code == 3 and words in result.stderr, result.stderr
+
+
+def test_each_metric_family_says_what_it_is_once() -> None:
+    """HELP and TYPE of every family, exactly: what node_exporter serves and an operator reads in Grafana."""
+    good = Result("jira", "canary@gmail.com", "t", causes.INBOX, "INBOX", 4.0, judged(ALL_PASS))
+    headers = [ln for ln in export.metrics([good], 120, 1_800_000_000, {}).splitlines() if ln.startswith("#")]
+    assert headers == [
+        "# HELP jira_mailhost_canary_reachable 1 when the host took the probe and the mailbox could be read.",
+        "# TYPE jira_mailhost_canary_reachable gauge",
+        "# HELP jira_mailhost_canary_placement 1 for where the last probe landed: inbox, junk or missing.",
+        "# TYPE jira_mailhost_canary_placement gauge",
+        "# HELP jira_mailhost_canary_delay_seconds Seconds from submission on the host to arrival in the mailbox.",
+        "# TYPE jira_mailhost_canary_delay_seconds gauge",
+        "# HELP jira_mailhost_canary_auth_failures Verdicts other than pass in the receiver's Authentication-Results.",
+        "# TYPE jira_mailhost_canary_auth_failures gauge",
+        "# HELP jira_mailhost_canary_last_success_timestamp_seconds When a probe last reached the inbox with every "
+        "verdict passing.",
+        "# TYPE jira_mailhost_canary_last_success_timestamp_seconds gauge",
+        "# HELP jira_mailhost_canary_last_run_timestamp_seconds When the canary last ran (Unix time).",
+        "# TYPE jira_mailhost_canary_last_run_timestamp_seconds gauge",
+    ]
+

@@ -362,3 +362,14 @@ def test_bundle_members_belong_to_root_by_name_too() -> None:
     payload = bundle.pack([bundle.RenderedFile("/etc/x", "x\n")])
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(payload)))) as tar:
         assert {(m.uname, m.gname) for m in tar.getmembers()} == {("root", "root")}
+
+
+@pytest.mark.parametrize(("record_type", "zone", "key"), [
+    ("A", "forward", "jira-a"), ("AAAA", "forward", "jira-aaaa"), ("TXT", "forward", "jira-spf"),
+    ("PTR", "reverse4", "jira-ptr4"), ("PTR", "reverse6", "jira-ptr6"),
+])
+def test_each_record_keeps_the_name_its_resource_had_before_record_sets(record_type: str, zone: str, key: str) -> None:
+    """A stack deployed before records were named after their sets keeps each record's state through this
+    alias: a wrong old name would make `pulumi up` delete and create the record instead."""
+    s = parse_settings(base(hosts=[existing()]), SECRETS)
+    assert plan.legacy_record_key(s.hosts[0], record_type, zone) == key  # type: ignore[arg-type]
