@@ -86,7 +86,9 @@ def test_stripped_starttls_sends_nothing_in_clear_to_a_domain_that_requires_tls(
     until(lambda: len(held_for_tls(lab)) >= COUNT, 90, "the partner burst held for TLS")
     reasons = {str(r["delay_reason"]).partition("TLS is required")[0] for m in held_for_tls(lab)
                for r in m["recipients"]}
-    assert reasons == {"", "delivery temporarily suspended: "}, reasons  # both shapes, which status must count
+    # Postfix's own words, bare or after qmgr's suspension prefix (which qmgr uses only while it still holds the
+    # destination as dead: on a slow machine it may have let it go): status counts both (tls_held below).
+    assert "" in reasons and reasons <= {"", "delivery temporarily suspended: "}, reasons
     assert at_mx2(lab, first.name) == at_mx2(lab, rest.name) == [], "nothing to the encrypt domain went in clear"
 
     rc, data = status(lab)
