@@ -303,6 +303,11 @@ def test_the_summary_counts_per_reporter_source_and_class(db: sqlite3.Connection
     assert (s.classes["ours"].spf_aligned, s.classes["ours"].dkim_aligned) == (1400, 1400)
     assert s.classes["unknown"].dispositions == Counter({"quarantine": 56})
     assert s.flagged() == [("198.51.100.99", "unknown", 56), (OURS, "ours", 14)]
+    data = export.as_data(s)  # what `mailhost reports --json` says, class by class
+    assert list(data["classes"]) == list(judge.CLASSES)
+    assert data["classes"]["ours"] == {"messages": 1414, "spf_aligned": 1400, "dkim_aligned": 1400,
+                                       "dmarc_pass": 1400, "dispositions": s.classes["ours"].dispositions}
+    assert data["classes"]["unknown"]["dispositions"] == {"quarantine": 56}
 
 
 @pytest.mark.parametrize(("passing", "ready"), [(995, True), (994, False)])

@@ -373,3 +373,24 @@ def test_each_record_keeps_the_name_its_resource_had_before_record_sets(record_t
     alias: a wrong old name would make `pulumi up` delete and create the record instead."""
     s = parse_settings(base(hosts=[existing()]), SECRETS)
     assert plan.legacy_record_key(s.hosts[0], record_type, zone) == key  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_retired_selector_fits_up_to_a_253_character_record_name(over: int) -> None:
+    """A retired key's record `SELECTOR-HOST._domainkey.DOMAIN` of 253 characters can have been published;
+    one more cannot, and the stack names the retired selector to remove."""
+    import datetime
+
+    from mailhost.publish import preflight
+    from mailhost.settings.config import ConfigError
+
+    domain = "a" * 63 + "." + "b" * 63 + "." + "c" * 40 + ".example.com"
+    selector = "r" * (253 - len("-jira._domainkey.") - len(domain) + over)
+    retired = [{"selector": selector, "retiredOn": (datetime.date.today() - datetime.timedelta(days=3)).isoformat()}]
+    values = base(domain=domain, hosts=[existing()], dkimSelector="k", dkimRetired=retired)
+    if not over:
+        settings = parse_settings(values, SECRETS)
+        assert len(f"{selector}-jira._domainkey.{domain}") == 253 and preflight.problems(settings) == []
+    else:
+        with pytest.raises(ConfigError, match=r"jira-mailhost:dkimRetired\[0\]\.selector: .r+-jira. does not fit"):
+            parse_settings(values, SECRETS)
