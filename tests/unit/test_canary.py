@@ -284,3 +284,13 @@ def test_each_metric_family_says_what_it_is_once() -> None:
         "# TYPE jira_mailhost_canary_last_run_timestamp_seconds gauge",
     ]
 
+
+
+def test_the_text_says_where_each_probe_landed_how_late_and_why() -> None:
+    inbox = Result("jira", "canary@gmail.com", "t", causes.INBOX, "INBOX", 4.0, judged(ALL_PASS))
+    late = Result("jira", "canary@outlook.com", "t", causes.JUNK, "Junk", 200.0, judged(ALL_PASS))
+    gone = Result("jira", "canary@yahoo.com", problem="mailbox canary@yahoo.com: cannot connect")
+    lines = export.text_lines([inbox, late, gone], "example.com", 120)
+    assert lines[0].startswith("jira → canary@gmail.com: inbox after 4 s") and "(late)" not in lines[0]
+    assert lines[1].startswith("jira → canary@outlook.com: junk (Junk) after 200 s (late)")
+    assert lines[-1] == "jira → canary@yahoo.com: unreachable: mailbox canary@yahoo.com: cannot connect"

@@ -404,3 +404,22 @@ def test_a_report_that_fails_half_way_leaves_no_half_and_the_run_commits_the_res
     other = sqlite3.connect(path)
     assert other.execute("SELECT count(*) FROM report").fetchone() == (1 + ingest.BATCH + 5,), \
         "another reader sees every report: the run committed its last batch too"
+
+
+def test_a_large_folder_is_committed_every_batch_of_reports(db: sqlite3.Connection, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash loses at most one batch: the store commits after each BATCH reports read, and at the end."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in range(5):
+        (folder / f"{n}.xml").write_bytes(xml(report_id=f"r{n}"))
+    commits: list[int] = []
+    real_commit = store.commit
+    monkeypatch.setattr(ingest, "BATCH", 2)
+
+    def counted(conn: sqlite3.Connection) -> None:
+        commits.append(store.report_count(conn))
+        real_commit(conn)
+    monkeypatch.setattr(store, "commit", counted)
+    assert ingest.from_directory(db, folder, DOMAIN, NOW).read == 5
+    assert commits == [2, 4, 5], "after reports 2 and 4, then the rest"

@@ -640,3 +640,15 @@ def test_messages_held_for_a_tls_policy_are_counted_with_the_oldest_age(tmp_path
     text = mailstats.metrics(report(queue=report()["queue"] | {"tls_held": 2, "tls_held_oldest_age_seconds": 5400}))
     assert "jira_mailhost_queue_tls_held_messages 2\n" in text
     assert "jira_mailhost_queue_tls_held_oldest_age_seconds 5400\n" in text
+
+
+def test_the_collectors_help_says_what_each_option_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    """An admin on the host runs `python3 mailstats.py --help`: each option with its own words, exactly."""
+    with pytest.raises(SystemExit):
+        mailstats.main(["--help"])
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    for option in ("--hours HOURS window of the mail log to read",
+                   "--expect EXPECT PATH=SHA256 the stack would push",
+                   "--json print the report as JSON",
+                   "--textfile TEXTFILE write node_exporter textfile metrics here (atomically)"):
+        assert option in lines, lines
