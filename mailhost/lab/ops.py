@@ -187,7 +187,8 @@ def _submit(lab: Lab, args: list[str], stdin: str | None = None) -> Burst:
     proc = subprocess.run(jirahost.nsenter(lab.info(), argv), capture_output=True, text=True, timeout=3600, cwd=REPO,
                           input=stdin)
     if proc.returncode != 0:
-        raise LabError(f"submitting mail failed: {proc.stderr.strip()[-2000:]}")
+        raise LabError(f"submitting mail failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]!r}, "
+                       f"its output ended {proc.stdout.strip()[-500:]!r}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     refused = [r for r in data["results"] if not r["accepted"]]
     ids = {r["message_id"] for r in data["results"] if r["accepted"]}
