@@ -163,20 +163,19 @@ def reply_words(text: str) -> str:
     return reply.group("words") if reply else text
 
 
-def classify(dsn: str, text: str) -> Cause:
+def classify(dsn: str | None, text: str) -> Cause:
     """The cause of one deferral or bounce: a specific enhanced code, else the words of the reply, else
-    a generic code.  `dsn` is the code best_dsn chose; only codes of the RFC 3463 shape are read."""
-    codes = {dsn} if _ENHANCED.fullmatch(dsn) else set()
-    specific = codes - GENERIC_CODES
+    a generic code.  `dsn` is the code best_dsn chose (None: there is none); a code that no cause lists,
+    whatever its shape, decides nothing."""
     for cause in CAUSES:
-        if specific.intersection(cause.codes):
+        if dsn in cause.codes and dsn not in GENERIC_CODES:
             return cause
     words = reply_words(text)
     for cause, pattern in _COMPILED:
         if pattern is not None and pattern.search(words):
             return cause
     for cause in CAUSES:
-        if codes.intersection(cause.codes):
+        if dsn in cause.codes:
             return cause
     return OTHER
 
@@ -424,41 +423,79 @@ def trusted_uids(owner: str | None) -> frozenset[str]:
 
 
 # -- the queue, services and config ---------------------------------------------------------------
-def read_queue(now: float, postqueue: Sequence[str] = ("postqueue", "-j")) -> dict[str, Any]:
+POSTQUEUE_TIMEOUT = 60.0  # seconds: a queue of 100,000 messages lists in a few
+_QUEUE_ID = re.compile(r"[0-9A-Za-z]{1,32}")  # short (hex) and long (enable_long_queue_ids) queue IDs
+
+
+@dataclass(frozen=True)
+class Queued:
+    """One message of `postqueue -j`, read at its known keys: waiting is (address, delay reason) per recipient."""
+
+    queue: str
+    queue_id: str
+    arrival_time: int
+    waiting: list[tuple[str, str]]
+
+
+def parse_queued(raw: str) -> Queued | None:
+    """One `postqueue -j` line, or None when a key is missing or of another shape than Postfix writes
+    (counted as unreadable, never guessed at: an unknown queue name would otherwise become a new key)."""
+    try:
+        item = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(item, dict):
+        return None
+    queue, queue_id, arrival, recipients = (item.get(k) for k in ("queue_name", "queue_id", "arrival_time",
+                                                                   "recipients"))
+    if queue not in QUEUES or not isinstance(queue_id, str) or not _QUEUE_ID.fullmatch(queue_id):
+        return None
+    if type(arrival) is not int or arrival < 0 or not isinstance(recipients, list):
+        return None
+    waiting = []
+    for rcpt in recipients:
+        address = rcpt.get("address") if isinstance(rcpt, dict) else None
+        reason = rcpt.get("delay_reason", "") if isinstance(rcpt, dict) else None
+        if not isinstance(address, str) or not isinstance(reason, str):
+            return None
+        waiting.append((address, reason))
+    return Queued(queue, queue_id, arrival, waiting)
+
+
+def read_queue(now: float, postqueue: Sequence[str] = ("postqueue", "-j"),
+               timeout: float = POSTQUEUE_TIMEOUT) -> dict[str, Any]:
     """Counts per queue, the oldest message's age and the stuck ones with their cause."""
     counts = dict.fromkeys(QUEUES, 0)
     out: dict[str, Any] = {"problem": None}
     try:
-        done = subprocess.run(list(postqueue), capture_output=True, encoding="utf-8", errors="replace", timeout=60)
+        done = subprocess.run(list(postqueue), capture_output=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as error:
         return {**counts, "oldest_age_seconds": 0, "stuck": [], "more_stuck": 0, "unreadable": 0,
                 "tls_held": 0, "tls_held_oldest_age_seconds": 0, "problem": str(error)}
     if done.returncode != 0:
-        out["problem"] = (done.stderr.strip().splitlines() or ["postqueue failed"])[-1][:300]
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        out["problem"] = (said or ["postqueue failed"])[-1][:300]
     oldest = tls_oldest = 0.0
     unreadable = tls_held = 0
     stuck: list[dict[str, Any]] = []
     # One JSON object per "\n": a delay reason may hold U+2028 or U+0085, which str.splitlines would split at.
-    for raw in done.stdout.split("\n"):
+    for raw in done.stdout.decode(errors="replace").split("\n"):
         if not raw.strip():
             continue
-        try:
-            item = json.loads(raw)
-            queue = str(item.get("queue_name", ""))[:32]
-            age = max(0.0, now - float(item.get("arrival_time", now)))
-            waiting = [(str(r.get("address", "")), str(r.get("delay_reason", ""))) for r in item.get("recipients", [])]
-        except (ValueError, TypeError, KeyError, AttributeError):
+        item = parse_queued(raw)
+        if item is None:
             unreadable += 1
             continue
-        counts[queue] = counts.get(queue, 0) + 1
+        counts[item.queue] += 1
+        age = max(0.0, now - item.arrival_time)  # a clock set back makes no negative ages
         oldest = max(oldest, age)
         causes = []
-        for address, reason in waiting:
-            cause = classify(best_dsn("", reason), reason) if reason else OTHER
-            causes.append(cause.id)
-            stuck.append({"queue_id": str(item.get("queue_id", ""))[:32], "queue": queue, "age_seconds": round(age),
-                          "domain": address.rpartition("@")[2].lower()[:253],
-                          "cause": cause.id if reason else "waiting", "reason": reason[:300]})
+        for address, reason in item.waiting:
+            cause = classify(reply_code(reason), reason).id if reason else "waiting"  # a queue reason has no dsn=
+            causes.append(cause)
+            stuck.append({"queue_id": item.queue_id, "queue": item.queue, "age_seconds": round(age),
+                          "domain": address.rpartition("@")[2].lower()[:253], "cause": cause,
+                          "reason": reason[:300]})
         if "tls_required" in causes:
             tls_held += 1
             tls_oldest = max(tls_oldest, age)

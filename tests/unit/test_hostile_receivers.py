@@ -101,7 +101,7 @@ def fake_postqueue(tmp_path: Path, stdout: bytes) -> list[str]:
 
 
 def test_queue_reasons_with_line_separators_and_bad_bytes_keep_every_message(tmp_path: Path) -> None:
-    items = [{"queue_name": "deferred", "queue_id": f"Q{i}", "arrival_time": NOW - 7200,
+    items = [{"queue_name": "deferred", "queue_id": f"Q{i}", "arrival_time": int(NOW) - 7200,
               "recipients": [{"address": f"u{i}@example.net",
                               "delay_reason": f"host mx said: 421 4.7.0 try later\u2028{FORGED_SENT}\u0085x"}]}
              for i in range(3)]
@@ -248,15 +248,15 @@ def test_no_reply_text_crashes_the_collector_or_counts_a_forged_line(reply: str,
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(reasons=st.lists(HOSTILE_TEXT, min_size=1, max_size=4))
 def test_no_queue_reason_splits_or_hides_a_message(reasons: list[str]) -> None:
-    items = [{"queue_name": "deferred", "queue_id": f"Q{i}", "arrival_time": NOW - 60 * (i + 1),
+    items = [{"queue_name": "deferred", "queue_id": f"Q{i}", "arrival_time": int(NOW) - 60 * (i + 1),
               "recipients": [{"address": "x@example.net", "delay_reason": r}]} for i, r in enumerate(reasons)]
     stdout = "\n".join(json.dumps(i, ensure_ascii=False) for i in items)
 
     class Done:
         returncode = 0
-        stderr = ""
+        stderr = b""
 
-    Done.stdout = stdout  # type: ignore[attr-defined]
+    Done.stdout = stdout.encode()  # type: ignore[attr-defined]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(mailstats.subprocess, "run", lambda *a, **k: Done)
         queue = mailstats.read_queue(NOW)

@@ -270,15 +270,17 @@ def fake(tmp_path: Path, name: str, stdout: str, rc: int = 0, stderr: str = "") 
 
 def test_the_queue_is_counted_aged_and_each_waiting_recipient_has_its_cause(tmp_path: Path) -> None:
     items = [
-        {"queue_name": "deferred", "queue_id": "A1", "arrival_time": NOW - 7200, "recipients": [
+        {"queue_name": "deferred", "queue_id": "A1", "arrival_time": int(NOW) - 7200, "recipients": [
             {"address": "x@Gmail.com", "delay_reason": "host said: 421-4.7.28 unusual rate of mail"}]},
-        {"queue_name": "active", "queue_id": "B2", "arrival_time": NOW - 5, "recipients": [{"address": "y@a.org"}]},
-        {"queue_name": "hold", "queue_id": "C3", "arrival_time": NOW - 60, "recipients": []},
+        {"queue_name": "active", "queue_id": "B2", "arrival_time": int(NOW) - 5,
+         "recipients": [{"address": "y@a.org"}]},
+        {"queue_name": "hold", "queue_id": "C3", "arrival_time": int(NOW) - 60, "recipients": []},
     ]
-    items.append({"queue_name": "corrupt", "queue_id": "D4", "arrival_time": NOW, "recipients": []})
+    items.append({"queue_name": "corrupt", "queue_id": "D4", "arrival_time": int(NOW), "recipients": []})
     lines = "\n".join(json.dumps(i) for i in items) + "\nnot json\n"
     queue = mailstats.read_queue(NOW, fake(tmp_path, "postqueue", lines))
-    assert (queue["deferred"], queue["active"], queue["hold"], queue["incoming"], queue["corrupt"]) == (1, 1, 1, 0, 1)
+    assert (queue["deferred"], queue["active"], queue["hold"], queue["incoming"]) == (1, 1, 1, 0)
+    assert "corrupt" not in queue and queue["unreadable"] == 2, "a queue Postfix does not list is no new key"
     assert queue["oldest_age_seconds"] == 7200 and queue["problem"] is None
     assert queue["stuck"][0] == {"queue_id": "A1", "queue": "deferred", "age_seconds": 7200, "domain": "gmail.com",
                                  "cause": "rate_limit", "reason": "host said: 421-4.7.28 unusual rate of mail"}
@@ -293,7 +295,7 @@ def test_the_queue_is_counted_aged_and_each_waiting_recipient_has_its_cause(tmp_
 
 
 def test_many_waiting_recipients_are_listed_up_to_a_limit(tmp_path: Path) -> None:
-    items = [{"queue_name": "deferred", "queue_id": f"Q{i}", "arrival_time": NOW - i,
+    items = [{"queue_name": "deferred", "queue_id": f"Q{i}", "arrival_time": int(NOW) - i,
               "recipients": [{"address": f"u{i}@b.org", "delay_reason": "connect to b.org: Connection refused"}]}
              for i in range(mailstats.STUCK_SHOWN + 3)]
     queue = mailstats.read_queue(NOW, fake(tmp_path, "pq", "\n".join(json.dumps(i) for i in items)))
@@ -545,7 +547,7 @@ def test_the_smaller_messages_and_counts(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_a_waiting_recipients_domain_is_cut_at_the_longest_a_domain_can_be(tmp_path: Path) -> None:
     long_domain = ("a" * 60 + ".") * 5 + "org"  # 308 characters: no real domain, written by whoever submitted it
-    item = {"queue_name": "deferred", "queue_id": "L1", "arrival_time": NOW - 60,
+    item = {"queue_name": "deferred", "queue_id": "L1", "arrival_time": int(NOW) - 60,
             "recipients": [{"address": f"x@{long_domain}", "delay_reason": "connect to a.org: Connection refused"}]}
     [stuck] = mailstats.read_queue(NOW, fake(tmp_path, "postqueue", json.dumps(item) + "\n"))["stuck"]
     assert stuck["domain"] == long_domain[:253]
@@ -627,12 +629,12 @@ def test_messages_held_for_a_tls_policy_are_counted_with_the_oldest_age(tmp_path
     wait, and only for Postfix's own 'TLS is required' (a receiver's TLS complaint is another cause)."""
     tls = "TLS is required, but was not offered by host mx2.example.net[198.51.100.3]"
     items = [
-        {"queue_name": "deferred", "queue_id": "A1", "arrival_time": NOW - 5400, "recipients": [
+        {"queue_name": "deferred", "queue_id": "A1", "arrival_time": int(NOW) - 5400, "recipients": [
             {"address": "a@partner.example", "delay_reason": tls}, {"address": "b@partner.example",
                                                                      "delay_reason": tls}]},
-        {"queue_name": "deferred", "queue_id": "B2", "arrival_time": NOW - 600, "recipients": [
+        {"queue_name": "deferred", "queue_id": "B2", "arrival_time": int(NOW) - 600, "recipients": [
             {"address": "c@partner.example", "delay_reason": "delivery temporarily suspended: " + tls}]},
-        {"queue_name": "deferred", "queue_id": "C3", "arrival_time": NOW - 9000, "recipients": [
+        {"queue_name": "deferred", "queue_id": "C3", "arrival_time": int(NOW) - 9000, "recipients": [
             {"address": "d@other.example", "delay_reason": "host mx said: 454 4.7.0 TLS not available"}]},
     ]
     queue = mailstats.read_queue(NOW, fake(tmp_path, "postqueue", "\n".join(json.dumps(i) for i in items) + "\n"))
