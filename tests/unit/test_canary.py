@@ -157,7 +157,10 @@ def test_the_probe_carries_its_token_and_the_command_quotes_every_address() -> N
     made = probe.probe("jira", "jira@example.com", "canary@gmail.com", "example.com", now=1_800_000_000)
     assert probe.TOKEN.fullmatch(made.token)
     text = made.message.decode()
-    assert f"Subject: jira-mailhost canary {made.token}" in text and f"Message-ID: <{made.token}@example.com>" in text
+    head = text.split("\n\n", 1)[0].splitlines()
+    assert head[:5] == ["From: Jira <jira@example.com>", "To: canary@gmail.com",
+                        f"Subject: jira-mailhost canary {made.token}", "Date: Fri, 15 Jan 2027 08:00:00 -0000",
+                        f"Message-ID: <{made.token}@example.com>"], "each header as Jira writes it, name case too"
     command = probe.submit_command("jira@example.com", "canary@gmail.com")
     assert command.startswith("/usr/bin/python3 -I -c ") and command.endswith(" jira@example.com canary@gmail.com")
     assert probe.new_token() != probe.new_token()

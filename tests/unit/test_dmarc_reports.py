@@ -293,6 +293,11 @@ def summary(db: sqlite3.Connection, policy: str = "none", days: float = 14) -> j
     return judge.summarize(store.rows_since(db, NOW - days * DAY), NOW - days * DAY, NOW, policy, classify)
 
 
+def test_the_most_failing_source_is_flagged_first_whatever_its_address(db: sqlite3.Connection) -> None:
+    history(db, 14, ("google.com", "outlook.com"), ours_pass=700, ours_fail=40, unknown=6)
+    assert summary(db).flagged() == [(OURS, "ours", 80), ("198.51.100.99", "unknown", 12)]
+
+
 def test_the_summary_counts_per_reporter_source_and_class(db: sqlite3.Connection) -> None:
     history(db, 14, ("google.com", "outlook.com"), ours_pass=700, ours_fail=7, unknown=28, authorized=14)
     s = summary(db)
