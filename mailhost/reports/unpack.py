@@ -72,8 +72,9 @@ def unzip(data: bytes) -> bytes:
 
 
 def looks_like_mail(data: bytes) -> bool:
+    """A whole mail (a header on its first line), not a bare report (XML, gzip or zip)."""
     head = data[:2048].lstrip()
-    return not head.startswith(b"<") and b":" in head.split(b"\n", 1)[0]
+    return not head.startswith(b"<") and b":" in head.partition(b"\n")[0]
 
 
 def attachment(data: bytes) -> bytes:

@@ -83,6 +83,17 @@ def test_the_dates_are_the_reports_own_whatever_the_local_zone(monkeypatch: pyte
     assert (report.begin, report.end) == (NOW - DAY, NOW - 1)
 
 
+@pytest.mark.parametrize(("data", "mail"), [
+    (b"From: dmarc@google.com\nSubject: Report\n\nbody", True),
+    (b"\n  Received: from x\n", True),
+    (b"Report of the day\nSubject: looks like a header\n\n", False),  # only the first line decides
+    (b"<?xml version='1.0'?><feedback>a: b</feedback>", False),
+    (b"\x1f\x8b\x08\x00 no colon on this line\nbut: here", False),
+])
+def test_a_whole_mail_is_told_by_a_header_on_its_first_line(data: bytes, mail: bool) -> None:
+    assert unpack.looks_like_mail(data) is mail
+
+
 def test_a_report_about_a_subdomain_counts_for_the_domain() -> None:
     assert parse.parse(xml(domain=f"eu.{DOMAIN}").decode(), DOMAIN, NOW).domain == f"eu.{DOMAIN}"
 

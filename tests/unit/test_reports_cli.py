@@ -158,3 +158,26 @@ def test_status_shows_unknown_senders_and_the_ramp_when_a_report_database_exists
     printed.clear()
     run_status([], None, 1.0, True, printed.append, (data, lines))
     assert json.loads(printed[0])["dmarc"]["unknown_source_messages"] == 292
+
+
+def test_the_status_line_counts_reports_that_end_inside_its_14_days_to_the_second(tmp_path: Path) -> None:
+    """A report ending exactly 14 days back is in the window; one ending a second earlier is not."""
+    from mailhost.publish.plan import expected_from_settings
+    from mailhost.publish.stack import load_stack_file
+    from mailhost.reports import brief, ingest, store
+    from mailhost.verify.dnsquery import ResolverSpec
+
+    now = 1_796_600_000
+    edge = now - 14 * DAY
+    spoof = Judged(STRANGER, DOMAIN, "evil.example", "fail", "none", None, None, "fail", "none")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for org, end, count in (("inside.example", edge, 3), ("outside.example", edge - 1, 5)):
+        (folder / f"{org}.xml").write_bytes(
+            aggregate_xml(org, f"dmarc@{org}", org, DOMAIN, "none", end - DAY + 1, end, {spoof: count}))
+    db = store.connect(tmp_path / "r.sqlite")
+    assert ingest.from_directory(db, folder, DOMAIN, now).new == 2
+    db.close()
+    expected = expected_from_settings(load_stack_file(REPO_ROOT / "Pulumi.staging.yaml", require_secrets=False))
+    data = brief.brief(tmp_path / "r.sqlite", expected, ResolverSpec(("127.0.0.1",), port=9, timeout=0.5), now=now)
+    assert data is not None and (data["unknown_sources"], data["unknown_source_messages"]) == (1, 3)
