@@ -79,3 +79,19 @@ def test_the_note_is_of_the_settings_without_secrets_and_lasts_an_hour(tmp_path:
     assert previewed.was_previewed(digest, now=now, directory=tmp_path)
     assert previewed.was_previewed(digest, now=now + previewed.VALID_SECONDS - 5, directory=tmp_path)
     assert not previewed.was_previewed(digest, now=now + previewed.VALID_SECONDS + 5, directory=tmp_path)
+
+
+def test_a_stopped_preview_forgets_the_note_of_this_stack_and_these_settings_only() -> None:
+    """components.settings.preview_stopped, as the EC2 login check calls it: the note of these settings on
+    this stack goes, a note of the same settings on another stack stays."""
+    from components.settings import preview_stopped
+    from mailhost.lab.engine.program import stack_config
+
+    values = stacks.ec2_direct_production()
+    configure(values, SECRETS, preview=True, stack="production")
+    config, _ = stack_config("jira-mailhost", values, SECRETS)
+    here, elsewhere = (previewed.config_digest("jira-mailhost", s, config) for s in ("production", "production-eu"))
+    previewed.note_preview(here)
+    previewed.note_preview(elsewhere)
+    preview_stopped()
+    assert not previewed.was_previewed(here) and previewed.was_previewed(elsewhere)

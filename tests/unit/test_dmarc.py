@@ -182,7 +182,7 @@ def test_check_dmarc_lookup_errors_are_never_verdicts() -> None:
     start = dm.check_dmarc("example.com", walk("example.com", {"example.com": REFUSED}), True)
     assert start.lookup_error and start.id == "dmarc"
     above = dm.check_dmarc("jira.example.com", walk("jira.example.com", {"example.com": REFUSED}), True)
-    assert above.lookup_error and "while walking up the DNS tree" in above.detail
+    assert above.lookup_error and above.id == "dmarc" and "while walking up the DNS tree" in above.detail
 
 
 def tags(record: str, production: bool = True, expected: bool | None = None) -> tuple[str, str, str]:
