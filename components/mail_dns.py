@@ -128,7 +128,7 @@ class MailDns(pulumi.ComponentResource):
                 made = record(dkim_record, plan.dkim_key(host, generation), "forward", "TXT",
                               renamed(host, _dkim_key(generation),
                                       pulumi.ResourceOptions.merge(rotated, pulumi.ResourceOptions(aliases=legacy))),
-                              plan.dkim_record(settings, host, generation, "").name)
+                              plan.dkim_record_name(settings, host, generation))
                 self.by_host[host.name].append(made)
                 self.dkim_records.append(made)
             if settings.ptr_source(host, 4) is PtrSource.EIP:

@@ -67,15 +67,13 @@ def causes(placement: str, verdicts: Verdicts | None, domain: str) -> list[Cause
     return found
 
 
-def failing(verdicts: Verdicts | None) -> bool:
+def failing(verdicts: Verdicts) -> bool:
     """An authentication failure the receiver wrote (any method not pass, none for ARC aside)."""
-    if verdicts is None:
-        return False
     return any(result != "pass" for method, result in verdicts.results.items() if method != "arc") or \
         verdicts.results.get("arc") == "fail"
 
 
 def exit_code(placement: str, verdicts: Verdicts | None, late: bool) -> int:
-    if placement != INBOX or failing(verdicts):
+    if placement != INBOX or verdicts is None or failing(verdicts):  # as causes(): no headers read, not judged
         return BAD
     return LATE if late else OK

@@ -146,8 +146,13 @@ def legacy_record_key(host: Host, record_type: str, zone: Zone) -> str:
 def dkim_record(settings: Settings, host: Host, generation: str, dkim_p: str) -> Record:
     """One key generation's record: its own resource per generation, so a rotation adds one and the
     retired one stays until its retention is over (Settings.dkim_generations)."""
-    return Record(dkim_key(host, generation), "forward",
-                  dkim.record_name(settings.selector(host, generation), settings.domain), "TXT", dkim.txt_value(dkim_p))
+    return Record(dkim_key(host, generation), "forward", dkim_record_name(settings, host, generation), "TXT",
+                  dkim.txt_value(dkim_p))
+
+
+def dkim_record_name(settings: Settings, host: Host, generation: str) -> str:
+    """Known before the key is: the component names the record while the key is still an Output."""
+    return dkim.record_name(settings.selector(host, generation), settings.domain)
 
 
 def dkim_key(host: Host, generation: str) -> str:

@@ -117,6 +117,7 @@ ALL_PASS = {"spf": "pass", "dkim": "pass", "dmarc": "pass"}
     ("junk", judged(ALL_PASS), False, causes.BAD, "blocklists"),
     ("junk", judged(ALL_PASS | {"dkim": "none"}), False, causes.BAD, "is opendkim up?"),
     ("missing", None, False, causes.BAD, "mailhost status"),
+    ("inbox", None, False, causes.BAD, "mailhost status"),  # no headers were read: nothing says it passed
 ])
 def test_each_placement_and_verdict_gives_its_exit_code_and_fix(placement: str, v: verdicts.Verdicts | None,
                                                                 late: bool, code: int, fix: str | None) -> None:
@@ -190,7 +191,7 @@ def test_the_junk_folder_is_the_one_the_server_flags_or_a_usual_name(lines: list
 
 def test_metrics_keep_the_last_success_across_runs(tmp_path: Path) -> None:
     good = Result("jira", "canary@gmail.com", "t", causes.INBOX, "INBOX", 4.0, judged(ALL_PASS))
-    junk = Result("jira", "canary@outlook.com", "t", causes.JUNK, "Junk", 9.0, judged(ALL_PASS))
+    junk = Result("jira", "canary@outlook.com", "t", causes.JUNK, "Junk", 9.04, judged(ALL_PASS))
     first = export.metrics([good, junk], 120, 1_800_000_000, {})
     path = tmp_path / "canary.prom"
     path.write_text(first)
@@ -204,7 +205,7 @@ def test_metrics_keep_the_last_success_across_runs(tmp_path: Path) -> None:
     assert 'jira_mailhost_canary_placement{host="jira",mailbox="canary@outlook.com",folder="junk"} 1' in lines
     assert "jira_mailhost_canary_last_run_timestamp_seconds 1800003600" in lines
     assert 'jira_mailhost_canary_delay_seconds{host="jira",mailbox="canary@outlook.com"} 9' in lines, \
-        "the delay of each mailbox reached, labelled as the delay alert reads it"
+        "the delay of each mailbox reached, to a tenth of a second, labelled as the delay alert reads it"
 
 
 
