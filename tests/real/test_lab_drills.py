@@ -538,7 +538,7 @@ def test_smarthost_killed_mid_burst_for_two_minutes(lab: Lab) -> None:
 # -- 5. The spool fills up -------------------------------------------------------------------
 _SMALL_SPOOL = """set -eu
 postfix stop
-mkdir /run/mailhost-drill-spool
+mkdir -p /run/mailhost-drill-spool
 mount -t tmpfs -o size={mb}m,mode=0755 mailhost-drill-spool /run/mailhost-drill-spool
 cp -a {spool}/. /run/mailhost-drill-spool/
 mount --move /run/mailhost-drill-spool {spool}
