@@ -158,6 +158,12 @@ def test_every_outputs_value_passes_the_stack_grammar_before_ssh_sees_it(key: st
     assert hosts.targets(outputs(), None, "x")[0].address == "198.51.100.10"
 
 
+@pytest.mark.parametrize("port", [1, 2222, 65535])
+def test_every_port_the_stack_allows_reaches_ssh(port: int) -> None:
+    """The same range as hosts[].sshPort (1-65535): the ends included."""
+    assert hosts.targets(outputs(sshPort=port), None, "x")[0].port == port
+
+
 def test_a_host_that_looks_like_an_option_is_only_a_host_to_ssh(tmp_path: Path) -> None:
     pwned = tmp_path / "pwned"
     result = sshexec.run(f"-oProxyCommand=touch {pwned}", 22, "root", None, KEY, "true", timeout=20, attempts=1)
