@@ -52,6 +52,8 @@ def test_parse_reads_rfc_9989_tags_with_caseless_names_and_values() -> None:
     assert record.testing and record.get("adkim") == "s" and record.get("fo") == "0:d"
     assert record.uris("rua") == ("mailto:Reports@Example.com", "mailto:x@other.example!10m")
     assert record.report_domains() == ("example.com", "other.example")
+    assert dm.parse("v=DMARC1; p=none; rua=mailto:d@Reports.Example.COM.").report_domains() == \
+        ("reports.example.com",), "a root dot and the case are not part of the domain"
     assert record.removed == () and record.unknown == ()
 
 
