@@ -22,6 +22,7 @@ def test_key_tags_of_dnskeys_and_ds() -> None:
     assert 35406 in key_tags(ok("DNSKEY", KSK, ZSK)) and len(key_tags(ok("DNSKEY", KSK, ZSK))) == 2
     assert key_tags(ok("DNSKEY", "not a key")) == set()
     assert ds_tags(ok("DS", DS, "x y")) == {35406}
+    assert ds_tags(ok("DS", "2371 RSASHA256 2 ABCD")) == {2371}, "only the key tag (the first field) is read"
 
 
 def test_every_state_is_info_and_says_what_it_means() -> None:
