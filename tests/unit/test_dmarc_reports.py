@@ -115,42 +115,64 @@ EXTERNAL = xml().replace(b'<?xml version="1.0" encoding="UTF-8"?>\n',
                          ).replace(b"<org_name>lab.example</org_name>", b"<org_name>&x;</org_name>")
 
 
+NOT_DMARC = "not a DMARC aggregate report: "
+PARTIAL = NOT_DMARC + "malformed XML (only part of it could be read)"
+DOCTYPE = NOT_DMARC + "a DOCTYPE (entities are refused)"
+BOMB = "inflates more than 200x (a decompression bomb)"
+EARLY = "bad dates: the interval begins before 2012 or ends before it begins"
+COUNT = "a row whose count is not a whole number of messages"
+ELSEWHERE = "a report for another domain ({}), not jira.example.com"
+
+
 @functools.cache
 def hostile() -> dict[str, tuple[bytes, str]]:
-    """name → (bytes, words the refusal must contain)."""
+    """name → (bytes, the whole refusal): every word of it is what the admin reads, so all are compared."""
     gzip_bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
     zip_bomb = zipped(("r.xml", b" " * (64 * 1024 * 1024)))
     ratio_bomb = gzip.compress(b"<feedback>" + b" " * (8 * 1024 * 1024) + b"</feedback>", compresslevel=9)
+    gzip_head = gzip.compress(xml())[:10]
     return {
-        "malformed XML": (xml()[:-40], "malformed XML"),
-        "not XML at all": (b"<feedback>\x00\x01", "not a DMARC aggregate report"),
-        "entity expansion": (LAUGHS, "DOCTYPE"),
-        "external entity": (EXTERNAL, "DOCTYPE"),
-        "gzip bomb": (gzip_bomb, "inflates"),
-        "zip bomb": (zip_bomb, "inflates"),
-        "ratio bomb under the size bound": (ratio_bomb, f"more than {unpack.MAX_RATIO}x"),
-        "zip of two files": (zipped(("a.xml", xml()), ("b.xml", xml(report_id="r2"))), "exactly one"),
-        "truncated gzip": (gzip.compress(xml())[:-30], "gzip"),
-        "huge input": (b"<" + b" " * unpack.MAX_INPUT, "larger than"),
-        "mail without a report": (b"From: a@b.example\nSubject: hi\n\nhello\n", "without a report"),
-        "another domain": (xml(domain="other.example"), "another domain (other.example)"),
-        "a lookalike domain": (xml(domain=f"evil{DOMAIN}"), "another domain"),
-        "dates before DMARC": (xml(begin=1_000_000_000, end=1_000_080_000), "bad dates"),
-        "dates in the future": (xml(begin=NOW + 5 * DAY, end=NOW + 6 * DAY), "bad dates"),
-        "end before begin": (xml(begin=NOW - DAY, end=NOW - 2 * DAY), "bad dates"),
-        "a month in one report": (xml(begin=NOW - 30 * DAY, end=NOW - 1), "longer than a week"),
+        "malformed XML": (xml()[:-40], PARTIAL),
+        "not XML at all": (b"<feedback>\x00\x01", NOT_DMARC + "malformed XML"),
+        "entity expansion": (LAUGHS, DOCTYPE),
+        "external entity": (EXTERNAL, DOCTYPE),
+        "gzip bomb": (gzip_bomb, BOMB),
+        "zip bomb": (zip_bomb, BOMB),
+        "ratio bomb under the size bound": (ratio_bomb, BOMB),
+        "zip of two files": (zipped(("a.xml", xml()), ("b.xml", xml(report_id="r2"))),
+                             "a zip with 2 files; a report zip holds exactly one"),
+        "a zip that is not one": (b"PK\x03\x04" + b"\x00" * 200, "not a readable zip file (BadZipFile)"),
+        "truncated gzip": (gzip.compress(xml())[:-30], "a truncated gzip file"),
+        "a gzip whose data is no deflate": (gzip_head + b"\xff" * 64,
+                                            "not a valid gzip file (Error -3 while decompressing data: "
+                                            "invalid block type)"),
+        "huge input": (b"<" + b" " * unpack.MAX_INPUT, "larger than 10 MiB"),
+        "mail without a report": (b"From: a@b.example\nSubject: hi\n\nhello\n",
+                                  "a mail without a report attachment (gzip, zip or XML)"),
+        "another domain": (xml(domain="other.example"), ELSEWHERE.format("other.example")),
+        "a lookalike domain": (xml(domain=f"evil{DOMAIN}"), ELSEWHERE.format(f"evil{DOMAIN}")),
+        "no domain published": (xml().replace(f"<domain>{DOMAIN}</domain>".encode(), b"<domain>-</domain>"),
+                                "policy_published has no domain name"),
+        "dates before DMARC": (xml(begin=1_000_000_000, end=1_000_080_000), EARLY),
+        "dates in the future": (xml(begin=NOW + 5 * DAY, end=NOW + 6 * DAY),
+                                "bad dates: the interval ends in the future"),
+        "end before begin": (xml(begin=NOW - DAY, end=NOW - 2 * DAY), EARLY),
+        "a month in one report": (xml(begin=NOW - 30 * DAY, end=NOW - 1),
+                                  "bad dates: the interval is longer than a week"),
         "dates that are no numbers": (xml().replace(f"<begin>{NOW - DAY}</begin>".encode(), b"<begin>x</begin>"),
-                                      "not a DMARC aggregate report"),
-        "C0 controls (not even XML)": (xml(org="lab\x1b[31m.example"), "malformed XML"),
-        "a bidi override in org_name": (xml(org="lab\u202eelpmaxe"), "org_name"),
-        "a C1 CSI in report_id": (xml(report_id="r1\u009b2J"), "report_id"),
+                                      NOT_DMARC + "malformed XML"),
+        "C0 controls (not even XML)": (xml(org="lab\x1b[31m.example"), PARTIAL),
+        "a bidi override in org_name": (xml(org="lab\u202eelpmaxe"),
+                                        "the reporter's org_name is missing or not plain text"),
+        "a C1 CSI in report_id": (xml(report_id="r1\u009b2J"), "the report_id is missing or not plain text"),
         "not an IP": (xml().replace(b"<source_ip>198.51.100.99</source_ip>", b"<source_ip>-oProxy</source_ip>"),
-                      "1 of its 2 rows cannot be read"),
-        "negative count": (xml().replace(b"<count>3</count>", b"<count>-3</count>"), "count"),
-        "absurd count": (xml().replace(b"<count>3</count>", b"<count>99999999999</count>"), "count"),
+                      "1 of its 2 rows cannot be read (a source_ip that is not an IP address, or a count that "
+                      "is no number)"),
+        "negative count": (xml().replace(b"<count>3</count>", b"<count>-3</count>"), COUNT),
+        "absurd count": (xml().replace(b"<count>3</count>", b"<count>99999999999</count>"), COUNT),
         "unknown disposition": (xml().replace(b"<disposition>quarantine</disposition>",
-                                              b"<disposition>drop</disposition>"), "disposition"),
-        "not UTF-8": (xml().replace(b"lab.example</org_name>", b"lab\xff.example</org_name>"), "UTF-8"),
+                                              b"<disposition>drop</disposition>"), "a row with an unknown disposition"),
+        "not UTF-8": (xml().replace(b"lab.example</org_name>", b"lab\xff.example</org_name>"), "not UTF-8 XML"),
     }
 
 
@@ -204,7 +226,7 @@ def test_a_hostile_report_is_refused_with_its_reason_and_the_database_stays_as_i
         db: sqlite3.Connection, name: str) -> None:
     assert taken(db, xml(report_id="kept")).new == 1
     before = (store.report_count(db), rows(db))
-    data, words = hostile()[name]
+    data, reason = hostile()[name]
     tracemalloc.start()
     try:
         outcome = taken(db, data)
@@ -212,7 +234,7 @@ def test_a_hostile_report_is_refused_with_its_reason_and_the_database_stays_as_i
     finally:
         tracemalloc.stop()
     assert outcome.new == outcome.duplicate == 0 and len(outcome.refused) == 1, outcome
-    assert words in outcome.refused[0][1], outcome.refused
+    assert outcome.refused[0][1] == reason, outcome.refused
     assert all(c.isprintable() for c in outcome.refused[0][1]), "the reason is safe to print"
     assert (store.report_count(db), rows(db)) == before
     assert peak < 3 * unpack.MAX_XML + 2 * len(data), f"{peak} bytes: bounded by the limits, not the bomb"
@@ -439,3 +461,11 @@ def test_a_large_folder_is_committed_every_batch_of_reports(db: sqlite3.Connecti
     monkeypatch.setattr(store, "commit", counted)
     assert ingest.from_directory(db, folder, DOMAIN, NOW).read == 5
     assert commits == [2, 4, 5], "after reports 2 and 4, then the rest"
+
+
+def test_a_report_with_more_rows_than_the_bound_and_a_mail_too_big_to_fetch_are_refused_in_words(
+        db: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parse, "MAX_ROWS", 1)
+    assert taken(db, xml()).refused == [("it", "more than 1 rows")]
+    assert taken(db, None).refused == [("it", "larger than 10 MiB or unreadable")]
+    assert store.report_count(db) == 0

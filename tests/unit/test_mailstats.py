@@ -490,6 +490,9 @@ def test_services_watch_opendkim_only_where_the_push_manages_it(tmp_path: Path,
     pidfile.write_text(f"{os.getpid()}\n")
     assert mailstats._conf_value(str(conf), "PidFile") == str(pidfile), "the last line wins, as in opendkim"
     assert mailstats._conf_value(str(conf), "UserID") is None
+    spaced = tmp_path / "spaced.conf"
+    spaced.write_text("PidFile   /run/open dkim/odk.pid  \n")
+    assert mailstats._conf_value(str(spaced), "PidFile") == "/run/open dkim/odk.pid", "the value is the line's rest"
     assert mailstats._conf_value(str(tmp_path / "none"), "PidFile") is None
     monkeypatch.setattr(mailstats, "OPENDKIM_CONF", str(conf))
     monkeypatch.setattr(mailstats, "_postconf_value", lambda name: str(tmp_path / "spool"))
