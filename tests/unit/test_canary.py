@@ -298,3 +298,23 @@ def test_the_text_says_where_each_probe_landed_how_late_and_why() -> None:
     assert lines[0].startswith("jira → canary@gmail.com: inbox after 4 s") and "(late)" not in lines[0]
     assert lines[1].startswith("jira → canary@outlook.com: junk (Junk) after 200 s (late)")
     assert lines[-1] == "jira → canary@yahoo.com: unreachable: mailbox canary@yahoo.com: cannot connect"
+
+
+def test_the_json_holds_each_probe_with_its_verdicts_and_the_causes_for_the_stacks_domain() -> None:
+    """`mailhost canary --json`: the causes are judged against the stack's domain (DKIM under another
+    domain is named), an unreachable probe has none, and each row carries its exit code."""
+    other = Result("jira", "canary@gmail.com", "t", causes.JUNK, "Junk", 4.04,
+                   judged(ALL_PASS, dkim_domain="mailer.example"), queue_id="4Xyz")
+    gone = Result("jira", "canary@yahoo.com", problem="mailbox canary@yahoo.com: cannot connect")
+    data = export.as_data([other, gone], "example.com", 120)
+    assert data == {"results": [
+        {"host": "jira", "mailbox": "canary@gmail.com", "placement": "junk", "folder": "Junk", "delay_seconds": 4.0,
+         "queue_id": "4Xyz", "verdicts": {**ALL_PASS, "dkim_domain": "mailer.example", "dkim_selector": "jm1",
+                                         "tls": True},
+         "causes": [{"what": causes.UNALIGNED.what, "fix": causes.UNALIGNED.fix}],
+         "unreachable": None, "deleted": False, "exit": causes.BAD},
+        {"host": "jira", "mailbox": "canary@yahoo.com", "placement": None, "folder": None, "delay_seconds": None,
+         "queue_id": None, "verdicts": None, "causes": [], "unreachable": "mailbox canary@yahoo.com: cannot connect",
+         "deleted": False, "exit": causes.UNREACHABLE}]}
+    aligned = export.as_data([other], "mailer.example", 120)["results"][0]
+    assert aligned["causes"] == [{"what": causes.REPUTATION.what, "fix": causes.REPUTATION.fix}]
