@@ -7,8 +7,9 @@ Builds a lab (its own state directory), deploys the program, and for each mode s
 Jira-like burst through three Postfix configs on the jira host:
   (a) stock   Debian's stock main.cf (Internet Site, or Satellite with SASL for relay) + OpenDKIM
   (b) seed    (a) plus only the seed's two settings: smtp_tls_connection_reuse = yes (tlsproxy)
-  (c) ours    the main.cf the program renders and pushes
-master.cf is the pushed one in all three (Debian's, chroot off for the lab; it has tlsproxy).
+  (c) ours    the main.cf the program renders and pushes, and its smtp process limit (maxConnections)
+master.cf is the pushed one in all three (Debian's, chroot off for the lab; it has tlsproxy), with the
+smtp service's process limit put back to Debian's `-` (100) for (a) and (b).
 Direct mode spreads recipients over the lab MX's domains and a second MX's; relay mode goes
 over STARTTLS + SASL to the lab smarthost.  The receivers count connections, STARTTLS handshakes
 and messages per connection at their end (mailhost.lab.tlsstats).  Prints one table; numbers
@@ -35,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mailhost.lab import jirahost, ops, receiver, tlsstats, zones
+from mailhost.lab import jirahost, ops, receiver, tlsstats, wan, zones
 from mailhost.lab import lab as labmod
 from mailhost.lab.lab import Lab
 
@@ -43,6 +44,7 @@ USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
 DOMAINS = (zones.RECIPIENT_DOMAIN, *zones.SAME_MX_DOMAINS, *zones.SECOND_MX_DOMAINS)
 CONFIGS = ("stock", "seed", "ours")
 SEED_SETTINGS = {"smtp_tls_connection_reuse": "yes"}
+SMTP_LIMIT = "smtp/unix/process_limit"
 # What every config needs to run in the lab at all (not tuning): the host's name, the milter socket,
 # the log file (no syslog in the namespace), and the lab's size limit.
 CARRIED = ("myhostname", "smtpd_milters", "non_smtpd_milters", "milter_protocol", "maillog_file",
@@ -78,9 +80,17 @@ def postconf_n(info: labmod.LabInfo) -> dict[str, str]:
     return conf
 
 
-def install(info: labmod.LabInfo, conf: dict[str, str]) -> None:
+def smtp_process_limit(info: labmod.LabInfo) -> str:
+    """The pushed master.cf's limit on outgoing connections (delivery.maxConnections)."""
+    out = jirahost.run(info, ["postconf", "-F", SMTP_LIMIT]).stdout
+    return out.partition(" = ")[2].strip()
+
+
+def install(info: labmod.LabInfo, conf: dict[str, str], process_limit: str) -> None:
+    """main.cf, and the smtp service's process limit in master.cf (stock: `-`, Postfix's default of 100)."""
     text = "".join(f"{k} = {v}\n" for k, v in conf.items())
-    subprocess.run(jirahost.nsenter(info, ["sh", "-c", "cat > /etc/postfix/main.cf && postfix reload"]),
+    script = f"cat > /etc/postfix/main.cf && postconf -F '{SMTP_LIMIT}={process_limit}' && postfix reload"
+    subprocess.run(jirahost.nsenter(info, ["sh", "-c", script]),
                    input=text, text=True, check=True, capture_output=True, timeout=60)
     time.sleep(1)
 
@@ -116,43 +126,10 @@ def proc_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / 100.0
 
 
-RELAYS = ("relay-mx", "relay-mx2")
-
-
-def network(lab: Lab, rtt_ms: float | None, cap: int, judge: str) -> None:
-    """The receivers on port 25 (rtt None), or on 2525 behind delay relays; with the cap."""
-    info = lab.info()
-    for name in RELAYS:
-        pid = info.pids.pop(name, None)
-        if pid:
-            labmod._kill(pid)
-    lab.save(info)
-    extra = (["--no-verdicts"] if judge == "no" else []) + (["--max-conns-per-ip", str(cap)] if cap else [])
-    if rtt_ms is None:
-        lab.restart_receivers(extra)
-        return
-    for name in ("receiver", "mx2"):  # their port 25 goes to the relays
-        pid = info.pids.pop(name, None)
-        if pid:
-            labmod._kill(pid)
-    lab.save(info)
-    for name, host, addr in (("relay-mx", "mx", lab.world.mx), ("relay-mx2", "smarthost", lab.world.smarthost)):
-        info.pids[name] = lab.host(host).spawn(
-            [sys.executable, "-m", "mailhost.lab.delayrelay", "--listen", addr.v4, "--listen", addr.v6, "--port",
-             "25", "--to", f"{addr.v4}:2525", "--delay-ms", repr(rtt_ms / 2)],
-            log=lab.state_dir / f"{name}.log").pid
-        lab.save(info)
-        labmod.wait_port(addr.v4, 25, what=f"{name}", log=lab.state_dir / f"{name}.log")
-    lab.start_receiver(info, [*extra, "--port", "2525"])
-    lab.start_second_mx(info, [*extra, "--port", "2525"])
-    for addr in (lab.world.mx, lab.world.smarthost):
-        labmod.wait_port(addr.v4, 2525, what="receiver behind the delay relay")
-
-
 def run_one(lab: Lab, mode: str, config: str, count: int, rtt_ms: float | None = None, cap: int = 0,
             wait: float | None = None) -> dict[str, Any]:
     info = lab.info()
-    relay_cpu0 = sum(proc_cpu(info.pids.get(name)) for name in RELAYS)
+    relay_cpu0 = sum(proc_cpu(info.pids.get(name)) for name in wan.RELAYS)
     conn_logs = [lab.smarthost_connections] if mode == "relay" else [lab.receiver_connections,
                                                                      lab.second_mx_connections]
     records_from = [lab.receiver_log, lab.second_mx_log]
@@ -179,7 +156,7 @@ def run_one(lab: Lab, mode: str, config: str, count: int, rtt_ms: float | None =
             break
         time.sleep(0.5)
     cpu = cpu_seconds(info) - cpu0
-    relay_cpu = sum(proc_cpu(info.pids.get(name)) for name in RELAYS) - relay_cpu0
+    relay_cpu = sum(proc_cpu(info.pids.get(name)) for name in wan.RELAYS) - relay_cpu0
     stats = tlsstats.summary(conns)
     lat = sorted(burst.latencies)
     firsts: dict[str, float] = {}
@@ -250,20 +227,21 @@ def main(argv: list[str] | None = None) -> int:
             if "mx2" not in info.pids:
                 lab.start_second_mx(info)
             ours = postconf_n(lab.info())
+            ours_limit = smtp_process_limit(lab.info())
             for rtt in rtts:
                 if rtt is not None or args.cap or args.judge == "no":
-                    network(lab, rtt, args.cap, args.judge)
+                    wan.receivers(lab, rtt, args.cap, ("--no-verdicts",) if args.judge == "no" else ())
                 for config in args.configs.split(","):
                     conf = dict(ours) if config == "ours" else stock_main_cf(ours, mode)
                     if config == "ours":
                         conf.update(dict(item.split("=", 1) for item in args.extra))
                     if config == "seed":
                         conf.update(SEED_SETTINGS)
-                    install(lab.info(), conf)
+                    install(lab.info(), conf, ours_limit if config == "ours" else "-")
                     row = run_one(lab, mode, config, args.count, rtt, args.cap, args.wait)
                     rows.append(row)
                     print(f"{mode} {config}: {row}", flush=True)
-            install(lab.info(), ours)
+            install(lab.info(), ours, ours_limit)
     finally:
         if args.keep:
             print(f"lab kept: {state}")

@@ -154,6 +154,7 @@ def good_values(domain: str) -> dict[str, st.SearchStrategy[Any]]:
         "delivery.relay.maxPerMinute": st.integers(1, 60),
         "delivery.relay.maxPerDay": st.integers(1, 10_000_000),
         "delivery.tlsPolicy": TLS_POLICIES,
+        "delivery.maxConnections": st.integers(1, 100),
         "relayPassword": passwords(),
         "canary.mailboxes[0].address": mailboxes(),
         "canary.mailboxes[0].imapHost": st.one_of(fqdns(), addresses4(), addresses6()),
@@ -351,6 +352,9 @@ def valid_stacks(draw: st.DrawFn) -> dict[str, Any]:
         put(values, path, draw(good[path]))
     if not relay and draw(st.booleans()):
         values.setdefault("delivery", {})["tlsPolicy"] = draw(TLS_POLICIES.filter(bool))
+    if draw(st.booleans()):
+        values.setdefault("delivery", {})["maxConnections"] = draw(st.sampled_from([1, 100])) if draw(st.booleans()) \
+            else draw(st.integers(1, 100))
     if draw(st.booleans()):
         box = {key: draw(good[f"canary.mailboxes[0].{key}"]) for key in ("address", "imapHost", "user")}
         secret = draw(st.sampled_from(["passwordCommand", "tokenCommand"]))

@@ -78,11 +78,18 @@ CAUSES: tuple[Cause, ...] = (
           "the relay's sending limit: Microsoft 365 takes 30 messages a minute per mailbox (421 4.4.2)",
           "nothing is lost (Postfix retries); set delivery.relay.maxPerMinute to the relay's limit (30 for "
           "Microsoft 365) and run `pulumi up`: Postfix then paces delivery to the relay"),
+    # Before rate_limit: its "try again later" ends many of these replies too.
+    Cause("connection_cap", (), r"too many (?:concurrent |simultaneous )?(?:SMTP )?connections|"
+          r"concurrent (?:SMTP )?connections|connection (?:limit|count) (?:exceeded|reached)",
+          "few connections at once from one address: big receivers refuse a sender above a handful "
+          "(421 4.7.0 at the greeting), and Postfix then defers the rest of the burst for its backoff",
+          "nothing is lost (Postfix retries after its backoff); lower delivery.maxConnections (default 5) to "
+          "what the receiver takes and run `pulumi up`: Postfix then never opens more at once"),
     Cause("rate_limit", ("4.7.28", "4.7.650", "4.7.500", "4.7.501", "4.7.502", "4.7.503", "4.7.504"),
-          r"rate.?limit|too many (?:messages|connections|recipients)|unusual rate|TSS0\d|try again later",
+          r"rate.?limit|too many (?:messages|recipients)|unusual rate|TSS0\d|try again later",
           "a steady sender: few connections, reused, and no sudden bursts from a new address",
-          "nothing is lost (Postfix retries); if it persists, lower the concurrency for that provider "
-          "(a transport with a lower destination_concurrency_limit) and keep TLS connection reuse on"),
+          "nothing is lost (Postfix retries); if it persists, lower delivery.maxConnections and keep TLS "
+          "connection reuse on"),
     Cause("user_unknown", ("5.1.1", "5.1.10", "5.1.0", "5.1.6"),
           r"user unknown|no such user|does not exist|RecipientNotFound|mailbox unavailable",
           "the recipient address exists",

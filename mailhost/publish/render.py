@@ -113,7 +113,8 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 tls_policy_map=tls_policy_map,
             ),
         ),
-        RenderedFile(MASTER_CF, _template("master.cf.j2", **common)),
+        RenderedFile(MASTER_CF, _template("master.cf.j2", **common,
+                                          max_connections=settings.delivery.max_connections)),
         RenderedFile(
             OPENDKIM_CONF,
             _template(

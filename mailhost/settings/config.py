@@ -226,9 +226,19 @@ TLS_LEVELS = ("encrypt", "may")
 MAX_TLS_POLICY_DOMAINS = 500
 
 
+# Outgoing SMTP connections at once, to all receivers together (the smtp service's process limit).  Big
+# receivers refuse a sending address above a handful of concurrent connections (421 4.7.0 at the greeting);
+# Postfix takes that as a failed site and defers the rest of the burst for its backoff (5 minutes or more).
+# Several recipient domains often share one receiver (every Google-hosted domain, Microsoft 365's pools), so
+# Postfix's per-domain limits cannot keep under such a cap; one limit over all connections can.
+MAX_CONNECTIONS = 5
+MAX_CONNECTIONS_LIMIT = 100  # Postfix's own default process limit
+
+
 class Delivery(Model):
     mode: Literal["direct", "relay"] = "direct"
     relay: Relay | None = None
+    max_connections: int = Field(MAX_CONNECTIONS, alias="maxConnections", ge=1, le=MAX_CONNECTIONS_LIMIT)
     tls_policy: dict[str, str] = Field(default_factory=dict, alias="tlsPolicy")
 
     @field_validator("tls_policy", mode="before")

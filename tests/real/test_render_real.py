@@ -85,6 +85,23 @@ def test_a_paced_relay_gets_a_rate_delay_that_never_passes_its_limit(per_minute:
     assert "smtp_destination_rate_delay" not in plain
 
 
+@pytest.mark.parametrize(("given", "maxproc"), [(None, "5"), (1, "1"), (100, "100")])
+def test_max_connections_is_the_smtp_clients_process_limit_as_postfix_reads_master_cf(
+        given: int | None, maxproc: str, tmp_path: Path, dkim_pem: str) -> None:
+    """delivery.maxConnections bounds the smtp service (every outgoing connection, whatever the domain), not
+    the relay service or the SMTP server Jira submits to; default 5."""
+    values = base() if given is None else base(delivery={"maxConnections": given})
+    settings = parse_settings(values, SECRETS)
+    confdir = materialise(tmp_path, render.render_host(settings, settings.hosts[0], render.HostSecrets(dkim_pem)))
+    fields = tool("postconf", "-c", str(confdir), "-F", "smtp/unix/process_limit", "smtp/unix/command",
+                  "relay/unix/process_limit", "smtp/inet/process_limit")
+    assert fields.returncode == 0 and "warning" not in fields.stderr, fields.stderr
+    assert dict(line.split(" = ", 1) for line in fields.stdout.splitlines()) == {
+        "smtp/unix/process_limit": maxproc, "smtp/unix/command": "smtp", "relay/unix/process_limit": "-",
+        "smtp/inet/process_limit": "-"}, fields.stdout
+    check = postfix_check(confdir)
+    assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
+
 def test_relay_password_map_is_built_and_looked_up_by_postmap(tmp_path: Path, dkim_pem: str) -> None:
     settings = parse_settings(shapes()["relay-staging"], SECRETS)
     files = render.render_host(settings, settings.hosts[0], render.HostSecrets(dkim_pem, "pa:ss word"))

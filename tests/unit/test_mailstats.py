@@ -41,6 +41,11 @@ REPLIES = [
     ("4.7.28", "host gmail said: 421-4.7.28 Our system has detected an unusual rate of unsolicited mail", "rate_limit"),
     ("4.7.0", "host yahoo said: 421 4.7.0 [TSS04] Messages temporarily deferred due to unexpected volume",
      "rate_limit"),
+    # A capped receiver's refusal at the greeting (Postfix: "refused to talk to me"), and one after EHLO
+    ("4.7.0", "host mx.example.net[198.51.100.20] refused to talk to me: 421 4.7.0 Too many concurrent SMTP "
+              "connections from this IP address; try again later", "connection_cap"),
+    ("4.7.0", "host mx said: 421 4.7.0 too many connections from your host, try again later", "connection_cap"),
+    ("4.3.2", "host mx said: 421 4.3.2 Connection limit exceeded", "connection_cap"),
     ("5.1.1", "host mx said: 550 5.1.1 <gone@example.net>: user unknown", "user_unknown"),
     ("5.2.2", "host mx said: 552 5.2.2 mailbox full", "mailbox_full"),
     ("4.7.5", "Cannot start TLS: handshake failure", "tls"),

@@ -222,6 +222,11 @@ def _tls_policy(values: Values, secrets: Secrets, sim: Simulator) -> None:
     delivery["tlsPolicy"] = {**delivery.get("tlsPolicy", {}), "partner.example.net": "encrypt"}
 
 
+def _max_connections(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    """Twice the default: a stack whose receivers take more connections at once (either mode)."""
+    values.setdefault("delivery", {})["maxConnections"] = 10
+
+
 def _only_if_set(path: str, new: Callable[[Any, Values], Any]) -> Change:
     inner = setting(path, new)
 
@@ -287,6 +292,7 @@ ROWS: tuple[Row, ...] = (
     Row("delivery.relay.maxPerDay", _relay_only("delivery.relay.maxPerDay", lambda old, v: 10000)),
     Row("delivery.relay.tlsFingerprint", _relay_only("delivery.relay.tlsFingerprint", lambda old, v: "ab" * 32)),
     Row("delivery.tlsPolicy", _tls_policy),
+    Row("delivery.maxConnections", _max_connections),
     Row("relayPassword (secret)", secret("relayPassword", "another-Relay-passw0rd")),
     Row("sshPrivateKey (secret)", lambda values, secrets, sim: secrets.update(
         sshPrivateKey=_rotated_admin_key())),
