@@ -469,3 +469,14 @@ def test_a_report_with_more_rows_than_the_bound_and_a_mail_too_big_to_fetch_are_
     assert taken(db, xml()).refused == [("it", "more than 1 rows")]
     assert taken(db, None).refused == [("it", "larger than 10 MiB or unreadable")]
     assert store.report_count(db) == 0
+
+
+def test_a_report_nested_past_pythons_recursion_limit_is_refused_not_raised(
+        db: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No input found here makes parsedmarc recurse that deep (50,000 nested elements do not); whatever
+    does is one refused report with its reason, never the end of the run."""
+    def too_deep(*args: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+    monkeypatch.setattr(parse, "parse", too_deep)
+    outcome = taken(db, xml())
+    assert (outcome.read, outcome.new, outcome.refused) == (1, 0, [("it", "nested too deeply to be a report")])

@@ -500,7 +500,8 @@ def test_services_watch_opendkim_only_where_the_push_manages_it(tmp_path: Path,
     assert mailstats._conf_value(str(spaced), "PidFile") == "/run/open dkim/odk.pid", "the value is the line's rest"
     assert mailstats._conf_value(str(tmp_path / "none"), "PidFile") is None
     monkeypatch.setattr(mailstats, "OPENDKIM_CONF", str(conf))
-    monkeypatch.setattr(mailstats, "_postconf_value", lambda name: str(tmp_path / "spool"))
+    monkeypatch.setattr(mailstats, "_postconf_value",
+                        lambda name: str(tmp_path / "spool") if name == "queue_directory" else None)
     (tmp_path / "spool" / "pid").mkdir(parents=True)
     (tmp_path / "spool" / "pid" / "master.pid").write_text(f"{os.getpid()}\n")  # found in Postfix's queue_directory
     assert mailstats.services([str(conf), "/etc/postfix/main.cf"]) == {"postfix": True, "opendkim": True}
