@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtt-ms", default="none",
                         help="round trips to the receivers, comma-separated (none: no delay relay at all)")
     parser.add_argument("--cap", type=int, default=0, help="receivers' concurrent connections per address (0: none)")
+    parser.add_argument("--store-and-forward", action="store_true",
+                        help="relay mode: the smarthost answers 250 once stored and relays afterwards, as real "
+                             "relays do (default: it relays before it answers)")
     parser.add_argument("--wait", type=float, help="give up on a run after this many seconds (default: 600 or more)")
     args = parser.parse_args(argv)
     rtts = [None if r == "none" else float(r) for r in args.rtt_ms.split(",")]
@@ -228,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                 lab.start_second_mx(info)
             ours = postconf_n(lab.info())
             ours_limit = smtp_process_limit(lab.info())
+            if mode == "relay" and args.store_and_forward:
+                lab.stop_smarthost()
+                lab.start_smarthost(extra=["--store-and-forward"])
             for rtt in rtts:
                 if rtt is not None or args.cap or args.judge == "no":
                     wan.receivers(lab, rtt, args.cap, ("--no-verdicts",) if args.judge == "no" else ())

@@ -2,7 +2,9 @@
 
 Mail is accepted only after it has been handed to the recipient domain's MX (found in
 the lab DNS), so a refusal or outage shows up as a 4xx on the sender's side and the
-mail stays in its queue: count in = count out.  The password is read from a file the
+mail stays in its queue: count in = count out.  With --store-and-forward it answers 250 once
+the message is stored and relays afterwards (FORWARDERS at a time, retried), as real relays
+do: the sender's drain then ends at the relay, not at the MX.  The password is read from a file the
 lab keeps private (never the command line).  Killing the process is how the lab
 "stops" it for the queued-mail test.
 
@@ -36,6 +38,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from mailhost.lab import tlsstats, verdicts
 from mailhost.lab.tlscert import context_from_files
 
+FORWARDERS = 4  # relayed at once in store-and-forward mode
+FORWARD_RETRY_SECONDS = 2.0
+FORWARD_GIVE_UP_SECONDS = 300.0  # a real relay retries for days; the lab's tests wait minutes at most
+
 
 class Authenticator:
     """Accepts exactly one user/password pair; compares in constant time."""
@@ -55,7 +61,7 @@ class Relay:
     """aiosmtpd handler: hand each message to the MX of its recipients' domain before saying 250."""
 
     def __init__(self, hostname: str, source: str, res: dns.resolver.Resolver, log: Path,
-                 limit: int = 0, window: float = 60.0):
+                 limit: int = 0, window: float = 60.0, store_and_forward: bool = False):
         self.hostname = hostname
         self.source = source
         self.res = res
@@ -63,6 +69,10 @@ class Relay:
         self.limit = limit  # messages per window, as Microsoft 365 limits a mailbox (0: no limit)
         self.window = window
         self.taken: collections.deque[float] = collections.deque()
+        # As real relays do: answer 250 once the message is stored, relay it afterwards (retrying)
+        self.store_and_forward = store_and_forward
+        self.stored: asyncio.Queue[tuple[dict[str, Any], str, list[str], bytes]] | None = None
+        self.forwarders: list[asyncio.Task[None]] = []  # held: the loop keeps only weak references
 
     def over_limit(self, now: float) -> bool:
         """A sliding window of the messages taken: one more now would pass the limit."""
@@ -105,6 +115,13 @@ class Relay:
             entry.update(relayed=False, rate_limited=True)
             self.write(entry)
             return "421 4.4.2 Message submission rate for this client has exceeded the configured limit"
+        if self.store_and_forward:
+            if self.stored is None:
+                self.stored = asyncio.Queue()
+                self.forwarders = [loop.create_task(self.forward()) for _ in range(FORWARDERS)]
+            self.stored.put_nowait((entry, envelope.mail_from or "", list(envelope.rcpt_tos), content))
+            tlsstats.count_message(session)
+            return "250 2.0.0 OK: queued"
         try:
             await loop.run_in_executor(None, self.deliver, envelope.mail_from or "", list(envelope.rcpt_tos), content)
         except (OSError, smtplib.SMTPException, dns.exception.DNSException) as error:
@@ -116,6 +133,29 @@ class Relay:
         self.write(entry)
         tlsstats.count_message(session)
         return "250 2.0.0 OK: relayed"
+
+    async def forward(self) -> None:
+        """One of the relay's delivery workers: each stored message to its MX, retried as a relay retries;
+        its log entry (written when it leaves, `accepted` when it was stored) says whether it got there."""
+        assert self.stored is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            entry, mail_from, rcpts, content = await self.stored.get()
+            give_up = time.monotonic() + FORWARD_GIVE_UP_SECONDS
+            entry["relayed"] = False
+            while not entry["relayed"]:
+                try:
+                    await loop.run_in_executor(None, self.deliver, mail_from, rcpts, content)
+                except (OSError, smtplib.SMTPException, dns.exception.DNSException) as error:
+                    entry["error"] = str(error)[:300]
+                    if time.monotonic() > give_up:
+                        break
+                    await asyncio.sleep(FORWARD_RETRY_SECONDS)
+                    continue
+                entry.pop("error", None)
+                entry["relayed"] = True
+            entry.update(accepted=entry["time"], time=time.time())
+            self.write(entry)
 
     def write(self, entry: dict[str, Any]) -> None:
         with self.log.open("a") as out:
@@ -214,10 +254,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conn-log", type=Path, help="one JSON line per connection (tlsstats)")
     parser.add_argument("--max-per-window", type=int, default=0, help="answer 421 4.4.2 above this many messages")
     parser.add_argument("--window", type=float, default=60.0, help="... per this many seconds (sliding)")
+    parser.add_argument("--store-and-forward", action="store_true",
+                        help="answer 250 once stored and relay afterwards, as real relays do")
     args = parser.parse_args(argv)
     password = args.password_file.read_text().strip()
     res = verdicts.resolver_for(args.dns, args.dns_port)
-    relay = Relay(args.hostname, args.source, res, args.log, args.max_per_window, args.window)
+    relay = Relay(args.hostname, args.source, res, args.log, args.max_per_window, args.window,
+                  args.store_and_forward)
     asyncio.run(serve(args.listen, args.port, args.hostname, relay, Authenticator(args.username, password),
                       context_from_files(args.cert, args.key), Events(args.events, password), args.conn_log))
 

@@ -4,7 +4,8 @@ mailbox, `421 4.4.2 Message submission rate ... exceeded` above it).
 The lab's smarthost takes LIMIT messages per WINDOW seconds (30 a minute) and answers 421 4.4.2 above.
 Without the setting a Jira burst runs into that limit: deferrals, `status` names the relay's rate limit
 with the fix, and everything arrives in the end.  With maxPerMinute 30 Postfix paces its deliveries: no
-421 at all, and the smarthost's own timestamps show the spacing.
+421 at all, and the smarthost's own timestamps show the spacing.  Last, the smarthost in store-and-forward
+mode (250 once stored, relayed afterwards, as real relays work) holds a burst while the MX is down.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from mailhost.lab import jirahost, ops
+from mailhost.lab import lab as labmod
 from mailhost.lab.lab import Lab
 from tests.real.conftest import lab_in_tmp, until
 from tests.real.test_status_lab import host_report, status
@@ -104,3 +106,22 @@ def test_max_per_day_is_pushed_and_status_counts_the_last_day_against_it(lab: La
     push(sent)
     code, data = status(lab)
     assert code == 2 and [level for level, _ in cap_findings(data)] == ["critical"], cap_findings(data)
+
+
+def test_a_store_and_forward_relay_takes_a_burst_while_the_mx_is_down_and_delivers_it_later(lab: Lab) -> None:
+    """--store-and-forward, as real relays work: 250 once stored.  With the MX down Postfix's queue still
+    empties (the relay holds the mail) and nothing reaches the MX; with the MX back, the relay's retries
+    deliver every message once, each logged with when it was taken and when it left."""
+    lab.stop_smarthost()
+    lab.start_smarthost(extra=["--store-and-forward"])
+    info = lab.info()
+    labmod._kill(info.pids.pop("receiver"))
+    lab.save(info)
+    burst = ops.send(lab, 6, big_every=0)
+    until(lambda: ops.queue(lab) == [], 60, "Postfix handing the whole burst to the relay")
+    assert ops.records(lab, burst.name) == [] and ops.relayed(lab, burst.name) == [], "stored, not yet relayed"
+    lab.start_receiver()
+    got, _ = ops.wait_delivered(lab, burst, timeout=120)
+    assert len({r["message_id"] for r in got}) == len(got) == 6
+    entries = ops.relayed(lab, burst.name)
+    assert len(entries) == 6 and all(e["relayed"] and e["accepted"] < e["time"] for e in entries), entries
