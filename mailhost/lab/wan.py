@@ -13,13 +13,13 @@ import sys
 from mailhost.lab import lab as labmod
 from mailhost.lab.lab import Lab
 
-RELAYS = ("relay-mx", "relay-mx2")
+RELAYS = ("relay-mx", "relay-mx-6", "relay-mx2", "relay-mx2-6")
 
 
 def receivers(lab: Lab, rtt_ms: float | None, cap: int = 0, extra: tuple[str, ...] = ()) -> None:
     """The receivers on port 25 (rtt_ms None), or on 2525 behind delay relays; with the cap (0: none).
-    mx2 runs only if it ran before.  Behind a relay every connection reaches the receiver from the relay's
-    own address, so the cap counts the sender's IPv4 and IPv6 connections together."""
+    mx2 runs only if it ran before.  Behind the relays a receiver sees the relay's address of the family the
+    sender used, so the cap counts the sender's IPv4 and IPv6 connections apart, as a real receiver does."""
     info = lab.info()
     for name in RELAYS:
         pid = info.pids.pop(name, None)
@@ -38,11 +38,14 @@ def receivers(lab: Lab, rtt_ms: float | None, cap: int = 0, extra: tuple[str, ..
     lab.save(info)
     behind = [("relay-mx", "mx", lab.world.mx)] + ([("relay-mx2", "smarthost", lab.world.smarthost)] if second else [])
     for name, host, addr in behind:
-        info.pids[name] = lab.host(host).spawn(
-            [sys.executable, "-m", "mailhost.lab.delayrelay", "--listen", addr.v4, "--listen", addr.v6, "--port",
-             "25", "--to", f"{addr.v4}:2525", "--delay-ms", repr(rtt_ms / 2)],
-            log=lab.state_dir / f"{name}.log").pid
-        lab.save(info)
+        # One relay per address family, each forwarding to the receiver's address of that family: a real
+        # receiver counts the sender's IPv4 and IPv6 connections apart, and so does the cap here.
+        for suffix, listen, target in (("", addr.v4, f"{addr.v4}:2525"), ("-6", addr.v6, f"[{addr.v6}]:2525")):
+            info.pids[name + suffix] = lab.host(host).spawn(
+                [sys.executable, "-m", "mailhost.lab.delayrelay", "--listen", listen, "--port", "25", "--to", target,
+                 "--delay-ms", repr(rtt_ms / 2)],
+                log=lab.state_dir / f"{name}{suffix}.log").pid
+            lab.save(info)
         labmod.wait_port(addr.v4, 25, what=name, log=lab.state_dir / f"{name}.log")
     lab.start_receiver(info, [*extra, "--port", "2525"])
     if second:
