@@ -138,7 +138,7 @@ def test_every_induced_rejection_is_named_with_its_cause_and_fix(lab: Lab) -> No
     by_cause = {f["what"].split("(", 1)[1].split(")")[0]: f for f in report["findings"] if "(" in f["what"]}
     assert by_cause["5.7.25, ptr"]["level"] == "critical" and "inet_protocols" in by_cause["5.7.25, ptr"]["fix"]
     assert by_cause["5.7.26, auth"]["level"] == "critical" and "From address" in by_cause["5.7.26, auth"]["fix"]
-    assert by_cause["4.7.28, rate_limit"]["level"] == "warning" and "concurrency" in \
+    assert by_cause["4.7.28, rate_limit"]["level"] == "warning" and "delivery.maxConnections" in \
         by_cause["4.7.28, rate_limit"]["fix"]
     assert by_cause["5.1.1, user_unknown"]["level"] == "warning"
     assert by_cause["5.2.2, mailbox_full"]["level"] == "warning"
