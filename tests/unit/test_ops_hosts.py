@@ -106,10 +106,17 @@ def test_the_admin_key_comes_from_the_file_or_the_agent(tmp_path: Path, monkeypa
     assert hosts.admin_key(None) is None
 
 
-def test_the_command_sent_runs_the_collector_isolated_with_the_window_and_the_digests() -> None:
+def test_the_command_sent_runs_the_collector_isolated_with_the_window_and_the_digests(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The collector's own text goes whole; it is checked quoted (a cheap search: shlex.split takes minutes
+    # on the megabytes of mutmut's copy), and a small script with every shell-special character stands in
+    # for it when the command is split back into its words.
+    assert " " + shlex.quote(mailstats.own_source()) + " --json " in status.remote_command(1, {})
+    script = "print('it''s')\n$HOME `id` \"q\" \\ ; exit 1 # & |\n"
+    monkeypatch.setattr(mailstats, "own_source", lambda: script)
     command = status.remote_command(1.5, {"/etc/b": "b" * 64, "/etc/a": "a" * 64})
     argv = shlex.split(command)
-    assert argv[:2] == ["sh", "-c"] and argv[3] == "jira-mailhost-status" and argv[4] == mailstats.own_source()
+    assert argv[:2] == ["sh", "-c"] and argv[3] == "jira-mailhost-status" and argv[4] == script
     assert argv[5:] == ["--json", "--hours", "1.5", "--expect", "/etc/a=" + "a" * 64, "--expect", "/etc/b=" + "b" * 64]
     wrapper = argv[2]
     assert 'exec python3 -I -c "$s" "$@"' in wrapper and 'exec sudo -n python3 -I -c "$s" "$@"' in wrapper
