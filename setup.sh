@@ -7,6 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(postfix opendkim opendkim-tools openssh-server openssh-client knot knot-dnsutils swaks
           iproute2 iputils-ping procps libsasl2-modules sasl2-bin ca-certificates python3 python3-venv sudo
           shellcheck
+          unbound      # the validating resolver DANE needs: the lab jira host runs it as a pushed host would
           systemd      # only for systemd-analyze: tests/real/test_metrics_unit.py verifies the collector's unit offline
           prometheus   # only for promtool: tests/real/test_alert_rules.py checks and unit-tests the alert rules
           cloud-init   # only for `cloud-init schema`: tests/real/test_cloud_init_real.py checks the EC2 user data

@@ -75,11 +75,26 @@ if [ ! -s names.txt ]; then
   exit 0
 fi
 echo "running $(wc -l <names.txt) of $(wc -l <all.txt) mutants (mode $MODE, $JOBS worker(s), nice 19)"
-# shellcheck disable=SC2046  # one argument per mutant name
-if ! nice -n 19 "$MUTMUT" run --max-children "$JOBS" $(cat names.txt) >run.log 2>&1; then
-  tr '\r' '\n' <run.log | grep -v '^⠋\|^⠙\|^⠹\|^⠸\|^⠼\|^⠴\|^⠦\|^⠧\|^⠇\|^⠏' | tail -n 30
-  echo "mutation.sh: mutmut run failed (log above)" >&2
-  exit 2
+export JM_MUTATION_CLEAN_LOG=$WORK/clean-failures.log  # tests/mutation/whole_module.py writes it
+run_mutmut() { # shellcheck disable=SC2046  # one argument per mutant name
+  nice -n 19 "$MUTMUT" run --max-children "$JOBS" $(cat names.txt) >run.log 2>&1
+}
+shown_log() { tr '\r' '\n' <run.log | grep -v '^⠋\|^⠙\|^⠹\|^⠸\|^⠼\|^⠴\|^⠦\|^⠧\|^⠇\|^⠏' | tail -n 30; }
+if ! run_mutmut; then
+  shown_log
+  if grep -q "Failed to run clean test" run.log; then
+    # The unmutated tests failed in mutmut's child. Which one, and why, is in the log the plugin wrote; seen
+    # once in about 15 runs here and never reproduced outside mutmut, so it is shown and tried once more
+    # (the statistics are kept: the second try costs only the clean run and the mutants).
+    echo "mutation.sh: the clean run failed; the failing test(s):"
+    cat "$JM_MUTATION_CLEAN_LOG" 2>/dev/null || echo "(none recorded: the child died before a test failed)"
+    echo "mutation.sh: trying once more"
+    run_mutmut || { shown_log; echo "mutation.sh: mutmut run failed twice (log above)" >&2; exit 2; }
+  else
+    cat "$JM_MUTATION_CLEAN_LOG" 2>/dev/null  # a failure in the statistics run is named there too
+    echo "mutation.sh: mutmut run failed (log above)" >&2
+    exit 2
+  fi
 fi
 status=0
 mut score names.txt "$ROOT/tests/mutation/SURVIVORS.md" $STRICT || status=$?

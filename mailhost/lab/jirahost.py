@@ -64,6 +64,39 @@ def trust_ca(info: JiraState, ca_pem: bytes) -> None:
         raise RuntimeError(f"installing the lab CA in the jira host failed: {done.stderr.decode().strip()}")
 
 
+# Run inside the host: Debian's unbound as installed (unbound.conf reads every file in unbound.conf.d, and
+# remote-control.conf lets root's unbound-control in through a unix socket), with
+# the package's root-auto-trust-anchor-file.conf, which points at the real root's key, replaced by the lab
+# root's DS and hints.  The lab's addresses are documentation ranges, whose reverse zones unbound answers
+# itself by default; here the lab DNS serves them.  $1: the hints, $2: the DS line, then the reverse zones.
+_LAB_ROOT = """\
+set -eu
+rm -rf /etc/unbound
+mkdir -p /etc/unbound/unbound.conf.d
+printf 'include-toplevel: "/etc/unbound/unbound.conf.d/*.conf"\\n' > /etc/unbound/unbound.conf
+printf 'remote-control:\\n  control-enable: yes\\n  control-interface: /run/unbound.ctl\\n' \\
+  > /etc/unbound/unbound.conf.d/remote-control.conf
+printf '%s' "$1" > /etc/unbound/lab-root.hints
+printf '%s\\n' "$2" > /etc/unbound/lab-root.ds
+shift 2
+{
+  echo 'server:'
+  echo '  root-hints: "/etc/unbound/lab-root.hints"'
+  echo '  trust-anchor-file: "/etc/unbound/lab-root.ds"'
+  for zone in "$@"; do echo "  local-zone: \"$zone.\" nodefault"; done
+} > /etc/unbound/unbound.conf.d/root-auto-trust-anchor-file.conf
+chmod -R a+rX /etc/unbound
+"""
+
+
+def trust_lab_root(info: JiraState, hints: str, anchor: str, reverse_zones: list[str]) -> None:
+    """Make the jira host's unbound start from the lab root (hints and trust anchor) instead of the real one."""
+    argv = ["/bin/sh", "-c", _LAB_ROOT, "trust-lab-root", hints, anchor.strip(), *reverse_zones]
+    done = subprocess.run(nsenter(info, argv), capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"giving the jira host the lab root failed: {done.stderr.strip()}")
+
+
 def stop(host: Host, prefix: str, jira: dict[str, Any]) -> None:
     """Kill everything in the host's namespaces and remove its temp dir (also leftovers of a crash)."""
     if jira:

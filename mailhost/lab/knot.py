@@ -60,8 +60,10 @@ class Knot:
         zones: Mapping[str, str] | None = None,
         update_from: Sequence[str] = (),
         wrap: Wrap | None = None,
+        signed: Sequence[str] = (),
     ) -> None:
         self.listen = list(listen)
+        self.signed = {name.rstrip(".").lower() for name in signed}
         self.port = port if port is not None else free_port(self.listen[0])
         self.zones: dict[str, str] = {}
         self.update_from = list(update_from)
@@ -87,7 +89,7 @@ class Knot:
         return self.listen[0]
 
     def _zone_file(self, name: str) -> Path:
-        return self.dir / "zones" / f"{name.rstrip('.').lower()}.zone"
+        return self.dir / "zones" / f"{name.rstrip('.').lower() or 'root'}.zone"
 
     def _write_zone(self, name: str, text: str) -> str:
         key = name.rstrip(".").lower()
@@ -113,22 +115,48 @@ class Knot:
                 f"    address: [ {', '.join(_quote(a) for a in self.update_from)} ]",
                 "    action: update",
             ]
-        lines += [
-            "template:",
-            "  - id: default",
-            f"    storage: {_quote(str(self.dir / 'zones'))}",
-            '    file: "%s.zone"',
-            "    zonefile-sync: -1",  # never write back: the zone text is the truth
-            "    zonefile-load: whole",
-            "    journal-content: none",
-            "    semantic-checks: on",
-        ]
-        if self.update_from:
-            lines.append("    acl: lab_update")
+        if self.signed:
+            # One combined key per zone: what Route53 and most signing providers publish (a KSK-like key with
+            # its DS at the parent); NSEC, so a validator can prove a name or a TLSA record is absent.
+            lines += ["policy:", "  - id: lab", "    algorithm: ecdsap256sha256", "    single-type-signing: on",
+                      "    nsec3: off"]
+        lines.append("template:")
+        for template in ("default", "signed") if self.signed else ("default",):
+            lines += [
+                f"  - id: {template}",
+                f"    storage: {_quote(str(self.dir / 'zones'))}",
+                '    file: "%s.zone"',
+                "    zonefile-sync: -1",  # never write back: the zone text is the truth
+                "    zonefile-load: whole",
+                "    journal-content: none",
+                "    semantic-checks: on",
+            ]
+            if template == "signed":
+                lines += ["    dnssec-signing: on", "    dnssec-policy: lab"]
+            if self.update_from:
+                lines.append("    acl: lab_update")
         if self.zones:
             lines.append("zone:")
-            lines += [f"  - domain: {_quote(name + '.')}" for name in sorted(self.zones)]
+            for name in sorted(self.zones):
+                lines.append(f"  - domain: {_quote(name + '.')}")
+                if not name:
+                    lines.append(f"    file: {_quote(self._zone_file(name).name)}")
+                if name in self.signed:
+                    lines.append("    template: signed")
         return "\n".join(lines) + "\n"
+
+    def ds(self, zone: str) -> str:
+        """The DS record (SHA-256 digest) of a signed zone's key, as its parent's zone file writes it."""
+        key = zone.rstrip(".").lower()
+        if key not in self.signed:
+            raise KnotError(f"zone {zone} is not signed here")
+        argv = self._argv(["keymgr", "-c", str(self.conf), key + ".", "ds"])
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        for line in out.stdout.splitlines():
+            fields = line.split()
+            if len(fields) == 6 and fields[1] == "DS" and fields[4] == "2":
+                return " ".join(fields)
+        raise KnotError(f"keymgr gave no SHA-256 DS for {zone}: {(out.stderr or out.stdout).strip()}")
 
     def _argv(self, argv: Sequence[str]) -> list[str]:
         return self.wrap(argv) if self.wrap else list(argv)
@@ -185,8 +213,8 @@ class Knot:
 
     def _load(self, name: str) -> None:
         """Load a zone and fail loudly if Knot refused it (it otherwise keeps serving the old one)."""
-        self.knotc("-b", "zone-reload", name)
-        status = self.knotc("zone-status", name)
+        self.knotc("-b", "zone-reload", name + ".")  # absolute: the root zone's key is ""
+        status = self.knotc("zone-status", name + ".")
         if "serial: none" in status or "| serial: -" in status:
             raise KnotError(f"zone {name} did not load:\n{status}\n{self.log_tail()}")
 

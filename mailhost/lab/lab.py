@@ -228,20 +228,37 @@ class Lab:
         self.save(info)
         return info
 
+    @property
+    def root_anchor(self) -> Path:
+        """The lab root's DS: the trust anchor a validating resolver in the lab starts from."""
+        return self.state_dir / "lab-root.ds"
+
+    @property
+    def root_hints(self) -> Path:
+        return self.state_dir / "lab-root.hints"
+
     def _start_dns(self, info: LabInfo) -> None:
+        """Knot with every lab zone, the root and the recipient zone signed, the MX's TLSA published."""
         dns = self.host("dns")
+        mx_cert = tlscert.self_signed(f"mx.{zones.RECIPIENT_DOMAIN}")
+        mx_cert.write(*self.cert_paths("mx"))
         knot = Knot(
             listen=[self.world.dns.v4, self.world.dns.v6],
             port=53,
-            zones=self.world.zones(),
+            zones={"": self.world.root_zone({}), **self.world.zones(mx_tlsa=tlscert.tlsa_3_1_1(mx_cert.cert_pem))},
             update_from=[self.topology.root_ipv4, self.topology.root_ipv6],
             wrap=dns.argv,
+            signed=zones.SIGNED_ZONES,
         )
         info.knot_dir = str(knot.dir)
         self.save(info)
         knot.start()
         assert knot.process is not None
         info.pids["knot"] = knot.process.pid
+        # The chain of trust: the root vouches for the recipient zone's key (the sender zone stays unsigned).
+        knot.set_zone("", self.world.root_zone({zones.RECIPIENT_DOMAIN: knot.ds(zones.RECIPIENT_DOMAIN)}))
+        self.root_anchor.write_text(knot.ds("") + "\n")
+        self.root_hints.write_text(self.world.root_hints())
 
     def _spawn(self, info: LabInfo, name: str, ns_host: str, argv: list[str]) -> int:
         host = self.host(ns_host)
@@ -254,6 +271,7 @@ class Lab:
     def start_receiver(self, info: LabInfo | None = None, extra: Sequence[str] = ()) -> None:
         info = info or self.info()
         mx = self.world.mx
+        cert, key = self.cert_paths("mx")  # made with the zones, whose TLSA names its key
         self._make_mail_root(info)
         imapd.make_maildirs(self.maildirs, imapd.MAILBOXES)
         self._spawn(info, "receiver", "mx", [
@@ -264,7 +282,8 @@ class Lab:
             "--strict-domain", zones.STRICT_DOMAIN, "--strict-domain", zones.STRICT6_DOMAIN,
             "--dns", self.world.dns.v4, "--log", str(self.receiver_log),
             "--conn-log", str(self.receiver_connections), "--maildirs", str(self.maildirs),
-            *(arg for m in imapd.MAILBOXES for arg in ("--mailbox", m)), *extra,
+            *(arg for m in imapd.MAILBOXES for arg in ("--mailbox", m)),
+            *(["--cert", str(cert), "--key", str(key)] if cert.exists() else []), *extra,
         ])
         wait_port(mx.v4, 25, what="receiver", log=self.state_dir / "receiver.log")
         wait_port(mx.v6, 25, what="receiver", log=self.state_dir / "receiver.log")
@@ -394,6 +413,8 @@ class Lab:
         info.jira = jirahost.start(self.host("jira"), self.world.dns.v4)
         self.save(info)
         jirahost.trust_ca(info, self.ca_cert.read_bytes())
+        jirahost.trust_lab_root(info, self.root_hints.read_text(), self.root_anchor.read_text(),
+                                list(zones.DOC_REVERSE_ZONES))
 
     # -- teardown --------------------------------------------------------------------------
     def teardown(self, progress: Progress = _quiet) -> None:

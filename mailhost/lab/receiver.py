@@ -25,7 +25,7 @@ import dns.resolver
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailhost.lab import imapd, tlsstats, verdicts
-from mailhost.lab.tlscert import server_context
+from mailhost.lab.tlscert import context_from_files, server_context
 
 UNJUDGED = verdicts.Verdicts("unjudged", "unjudged", "unjudged", None, "unjudged", None, "unjudged", None, False)
 
@@ -161,8 +161,8 @@ class Handler:
 
 
 async def serve(addresses: list[str], port: int, hostname: str, handler: Handler, conn_log: Path | None = None,
-                cap: tlsstats.ConnectionCap | None = None) -> None:
-    context = server_context(hostname)
+                cap: tlsstats.ConnectionCap | None = None, cert: tuple[Path, Path] | None = None) -> None:
+    context = context_from_files(*cert) if cert else server_context(hostname)
     loop = asyncio.get_running_loop()
     servers = []
     for address in addresses:
@@ -204,14 +204,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--discard", action="append", default=[], help="accept mail for this mailbox, file nothing")
     parser.add_argument("--max-conns-per-ip", type=int, default=0,
                         help="answer 421 4.7.0 to a client address above this many connections at once (0: no cap)")
+    parser.add_argument("--cert", type=Path,
+                        help="certificate PEM (the lab publishes its TLSA); default: a fresh self-signed one")
+    parser.add_argument("--key", type=Path, help="the key of --cert")
     args = parser.parse_args(argv)
+    if bool(args.cert) != bool(args.key):
+        parser.error("--cert and --key go together")
     res = verdicts.resolver_for(args.dns, args.dns_port)
     count, _, seconds = args.strict_rate.partition("/")
     handler = Handler(args.domain, args.log, res, args.strict_domain, (int(count), float(seconds)),
                       judge=not args.no_verdicts, hostname=args.hostname, maildirs=args.maildirs,
                       mailboxes=args.mailbox, discard=args.discard)
     cap = tlsstats.ConnectionCap(args.max_conns_per_ip) if args.max_conns_per_ip > 0 else None
-    asyncio.run(serve(args.listen, args.port, args.hostname, handler, args.conn_log, cap))
+    asyncio.run(serve(args.listen, args.port, args.hostname, handler, args.conn_log, cap,
+                      (args.cert, args.key) if args.cert else None))
 
 
 if __name__ == "__main__":

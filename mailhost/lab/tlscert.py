@@ -144,6 +144,13 @@ def fingerprint(cert_pem: bytes) -> str:
     return ":".join(f"{b:02X}" for b in digest.digest())
 
 
+def tlsa_3_1_1(cert_pem: bytes) -> str:
+    """The TLSA data a DANE MX publishes for this certificate: DANE-EE (3), its public key (1), SHA-256 (1)."""
+    spki = x509.load_pem_x509_certificate(cert_pem).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+
+
 def context_from_files(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_path, key_path)

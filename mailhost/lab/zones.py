@@ -22,6 +22,15 @@ SECOND_MX_DOMAINS = (f"partner.{RECIPIENT_DOMAIN}", f"vendor.{RECIPIENT_DOMAIN}"
 # Judged like Gmail/Yahoo/Microsoft by the lab MX (mailhost.lab.receiver); strict6's MX has only an IPv6 address.
 STRICT_DOMAIN = f"strict.{RECIPIENT_DOMAIN}"
 STRICT6_DOMAIN = f"strict6.{RECIPIENT_DOMAIN}"
+# DNSSEC as receivers publish it: the lab root and the recipient zone are signed (Knot's keys), so a validating
+# resolver with the lab root's DS as its trust anchor proves the MX's TLSA record (DANE); the sender zone and the
+# reverse zones stay unsigned (insecure delegations), as most are.  BOGUS_ZONE is signed, but its parent publishes
+# a DS for no key of it (dnssec-failed.org's trick): a validating resolver answers SERVFAIL for every name there.
+BOGUS_ZONE = f"dnssec-failed.{RECIPIENT_DOMAIN}"
+SIGNED_ZONES = ("", RECIPIENT_DOMAIN, BOGUS_ZONE)  # "" is the root
+# unbound answers the reverse zones of the documentation ranges itself (RFC 6303) unless told otherwise.
+DOC_REVERSE_ZONES = ("100.51.198.in-addr.arpa", "113.0.203.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa")
+_NO_SUCH_KEY_DS = "12345 13 2 " + "00" * 32
 FORWARD_ID, REVERSE4_ID, REVERSE6_ID = "ZLABFWD", "ZLABREV4", "ZLABREV6"  # shaped like Route53 ids (config checks them)
 
 
@@ -56,7 +65,8 @@ class World:
         """Route53 zone ids of the lab stack → Knot zone names."""
         return {FORWARD_ID: SENDER_DOMAIN, REVERSE4_ID: self.reverse4, REVERSE6_ID: self.reverse6}
 
-    def zones(self) -> dict[str, str]:
+    def zones(self, mx_tlsa: str = "") -> dict[str, str]:
+        """Every lab zone but the root.  mx_tlsa: the MX certificate's '3 1 1 <sha-256>' TLSA data, if any."""
         ns = f"ns.{SENDER_DOMAIN}."
         mx, smtp = f"mx.{RECIPIENT_DOMAIN}.", f"smtp.{RECIPIENT_DOMAIN}."
         return {
@@ -74,7 +84,11 @@ class World:
                 *(f"{d.removesuffix('.' + RECIPIENT_DOMAIN)} MX 10 mx2.{RECIPIENT_DOMAIN}." for d in SECOND_MX_DOMAINS),
                 f"strict MX 10 {mx}", f"strict6 MX 10 mx6.{RECIPIENT_DOMAIN}.", f"mx6 AAAA {self.mx.v6}",
                 '_dmarc TXT "v=DMARC1; p=reject"',  # mail claiming to be from here fails DMARC at strict MXs
+                *([f"_25._tcp.mx TLSA {mx_tlsa}"] if mx_tlsa else []),
+                f"{BOGUS_ZONE.removesuffix('.' + RECIPIENT_DOMAIN)} NS {ns}",
+                f"{BOGUS_ZONE.removesuffix('.' + RECIPIENT_DOMAIN)} DS {_NO_SUCH_KEY_DS}",
             ]),
+            BOGUS_ZONE: _zone(BOGUS_ZONE, [f"@ A {self.mx.v4}"]),
             self.reverse4: _zone(self.reverse4, [
                 f"{_ptr(self.dns.v4)} PTR {ns}", f"{_ptr(self.mx.v4)} PTR {mx}",
                 f"{_ptr(self.smarthost.v4)} PTR {smtp}",
@@ -86,13 +100,28 @@ class World:
         }
 
 
+    def root_zone(self, ds: dict[str, str]) -> str:
+        """The lab root: a delegation for each top lab zone (the lab DNS serves them all), glue, and the DS
+        records given (zone → 'zone. DS …' as Knot's keymgr prints it); what unbound's root hints lead to."""
+        ns = f"ns.{SENDER_DOMAIN}."
+        tops = [z for z in self.zones() if not any(z.endswith("." + other) for other in self.zones())]
+        return _zone(".", [f"{ns} A {self.dns.v4}", f"{ns} AAAA {self.dns.v6}",
+                           *(f"{zone}. NS {ns}" for zone in sorted(tops)),
+                           *(ds[zone] for zone in sorted(ds))])
+
+    def root_hints(self) -> str:
+        """unbound's root-hints file for the lab: the lab DNS is the one root server."""
+        ns = f"ns.{SENDER_DOMAIN}."
+        return f". 3600000 NS {ns}\n{ns} 3600000 A {self.dns.v4}\n{ns} 3600000 AAAA {self.dns.v6}\n"
+
+
 def _ptr(address: str) -> str:
     return ipaddress.ip_address(address).reverse_pointer + "."
 
 
 def _zone(origin: str, lines: list[str]) -> str:
     head = [
-        f"$ORIGIN {origin}.",
+        f"$ORIGIN {origin.rstrip('.')}.",
         "$TTL 60",
         f"@ SOA ns.{SENDER_DOMAIN}. hostmaster.{SENDER_DOMAIN}. 1 60 30 3600 30",
         f"@ NS ns.{SENDER_DOMAIN}.",

@@ -11,6 +11,7 @@ assertion made on what it changed.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -68,3 +69,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A test that fails with no mutant in place (mutmut's statistics or clean run) is named in the file
+    JM_MUTATION_CLEAN_LOG gives: mutmut runs those in a forked child whose output it cannot show, and
+    says only "Failed to run clean test"; bench/mutation.sh prints this file then."""
+    log = os.environ.get("JM_MUTATION_CLEAN_LOG")
+    if not log or not report.failed or os.environ.get("MUTANT_UNDER_TEST", "") not in ("", "stats"):
+        return
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"{report.when} {report.nodeid}\n{str(report.longrepr)[-3000:]}\n\n")

@@ -353,7 +353,7 @@ class SigningKnot(Knot):
         assert zone in conf
         return conf.replace(zone, zone + "    dnssec-signing: on\n")
 
-    def ds(self) -> list[str]:
+    def ds_records(self) -> list[str]:
         """The DS records of the zone's key-signing key, as the parent would publish them."""
         argv = ["keymgr", "-c", str(self.conf), f"{DOMAIN}.", "ds"]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
@@ -384,7 +384,7 @@ def test_dnssec_of_a_signed_zone_with_and_without_the_parents_ds(signing_knot: S
     signed = _dnssec(signing_knot, world, authoritative)
     assert signed.status == "info" and "zone example.com is signed (2 DNSKEY, key tag " in signed.detail
     assert signed.detail.endswith("but its parent has no DS for it: validators treat it as unsigned")
-    world.others["com"]["example"] = ["NS ns1.example.com.", *(f"DS {ds}" for ds in signing_knot.ds())]
+    world.others["com"]["example"] = ["NS ns1.example.com.", *(f"DS {ds}" for ds in signing_knot.ds_records())]
     vouched = _dnssec(signing_knot, world, authoritative)
     assert "and its parent's DS (key tag " in vouched.detail and vouched.fix == ""
     world.others["com"]["example"] = ["NS ns1.example.com.", "DS 1 13 2 " + "ab" * 32]
@@ -399,8 +399,9 @@ def test_authoritative_mode_asks_the_parents_own_servers_for_the_ds(signing_knot
     world = World([lab_host(1)], key)
     world.forward["ns-com"] = ["A 127.0.0.2"]
     world.others["com"] = {"@": ["NS ns-com.example.com."]}
-    parent = Knot(listen=("127.0.0.2",), port=signing_knot.port, zones={"com": _zone_text("com", [
-        "@ NS ns-com.example.com.", "example NS ns1.example.com.", *(f"example DS {ds}" for ds in signing_knot.ds())])})
+    delegation = ["@ NS ns-com.example.com.", "example NS ns1.example.com.",
+                  *(f"example DS {ds}" for ds in signing_knot.ds_records())]
+    parent = Knot(listen=("127.0.0.2",), port=signing_knot.port, zones={"com": _zone_text("com", delegation)})
     parent.start()
     try:
         vouched = _dnssec(signing_knot, world, authoritative=True)

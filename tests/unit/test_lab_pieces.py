@@ -54,7 +54,7 @@ def test_lab_world_reverse_zones() -> None:
     world = Lab(Path("/nonexistent")).world
     assert world.reverse4 == "100.51.198.in-addr.arpa"
     assert world.reverse6 == "0.0.0.0.0.0.1.5.8.b.d.0.1.0.0.2.ip6.arpa"
-    assert set(world.zones()) == {"example.com", "example.net", world.reverse4, world.reverse6}
+    assert set(world.zones()) == {"example.com", "example.net", zones.BOGUS_ZONE, world.reverse4, world.reverse6}
 
 
 def test_overrides_merge_hosts_by_name() -> None:
