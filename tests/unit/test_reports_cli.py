@@ -122,12 +122,18 @@ def test_the_credential_command_gives_the_first_line_and_its_failures_never_show
     with pytest.raises(CredentialError, match="--password-command: the command exited 4") as error:
         secret_from(failing, "--password-command")
     assert "s3cret" not in str(error.value)
-    with pytest.raises(CredentialError, match="is not installed"):
-        secret_from("/nonexistent/pass show x", "--token-command")
-    with pytest.raises(CredentialError, match="printed no secret"):
-        secret_from(shlex.join([sys.executable, "-c", "print()"]), "--token-command")
-    with pytest.raises(CredentialError, match="is empty"):
-        secret_from("  ", "--token-command")
+    # Each refusal whole, as the admin reads it; the missing program named as the shell would quote it.
+    refusals = {
+        "'/nonexistent/my pass' show x": "--token-command: '/nonexistent/my pass' is not installed or not on PATH",
+        shlex.join([sys.executable, "-c", "print()"]):
+            "--token-command: the command printed no secret on its first line",
+        "  ": "--token-command is empty: give a command that prints the secret, e.g. `pass show mail/dmarc`",
+        "pass 'show": "--token-command: not a command line (No closing quotation)",
+    }
+    for command, words in refusals.items():
+        with pytest.raises(CredentialError) as refused:
+            secret_from(command, "--token-command")
+        assert str(refused.value) == words
 
 
 def test_status_shows_unknown_senders_and_the_ramp_when_a_report_database_exists(tmp_path: Path) -> None:
