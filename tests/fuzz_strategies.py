@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from mailhost.settings.config import SECRET_KEYS, TLS_LEVELS, Settings
+from mailhost.settings.config import OUTBOUND_TLS, SECRET_KEYS, TLS_LEVELS, Settings
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBBxq7Z4jFPcNFkx+1udVSIvOMuXHTPCLKklOXNlryv7"
@@ -155,6 +155,8 @@ def good_values(domain: str) -> dict[str, st.SearchStrategy[Any]]:
         "delivery.relay.maxPerDay": st.integers(1, 10_000_000),
         "delivery.tlsPolicy": TLS_POLICIES,
         "delivery.maxConnections": st.integers(1, 100),
+        "delivery.outboundTls": st.sampled_from(OUTBOUND_TLS),
+        "delivery.dnssecBogusName": fqdns(),
         "relayPassword": passwords(),
         "canary.mailboxes[0].address": mailboxes(),
         "canary.mailboxes[0].imapHost": st.one_of(fqdns(), addresses4(), addresses6()),
@@ -352,6 +354,11 @@ def valid_stacks(draw: st.DrawFn) -> dict[str, Any]:
         put(values, path, draw(good[path]))
     if not relay and draw(st.booleans()):
         values.setdefault("delivery", {})["tlsPolicy"] = draw(TLS_POLICIES.filter(bool))
+    if not relay and draw(st.booleans()):
+        delivery = values.setdefault("delivery", {})
+        delivery["outboundTls"] = draw(st.sampled_from(OUTBOUND_TLS))
+        if delivery["outboundTls"] == "dane" and draw(st.booleans()):
+            delivery["dnssecBogusName"] = draw(fqdns())
     if draw(st.booleans()):
         values.setdefault("delivery", {})["maxConnections"] = draw(st.sampled_from([1, 100])) if draw(st.booleans()) \
             else draw(st.integers(1, 100))

@@ -18,6 +18,9 @@
 #              REROUTE_TO, REROUTE_MAP          staging: every recipient must become REROUTE_TO
 #              RELAY_KEY=[host]:port            relay: the one sasl_passwd entry
 #              TLS_POLICY_MAP, TLS_POLICY="d=l ..."  direct: each domain's TLS level in the policy table
+#              RESOLVER=unbound, DNSSEC_BOGUS_NAME   direct with DANE: Postfix alone resolves through
+#                       unbound on loopback (the bundle's /etc/jira-mailhost/resolv.conf bound over
+#                       /etc/resolv.conf for Postfix only), checked to validate before the switch
 #            Unknown keys are ignored.
 # Exit codes (the message on stderr says what failed and what is live now)
 #   0  applied, or unchanged
@@ -117,6 +120,9 @@ fi
 
 S_PACKAGES="" S_SERVICES="postfix opendkim" S_FQDN="" S_STACK="" S_PRODUCTION=0
 S_PARAMETERS="" S_REROUTE_TO="" S_REROUTE_MAP="" S_RELAY_KEY="" S_TLS_POLICY_MAP="" S_TLS_POLICY=""
+S_RESOLVER="" S_DNSSEC_BOGUS=""
+# The resolv.conf Postfix alone sees with RESOLVER=unbound (mailhost/publish/render.py RESOLV_CONF).
+PF_RESOLV=/etc/jira-mailhost/resolv.conf
 host_label() { printf '%s' "${S_FQDN:-$(hostname -f 2>/dev/null || hostname)}"; }
 
 read_settings() { # file: KEY=VALUE lines, parsed, never sourced
@@ -137,6 +143,8 @@ read_settings() { # file: KEY=VALUE lines, parsed, never sourced
       RELAY_KEY) S_RELAY_KEY=$value ;;
       TLS_POLICY_MAP) S_TLS_POLICY_MAP=$value ;;
       TLS_POLICY) S_TLS_POLICY=$value ;;
+      RESOLVER) S_RESOLVER=$value ;;
+      DNSSEC_BOGUS_NAME) S_DNSSEC_BOGUS=$value ;;
     esac
   done <"$1"
 }
@@ -213,8 +221,10 @@ postfix_do() { # start|stop|reload|restart
   if have_systemd; then
     # Debian: postfix.service is a wrapper; the master runs in postfix@-.service.
     case $1 in
-      start) systemctl enable --quiet postfix 2>/dev/null; systemctl start postfix postfix@- ;;
+      # daemon-reload: the resolver drop-in (postfix@-.service.d) may have come or gone with the files
+      start) systemctl daemon-reload; systemctl enable --quiet postfix 2>/dev/null; systemctl start postfix postfix@- ;;
       stop) systemctl stop postfix postfix@- ;;
+      restart) systemctl daemon-reload; systemctl restart postfix@- && systemctl start postfix ;;
       *) systemctl "$1" postfix@- && systemctl start postfix ;;
     esac
     return
@@ -224,8 +234,88 @@ postfix_do() { # start|stop|reload|restart
     [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1
   fi
   case $1 in  # 9>&-: the daemons must not inherit our lock
-    restart) postfix stop >/dev/null 2>&1; daemon postfix start 9>&- ;;
+    restart) postfix stop >/dev/null 2>&1; postfix_start 9>&- ;;
+    start) postfix_start 9>&- ;;
     *) daemon postfix "$1" 9>&- ;;
+  esac
+}
+
+postfix_start() { # no systemd: with our resolv.conf live, the master starts in a mount namespace where it is
+  # /etc/resolv.conf (what BindReadOnlyPaths does on systemd hosts); its children inherit that view
+  if [ -f "$PF_RESOLV" ]; then
+    daemon unshare --mount --propagation private -- sh -c 'mount --bind "$0" /etc/resolv.conf && exec postfix start' \
+      "$PF_RESOLV"
+  else
+    daemon postfix start
+  fi
+}
+
+resolv_sig() { # what Postfix's resolver view should be: ours (its digest) or the host's
+  if [ -f "$PF_RESOLV" ]; then sha256sum <"$PF_RESOLV"; else echo host; fi
+}
+
+postfix_resolv_ok() { # does the running master see the resolv.conf it should (ours, or the host's own)?
+  local pid want=/etc/resolv.conf
+  pid=$(tr -dc 0-9 <"$(postconf -h queue_directory 2>/dev/null)/pid/master.pid" 2>/dev/null)
+  pid_alive "$pid" master || return 0  # not running: the health check says so
+  [ -f "$PF_RESOLV" ] && want=$PF_RESOLV
+  cmp -s "/proc/$pid/root/etc/resolv.conf" "$want"
+}
+
+# ---------- the validating resolver (RESOLVER=unbound): Debian's unbound, loopback only ----------
+unbound_running() {
+  if have_systemd; then systemctl is-active --quiet unbound; return; fi
+  [ -r /run/unbound.pid ] && pid_alive "$(tr -dc 0-9 </run/unbound.pid)" unbound
+}
+
+unbound_start() {
+  if have_systemd; then systemctl enable --quiet unbound 2>/dev/null; systemctl start unbound; return; fi
+  daemon unbound -c /etc/unbound/unbound.conf 9>&-
+}
+
+# One DNS query to the resolver on 127.0.0.1, with the DO bit: prints its rcode and "ad" when it vouched for
+# the answer (python3, which the collector needs anyway; the host may have no dig).
+DNS_PROBE='
+import os, socket, struct, sys
+name, qtype = sys.argv[1], int(sys.argv[2])
+qid = os.urandom(2)
+query = qid + struct.pack(">HHHHH", 0x0100, 1, 0, 0, 1)
+query += b"".join(bytes([len(x)]) + x.encode() for x in name.strip(".").split(".") if x) + b"\0"
+query += struct.pack(">HH", qtype, 1) + b"\0" + struct.pack(">HHIH", 41, 1232, 0x8000, 0)
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s.settimeout(8)
+    s.sendto(query, ("127.0.0.1", 53))
+    while True:
+        data = s.recv(4096)
+        if len(data) >= 12 and data[:2] == qid:
+            break
+flags = struct.unpack(">H", data[2:4])[0]
+codes = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
+print(codes.get(flags & 15, "RCODE%d" % (flags & 15)), "ad" if flags & 32 else "-")
+'
+dns_probe() { timeout -k 1 10 python3 -I -c "$DNS_PROBE" "$1" "$2" 2>/dev/null; }
+
+resolver_ready() { # start unbound when needed; it must vouch for the root and refuse a broken name
+  local got i
+  RESOLVER_PROBLEM=""
+  [ -x /usr/sbin/unbound ] || { RESOLVER_PROBLEM="unbound is not installed"; return 1; }
+  if [ ! -f "$STATE/original/UNBOUND" ]; then  # how it was before us, for the teardown
+    mkdir -p "$STATE/original"
+    if unbound_running; then echo running; else echo stopped; fi >"$STATE/original/UNBOUND"
+  fi
+  if ! unbound_running; then
+    unbound_start >"$WORK/out" 2>&1 || { RESOLVER_PROBLEM="unbound did not start: $(head -c 300 "$WORK/out")"; return 1; }
+  fi
+  for i in $(seq 1 20); do
+    got=$(dns_probe . 6) && [ -n "$got" ] && break
+    sleep 0.5
+  done
+  [ "$got" = "NOERROR ad" ] ||
+    { RESOLVER_PROBLEM="unbound on 127.0.0.1 does not vouch for the root zone (got: ${got:-no answer}; want NOERROR with AD)"; return 1; }
+  got=$(dns_probe "$S_DNSSEC_BOGUS" 1)
+  case $got in SERVFAIL*) ;; *)
+    RESOLVER_PROBLEM="unbound answered $S_DNSSEC_BOGUS, whose DNSSEC is broken on purpose, with ${got:-nothing} instead of SERVFAIL: it does not validate"
+    return 1 ;;
   esac
 }
 
@@ -285,6 +375,9 @@ health() { # services...: wait (bounded) until each really serves; a daemon that
         else
           banner=$(smtp_probe ${endpoint})
           case $banner in 220*) ;; *) HEALTH_PROBLEM="postfix does not answer SMTP on ${endpoint/ /:} (got: ${banner:-nothing})" ;; esac
+          if [ -z "$HEALTH_PROBLEM" ] && ! postfix_resolv_ok; then
+            HEALTH_PROBLEM="postfix does not see the resolv.conf it should ($([ -f "$PF_RESOLV" ] && echo "$PF_RESOLV, the validating resolver" || echo "the host's own"))"
+          fi
         fi
       fi ;;
     esac
@@ -309,7 +402,8 @@ port_hint() { # problem text: name who holds the port the failed daemon wanted
   case $1 in
     opendkim*) spec=$(conf_value /etc/opendkim.conf Socket)
                case $spec in inet*:*@*) port=${spec#*:} port=${port%%@*} ;; esac ;;
-    postfix*) port=$(smtpd_endpoint) port=${port##* } ;;
+    "postfix did not"* | "postfix is not running"* | "postfix does not answer"*)
+      port=$(smtpd_endpoint) port=${port##* } ;;  # not for a problem that is no listener's (the resolver's)
   esac
   [ -n "$port" ] || return 0
   holder=$(port_holder "$port")
@@ -592,6 +686,18 @@ if [ -n "$S_TLS_POLICY" ]; then
   done
 fi
 
+has_path() { local q; for q in "${P[@]}"; do [ "$q" = "$1" ] && return 0; done; return 1; }
+case $S_RESOLVER in
+  "") has_path "$PF_RESOLV" && reject "the bundle has $PF_RESOLV but settings.env names no RESOLVER" ;;
+  unbound)
+    has_path "$PF_RESOLV" || reject "settings.env says RESOLVER=unbound but the bundle has no $PF_RESOLV"
+    [ "$(staged_conf smtp_dns_support_level)" = dnssec ] ||
+      reject "RESOLVER=unbound but main.cf does not ask for DNSSEC (smtp_dns_support_level)"
+    [[ $S_DNSSEC_BOGUS =~ ^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$ ]] ||
+      reject "settings.env DNSSEC_BOGUS_NAME: '$S_DNSSEC_BOGUS' is not a domain name" ;;
+  *) reject "settings.env RESOLVER: '$S_RESOLVER' is not one this script runs (unbound)" ;;
+esac
+
 postfix -c "$STAGE/postfix" check >"$WORK/out" 2>&1
 if [ $? -ne 0 ] || grep -qiE 'warning|fatal|error' "$WORK/out"; then
   errors <"$WORK/out"; reject "postfix check failed (output above; details in the mail log)"
@@ -610,6 +716,10 @@ if [ -f "$(staged /etc/opendkim.conf)" ]; then
   if [ $? -ne 0 ] || [ -s "$WORK/out" ]; then
     sed -e "s#$check_conf#/etc/opendkim.conf#g" "$WORK/out" | errors; reject "opendkim.conf is not valid (opendkim -n, above)"
   fi
+fi
+
+if [ "$S_RESOLVER" = unbound ] && ! resolver_ready; then
+  reject "the validating resolver DANE needs is not usable: $RESOLVER_PROBLEM (Postfix does not use it yet)"
 fi
 
 stop_point
@@ -646,7 +756,7 @@ LOGFILE=${LOGFILE:-/var/log/mail.log} LOG_START=$EPOCHSECONDS
 LOG_OFFSET=$(stat -c %s "$LOGFILE" 2>/dev/null || echo 0)
 old_inet="$(postconf -h inet_interfaces 2>/dev/null) $(postconf -h inet_protocols 2>/dev/null)"
 new_inet="$(postconf -c "$STAGE/postfix" -h inet_interfaces) $(postconf -c "$STAGE/postfix" -h inet_protocols)"
-old_odk_pidfile=$(odk_pidfile) old_odk_sig=$(odk_sig)
+old_odk_pidfile=$(odk_pidfile) old_odk_sig=$(odk_sig) old_resolv=$(resolv_sig)
 PRE_RUNNING=$(running_services)
 
 BACKUP=$STATE/backup
@@ -706,7 +816,8 @@ restart_services() { # reload when enough (opendkim needs ~6 s to stop), restart
   if manages postfix; then
     if ! postfix_running; then
       postfix_do start >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="postfix did not start: $(grep -m3 -iE 'fatal|error' "$WORK/out")"; return 1; }
-    elif [ "$old_inet" != "$new_inet" ]; then
+    elif [ "$old_inet" != "$new_inet" ] || [ "$old_resolv" != "$(resolv_sig)" ]; then
+      # a new listener, or another resolver: a reload keeps the master's sockets and its /etc/resolv.conf
       postfix_do restart >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="postfix did not restart: $(grep -m3 -iE 'fatal|error' "$WORK/out")"; return 1; }
     elif [ $pf = 1 ]; then
       postfix_do reload >"$WORK/out" 2>&1 || { SERVICE_PROBLEM="postfix reload failed: $(grep -m3 -iE 'fatal|error' "$WORK/out")"; return 1; }
@@ -736,7 +847,7 @@ if [ -n "$failure" ]; then
   log_hint
   warn "restoring the previous configuration..."
   # Put the old files back, then bring back exactly the services that ran before the switch.
-  old_odk_pidfile=$(odk_pidfile) old_odk_sig=$(odk_sig) old_inet=$new_inet
+  old_odk_pidfile=$(odk_pidfile) old_odk_sig=$(odk_sig) old_inet=$new_inet old_resolv=$(resolv_sig)
   if restore_from "$BACKUP"; then
     CHANGED=("${TARGETS[@]}") SERVICE_PROBLEM="" HEALTH_PROBLEM=""
     new_inet="$(postconf -h inet_interfaces 2>/dev/null) $(postconf -h inet_protocols 2>/dev/null)"

@@ -118,9 +118,18 @@ postfix_do() { # start|stop|restart
   fi
   [ "$1" = stop ] || { [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1; }
   case $1 in  # 9>&-: the daemons must not inherit our lock
-    restart) postfix stop >/dev/null 2>&1; daemon postfix start 9>&- ;;
+    restart) postfix stop >/dev/null 2>&1; postfix_start 9>&- ;;
+    start) postfix_start 9>&- ;;
     *) daemon postfix "$1" 9>&- ;;
   esac
+}
+postfix_start() { # as apply.sh: while our resolv.conf (outboundTls: dane) is live, Postfix alone sees it
+  if [ -f /etc/jira-mailhost/resolv.conf ]; then
+    daemon unshare --mount --propagation private -- \
+      sh -c 'mount --bind /etc/jira-mailhost/resolv.conf /etc/resolv.conf && exec postfix start'
+  else
+    daemon postfix start
+  fi
 }
 
 spool_count() { # queue files on disk: needs no running postfix
@@ -203,6 +212,14 @@ if [ "$failed" = 1 ]; then
   exit 3
 fi
 for d in ${dirs[@]+"${dirs[@]}"}; do rmdir "$d" 2>/dev/null; done
+# Our unit drop-ins (the resolver's, for postfix@-) are gone: systemd must forget them before any restart.
+if have_systemd; then systemctl daemon-reload >/dev/null 2>&1; fi
+# The validating resolver (outboundTls: dane) goes back to how it was before the first apply that used it.
+if [ "$(cat "$STATE/original/UNBOUND" 2>/dev/null)" = stopped ]; then
+  if have_systemd; then systemctl disable --quiet --now unbound >/dev/null 2>&1
+  elif [ -r /run/unbound.pid ]; then kill -TERM "$(tr -dc 0-9 </run/unbound.pid)" 2>/dev/null; fi
+  summary+=("unbound stopped")
+fi
 
 opendkim_stop "$ours_pidfile" >/dev/null 2>&1
 if [ "$(was opendkim)" = running ]; then

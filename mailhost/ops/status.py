@@ -113,10 +113,16 @@ def assess(report: dict[str, Any]) -> list[Finding]:
         findings.append(Finding(WARNING, f"{queue['deferred']} message(s) deferred (Postfix retries them)",
                                 "see the causes below"))
     if queue["tls_held"]:
-        findings.append(Finding(WARNING, f"{queue['tls_held']} message(s) wait because their domain requires TLS "
-                                f"(delivery.tlsPolicy: encrypt) and its MX offered none; the oldest for "
-                                f"{_age(queue['tls_held_oldest_age_seconds'])}. Nothing was sent in clear",
-                                mailstats.cause("tls_required").fix))
+        oldest_held = _age(queue["tls_held_oldest_age_seconds"])
+        if any(s.get("cause") == "cert_unverified" for s in queue["stuck"]):
+            findings.append(Finding(WARNING, f"{queue['tls_held']} message(s) wait because the receiver's certificate "
+                                    f"could not be verified (DANE's TLSA records, or the smarthost's); the oldest "
+                                    f"for {oldest_held}. Nothing was sent unchecked",
+                                    mailstats.cause("cert_unverified").fix))
+        else:
+            findings.append(Finding(WARNING, f"{queue['tls_held']} message(s) wait because their domain requires TLS "
+                                    f"(delivery.tlsPolicy: encrypt) and its MX offered none; the oldest for "
+                                    f"{oldest_held}. Nothing was sent in clear", mailstats.cause("tls_required").fix))
     if queue["hold"]:
         findings.append(Finding(WARNING, f"{queue['hold']} message(s) on hold: Postfix will not send them",
                                 "release with `postsuper -H ALL` once the reason is gone"))

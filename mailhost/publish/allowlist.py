@@ -32,6 +32,7 @@ RELAY_PINNED = frozenset({"smtp_tls_fingerprint_digest", "smtp_tls_fingerprint_c
 RELAY_PACED = frozenset({"smtp_destination_rate_delay", "smtp_destination_concurrency_failed_cohort_limit"})
 REROUTE = frozenset({"virtual_alias_maps"})
 TLS_POLICY = frozenset({"smtp_tls_policy_maps"})
+DANE = frozenset({"smtp_dns_support_level"})
 MAILLOG = frozenset({"maillog_file"})
 OPENDKIM = frozenset({"Syslog", "SyslogSuccess", "UMask", "UserID", "Mode", "Domain", "Selector", "KeyFile",
                       "Canonicalization", "SignatureAlgorithm", "OversignHeaders", "Socket", "PidFile"})
@@ -49,6 +50,11 @@ def relay_of(settings: Settings) -> Relay | None:
     return settings.delivery.relay if settings.delivery.mode == "relay" else None
 
 
+def dane(settings: Settings) -> bool:
+    """Direct delivery with DANE: Postfix resolves through the host's validating resolver (relay mode refuses it)."""
+    return settings.delivery.mode == "direct" and settings.delivery.outbound_tls == "dane"
+
+
 def main_cf_parameters(settings: Settings) -> frozenset[str]:
     """The parameter names main.cf.j2 writes for these settings: the set `postconf -n` must show."""
     names = set(COMMON)
@@ -61,6 +67,8 @@ def main_cf_parameters(settings: Settings) -> frozenset[str]:
         names |= REROUTE
     if settings.delivery.tls_policy:
         names |= TLS_POLICY
+    if dane(settings):
+        names |= DANE
     if settings.maillog_file:
         names |= MAILLOG
     return frozenset(names)

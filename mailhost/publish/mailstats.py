@@ -105,7 +105,21 @@ CAUSES: tuple[Cause, ...] = (
           "STARTTLS (`openssl s_client -starttls smtp -connect MX:25`): if it does, something on this host's "
           "path strips it (a firewall's SMTP inspection: switch it off); if it does not, the receiver must "
           "enable TLS, or you accept clear text with delivery.tlsPolicy: {DOMAIN: may} and `pulumi up`"),
-    Cause("tls", ("5.7.10", "4.7.5", "5.7.5", "5.7.11"),
+    # Also Postfix's own words (dsn 4.7.5), never a receiver's: the certificate is not one the level vouches for.
+    # Direct mode with outboundTls: dane, a receiver whose signed TLSA records name no key of its certificate;
+    # relay mode, a smarthost certificate from no trusted CA or with another fingerprint.  Read by its words:
+    # 4.7.5 is no longer one of `tls`'s codes, so that its own words decide.
+    Cause("cert_unverified", (), r"^Server certificate not verified",
+          "the receiver presents a certificate we can vouch for: with delivery.outboundTls: dane, one whose key "
+          "its DNSSEC-signed TLSA records name; in relay mode, the smarthost's (a trusted CA or "
+          "relay.tlsFingerprint)",
+          "the mail waits in the queue, nothing is lost or sent unchecked. Direct mode (DANE): the receiver's TLSA "
+          "records name no key its certificate has. Usually the receiver renewed its certificate without its "
+          "TLSA records (their side: tell their postmaster; `posttls-finger -c -l dane DOMAIN` on this host "
+          "shows both), else something on the path presents its own certificate. To deliver meanwhile with "
+          "TLS but no check: delivery.tlsPolicy: {DOMAIN: encrypt} and `pulumi up`. Relay mode: the "
+          "smarthost's certificate changed: update relay.tlsFingerprint, or check its CA"),
+    Cause("tls", ("5.7.10", "5.7.5", "5.7.11"),
           r"\bTLS\b|STARTTLS|certificate|handshake",
           "the connection is encrypted with a certificate the sender accepts",
           "check the receiver's certificate and our smtp_tls_security_level / CA bundle; in relay mode the "
@@ -125,6 +139,8 @@ CAUSES: tuple[Cause, ...] = (
           "AWS blocks outgoing port 25 on EC2 until you ask for its removal: ask, or use delivery.mode relay; "
           "check the security group's egress and the host's DNS resolver"),
 )
+# Mail that waits, rather than go with less protection than its domain asks for (the queue's tls_held).
+TLS_HELD = ("tls_required", "cert_unverified")
 OTHER = Cause("other", (), "", "", "read the receiver's text in the mail log")
 OK = Cause("ok", (), "", "", "")
 _BY_ID = {c.id: c for c in (*CAUSES, OTHER, OK)}
@@ -503,7 +519,7 @@ def read_queue(now: float, postqueue: Sequence[str] = ("postqueue", "-j"),
             stuck.append({"queue_id": item.queue_id, "queue": item.queue, "age_seconds": round(age),
                           "domain": address.rpartition("@")[2].lower()[:253], "cause": cause,
                           "reason": reason[:300]})
-        if "tls_required" in causes:
+        if any(c in TLS_HELD for c in causes):
             tls_held += 1
             tls_oldest = max(tls_oldest, age)
     stuck.sort(key=lambda s: -s["age_seconds"])

@@ -57,6 +57,11 @@ METRICS_TEXTFILE = "/var/lib/prometheus/node-exporter/jira_mailhost.prom"
 METRICS_WINDOW_HOURS = 1  # the recent_* metrics count the last hour of the mail log
 METRICS_EVERY_MINUTES = 5
 PACKAGES = ("postfix", "opendkim", "opendkim-tools", "libsasl2-modules", "ca-certificates")
+# delivery.outboundTls: dane.  The resolv.conf Postfix alone sees (apply.sh binds it over /etc/resolv.conf for
+# Postfix's processes only), and the systemd drop-in that does it on systemd hosts.
+RESOLVER_PACKAGES = ("unbound",)
+RESOLV_CONF = "/etc/jira-mailhost/resolv.conf"
+POSTFIX_RESOLVER_DROPIN = "/etc/systemd/system/postfix@-.service.d/jira-mailhost-resolver.conf"
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -97,6 +102,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
     relay = settings.delivery.relay if settings.delivery.mode == "relay" else None
     tls_policy = settings.delivery.tls_policy
     tls_policy_map = TLS_POLICY_MAP if tls_policy else ""
+    dane = allowlist.dane(settings)
     common: dict[str, str] = {"stack": stack, "domain": settings.domain, "fqdn": settings.fqdn(host)}
     files = [
         RenderedFile(
@@ -111,6 +117,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 reroute_to=settings.reroute_to,
                 maillog_file=settings.maillog_file,
                 tls_policy_map=tls_policy_map,
+                dane=dane,
             ),
         ),
         RenderedFile(MASTER_CF, _template("master.cf.j2", **common,
@@ -140,7 +147,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 **common,
                 push=push_id(stack, host),
                 production=settings.production,
-                packages=PACKAGES,
+                packages=PACKAGES + (RESOLVER_PACKAGES if dane else ()),
                 drain_seconds=settings.drain_seconds,
                 main_cf_parameters=sorted(allowlist.main_cf_parameters(settings)),
                 reroute_to=settings.reroute_to or "",
@@ -149,6 +156,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 tls_policy_map=tls_policy_map,
                 tls_policy=[f"{domain}={level}" for domain, level in tls_policy.items()],
                 relay_max_per_day=relay.max_per_day if relay else None,
+                dnssec_bogus_name=settings.delivery.dnssec_bogus_name if dane else "",
                 metrics_textfile=METRICS_TEXTFILE,
             ),
             mode=0o600,
@@ -159,6 +167,10 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
         files.append(RenderedFile(REROUTE_MAP, _template("reroute.j2", **common, reroute_to=settings.reroute_to)))
     if tls_policy:
         files.append(RenderedFile(TLS_POLICY_MAP, _template("tls-policy.j2", **common, policy=tls_policy)))
+    if dane:
+        files.append(RenderedFile(RESOLV_CONF, _template("resolv.conf.j2", **common)))
+        files.append(RenderedFile(POSTFIX_RESOLVER_DROPIN,
+                                  _template("postfix-resolver.conf.j2", **common, resolv_conf=RESOLV_CONF)))
     if relay:
         password = secrets.relay_password or ""
         if why := grammar.sasl_password_problem(password):

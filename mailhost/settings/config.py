@@ -235,11 +235,38 @@ MAX_CONNECTIONS = 5
 MAX_CONNECTIONS_LIMIT = 100  # Postfix's own default process limit
 
 
+# delivery.outboundTls, direct mode.  'dane': a validating resolver (Debian's unbound, loopback only) answers
+# Postfix alone, and a receiver whose DNSSEC-signed zone publishes TLSA records gets mail only over TLS with a
+# certificate those records name (RFC 7672); every other receiver gets today's TLS-when-offered.  Mail waits,
+# never goes weaker, when a TLSA does not match or the resolver cannot answer.  'opportunistic': TLS when
+# offered, nothing checked (Postfix's 'may').
+OUTBOUND_TLS = ("opportunistic", "dane")
+# A name whose DNSSEC is broken on purpose (its parent's DS names no key of it): the push checks the host's
+# resolver answers SERVFAIL for it, i.e. refuses what it cannot validate.  Comcast's long-standing test name.
+DNSSEC_BOGUS_NAME = "dnssec-failed.org"
+
+
 class Delivery(Model):
     mode: Literal["direct", "relay"] = "direct"
     relay: Relay | None = None
     max_connections: int = Field(MAX_CONNECTIONS, alias="maxConnections", ge=1, le=MAX_CONNECTIONS_LIMIT)
     tls_policy: dict[str, str] = Field(default_factory=dict, alias="tlsPolicy")
+    outbound_tls: str = Field("opportunistic", alias="outboundTls")
+    dnssec_bogus_name: str = Field(DNSSEC_BOGUS_NAME, alias="dnssecBogusName")
+
+    @field_validator("outbound_tls", mode="before")
+    @classmethod
+    def _outbound_tls(cls, value: Any) -> str:
+        if value not in OUTBOUND_TLS:
+            raise ValueError(f"{_shown(value)} is not an outbound TLS mode; use 'dane' (receivers that publish "
+                             "TLSA records get mail only over TLS they vouch for) or 'opportunistic' (TLS when "
+                             "offered)")
+        return str(value)
+
+    @field_validator("dnssec_bogus_name")
+    @classmethod
+    def _bogus_name(cls, value: str) -> str:
+        return grammar.fqdn(value, "the deliberately broken DNSSEC name")
 
     @field_validator("tls_policy", mode="before")
     @classmethod
@@ -273,6 +300,13 @@ class Delivery(Model):
         if self.mode == "relay" and self.tls_policy:
             raise ValueError("tlsPolicy applies to direct delivery only: in relay mode every message goes to the "
                              "smarthost over verified TLS; remove delivery.tlsPolicy or set mode: direct")
+        if self.mode == "relay" and self.outbound_tls != "opportunistic":
+            raise ValueError(f"outboundTls: {self.outbound_tls} applies to direct delivery only: in relay mode every "
+                             "message goes to the smarthost over verified TLS; remove delivery.outboundTls or set "
+                             "mode: direct")
+        if "dnssec_bogus_name" in self.model_fields_set and self.outbound_tls != "dane":
+            raise ValueError("dnssecBogusName is used only to check the resolver of outboundTls: dane; remove it or "
+                             "set delivery.outboundTls: dane")
         return self
 
 

@@ -63,6 +63,37 @@ def test_postfix_accepts_the_rendered_config(shape: str, tmp_path: Path, dkim_pe
     assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
 
 
+def test_dane_asks_postfix_for_validated_dns_and_binds_its_resolver_in_a_unit_systemd_accepts(
+        tmp_path: Path, dkim_pem: str) -> None:
+    """outboundTls: dane: postconf reads the DANE level with DNSSEC lookups, postfix check is silent, and the
+    drop-in that gives Postfix alone the loopback resolver parses for systemd over Debian's postfix@.service."""
+    settings = parse_settings(base(delivery={"outboundTls": "dane"}), SECRETS)
+    files = render.render_host(settings, settings.hosts[0], render.HostSecrets(dkim_pem, "pw"))
+    confdir = materialise(tmp_path, files)
+    conf = postconf_n(confdir)
+    assert (conf["smtp_tls_security_level"], conf["smtp_dns_support_level"]) == ("dane", "dnssec")
+    check = postfix_check(confdir)
+    assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
+    by_path = {f.path: f.content for f in files}
+    resolv = [line for line in by_path[render.RESOLV_CONF].splitlines() if line and not line.startswith("#")]
+    assert resolv == ["nameserver 127.0.0.1", "options trust-ad"]
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing: apt-get install systemd (setup.sh does)"
+    base_unit = Path("/lib/systemd/system/postfix@.service")
+    assert base_unit.exists(), "Debian's postfix package ships postfix@.service"
+    units = tmp_path / "units"
+    (units / "postfix@-.service.d").mkdir(parents=True)
+    shutil.copy(base_unit, units / "postfix@.service")
+    dropin = units / "postfix@-.service.d" / Path(render.POSTFIX_RESOLVER_DROPIN).name
+    dropin.write_text(by_path[render.POSTFIX_RESOLVER_DROPIN])
+    done = tool(analyze, "verify", "--man=no", "--recursive-errors=no", str(units / "postfix@-.service"))
+    problems = [line for line in (done.stdout + done.stderr).splitlines()
+                if "jira-mailhost" in line or "BindReadOnlyPaths" in line or "Unknown" in line]
+    assert problems == [], done.stdout + done.stderr
+    binds = [line.split("=", 1)[1] for line in dropin.read_text().splitlines() if line.startswith("BindReadOnlyPaths=")]
+    assert binds == [f"{render.RESOLV_CONF}:/etc/resolv.conf"], "source:destination, as systemd.exec reads it"
+
+
 @pytest.mark.parametrize(("per_minute", "delay", "at_most"),
                          [(30, "2s", 30), (45, "2s", 30), (60, "1s", 60), (1, "60s", 1)])
 def test_a_paced_relay_gets_a_rate_delay_that_never_passes_its_limit(per_minute: int, delay: str, at_most: int,

@@ -63,6 +63,12 @@ REPLIES = [
     ("4.7.4", "TLS is required, but our TLS engine is unavailable", "tls_required"),
     ("4.7.4", "delivery temporarily suspended: TLS is required, but was not offered by host mx2.example.net["
               "198.51.100.3]", "tls_required"),  # qmgr's words for the destination's other messages
+    # Postfix's own words when a certificate is not what DANE's TLSA records (or the relay's CA or pin) vouch
+    # for; a receiver's reply of the same words is a TLS reply, never ours.
+    ("4.7.5", "Server certificate not verified", "cert_unverified"),
+    ("4.7.5", "delivery temporarily suspended: Server certificate not verified", "cert_unverified"),
+    ("4.7.5", "host mx said: 454 4.7.5 Server certificate not verified", "tls"),
+    ("4.7.5", "host mx said: 454 Server certificate not verified", "tls"),
     ("4.7.0", "host mx said: 451 4.7.0 delivery temporarily suspended: TLS is required, but no", "tls"),
     ("4.7.0", "host mx said: 454 4.7.0 TLS is required, but was not offered by host x", "tls"),
     ("4.7.4", "lost connection: TLS is required, but was not offered", "tls"),

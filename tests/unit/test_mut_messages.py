@@ -96,6 +96,11 @@ STACKS: dict[str, dict[str, Any]] = {
     "tls policy too long": base(delivery={"tlsPolicy": {f"d{i}.example": "may" for i in range(501)}}),
     "tls policy in relay mode": base(delivery={**relay(), "tlsPolicy": {"partner.example": "encrypt"}},
                                      hosts=[existing(ipv4Ptr=None)]),
+    "outbound tls unknown": base(delivery={"outboundTls": "mta-sts"}),
+    "outbound tls not text": base(delivery={"outboundTls": ["dane"]}),
+    "dane in relay mode": base(delivery={**relay(), "outboundTls": "dane"}, hosts=[existing(ipv4Ptr=None)]),
+    "bogus name without dane": base(delivery={"dnssecBogusName": "dnssec-failed.org"}),
+    "bogus name not a name": base(delivery={"outboundTls": "dane", "dnssecBogusName": "dnssec failed.org"}),
 }
 
 PASSWORDS = ["", "two\nlines", "t\x7fb", "ünicode", " leading", "trailing ", "x" * 512, "x" * 513, "fine-Pa55"]

@@ -37,6 +37,9 @@ STACKS: dict[str, dict[str, Any]] = {
     "direct adopted qa": base(environment="qa", rerouteOptOut=True, hosts=[
         {**existing(ipv6="2001:db8::20", ipv6Ptr="none"), "fqdn": "mail.example.com"}],
         delivery={"tlsPolicy": {"Partner.Example.": "encrypt", "legacy.example": "may"}}),
+    "direct dane staging": base(environment="staging", rerouteTo="qa@example.com", hosts=[existing()],
+                                delivery={"outboundTls": "dane", "dnssecBogusName": "bogus.dnssec.example",
+                                          "tlsPolicy": {"legacy.example": "encrypt"}}),
 }
 
 def rendered(values: dict[str, Any]) -> list[dict[str, Any]]:

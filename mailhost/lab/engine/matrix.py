@@ -222,6 +222,20 @@ def _tls_policy(values: Values, secrets: Secrets, sim: Simulator) -> None:
     delivery["tlsPolicy"] = {**delivery.get("tlsPolicy", {}), "partner.example.net": "encrypt"}
 
 
+def _outbound_tls(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    """DANE for receivers that publish TLSA records, through the host's validating resolver (direct mode only)."""
+    delivery = values.setdefault("delivery", {})
+    if delivery.get("mode", "direct") != "direct":
+        raise NotApplicable("direct mode only")
+    delivery["outboundTls"] = "dane"
+
+
+def _dnssec_bogus_name(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    """Another deliberately broken name for the resolver check (it goes with outboundTls: dane, direct mode)."""
+    _outbound_tls(values, secrets, sim)
+    values["delivery"]["dnssecBogusName"] = "bogus.dnssec.example.org"
+
+
 def _max_connections(values: Values, secrets: Secrets, sim: Simulator) -> None:
     """Twice the default: a stack whose receivers take more connections at once (either mode)."""
     values.setdefault("delivery", {})["maxConnections"] = 10
@@ -293,6 +307,8 @@ ROWS: tuple[Row, ...] = (
     Row("delivery.relay.tlsFingerprint", _relay_only("delivery.relay.tlsFingerprint", lambda old, v: "ab" * 32)),
     Row("delivery.tlsPolicy", _tls_policy),
     Row("delivery.maxConnections", _max_connections),
+    Row("delivery.outboundTls", _outbound_tls),
+    Row("delivery.outboundTls: dane + delivery.dnssecBogusName", _dnssec_bogus_name),
     Row("relayPassword (secret)", secret("relayPassword", "another-Relay-passw0rd")),
     Row("sshPrivateKey (secret)", lambda values, secrets, sim: secrets.update(
         sshPrivateKey=_rotated_admin_key())),
