@@ -278,7 +278,7 @@ class Lab:
             "mailhost.lab.receiver", "--listen", mx.v4, "--listen", mx.v6, "--port", "25",
             "--hostname", f"mx.{zones.RECIPIENT_DOMAIN}", "--domain", zones.RECIPIENT_DOMAIN,
             "--domain", zones.SENDER_DOMAIN,
-            *(arg for d in zones.SAME_MX_DOMAINS for arg in ("--domain", d)),
+            *(arg for d in zones.SAME_MX_DOMAINS for arg in ("--domain", d)), "--domain", zones.IPV4_ONLY_DOMAIN,
             "--strict-domain", zones.STRICT_DOMAIN, "--strict-domain", zones.STRICT6_DOMAIN,
             "--dns", self.world.dns.v4, "--log", str(self.receiver_log),
             "--conn-log", str(self.receiver_connections), "--maildirs", str(self.maildirs),

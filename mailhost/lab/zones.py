@@ -22,6 +22,9 @@ SECOND_MX_DOMAINS = (f"partner.{RECIPIENT_DOMAIN}", f"vendor.{RECIPIENT_DOMAIN}"
 # Judged like Gmail/Yahoo/Microsoft by the lab MX (mailhost.lab.receiver); strict6's MX has only an IPv6 address.
 STRICT_DOMAIN = f"strict.{RECIPIENT_DOMAIN}"
 STRICT6_DOMAIN = f"strict6.{RECIPIENT_DOMAIN}"
+# A domain whose MX has only an IPv4 address (the lab MX's): mail to it can only leave over IPv4, as mail to
+# strict6 can only leave over IPv6, so a test of both sending paths does not hang on Postfix's random pick.
+IPV4_ONLY_DOMAIN = f"v4only.{RECIPIENT_DOMAIN}"
 # DNSSEC as receivers publish it: the lab root and the recipient zone are signed (Knot's keys), so a validating
 # resolver with the lab root's DS as its trust anchor proves the MX's TLSA record (DANE); the sender zone and the
 # reverse zones stay unsigned (insecure delegations), as most are.  BOGUS_ZONE is signed, but its parent publishes
@@ -83,6 +86,8 @@ class World:
                 *(f"{d.removesuffix('.' + RECIPIENT_DOMAIN)} MX 10 {mx}" for d in SAME_MX_DOMAINS),
                 *(f"{d.removesuffix('.' + RECIPIENT_DOMAIN)} MX 10 mx2.{RECIPIENT_DOMAIN}." for d in SECOND_MX_DOMAINS),
                 f"strict MX 10 {mx}", f"strict6 MX 10 mx6.{RECIPIENT_DOMAIN}.", f"mx6 AAAA {self.mx.v6}",
+                f"{IPV4_ONLY_DOMAIN.removesuffix('.' + RECIPIENT_DOMAIN)} MX 10 mx4.{RECIPIENT_DOMAIN}.",
+                f"mx4 A {self.mx.v4}",
                 '_dmarc TXT "v=DMARC1; p=reject"',  # mail claiming to be from here fails DMARC at strict MXs
                 *([f"_25._tcp.mx TLSA {mx_tlsa}"] if mx_tlsa else []),
                 f"{BOGUS_ZONE.removesuffix('.' + RECIPIENT_DOMAIN)} NS {ns}",
