@@ -161,3 +161,17 @@ def test_the_journal_time_is_read_as_utc_whatever_the_hosts_zone(tmp_path: Path)
             os.environ["TZ"] = before
         time.tzset()
     assert got.time == pytest.approx(NOW - 600, abs=1)
+
+
+def test_the_real_journalctl_takes_every_option_the_collector_gives_it(tmp_path: Path) -> None:
+    """The options are journalctl's own (systemd's, installed by setup.sh): run against an empty journal
+    directory, it must accept all of them and find nothing; a misspelt option is a problem, not an empty log."""
+    import shutil
+
+    real = shutil.which("journalctl")
+    assert real, "journalctl is missing: apt-get install systemd (setup.sh does)"
+    empty = tmp_path / "journal"
+    empty.mkdir()
+    assert mailstats.read_journal(NOW - 3600, NOW, TRUSTED, [real, f"--directory={empty}"]) == mailstats.Journal([])
+    wrong = mailstats.read_journal(NOW - 3600, NOW, TRUSTED, [real, f"--directory={empty}", "--no-such-option"])
+    assert wrong == mailstats.Journal(None, problem=f"journalctl: {real}: unrecognized option '--no-such-option'")
