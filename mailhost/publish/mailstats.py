@@ -361,6 +361,7 @@ def _lines(path: str) -> Iterator[str]:
 
 # -- the journal: hosts where no syslog daemon writes a mail log (Debian's cloud images) ------------
 JOURNALCTL = ("journalctl",)
+JOURNAL_TIMEOUT = 120  # seconds: a hung journalctl ends as a problem in the report, not as a hung collector
 MAX_JOURNAL_ENTRY = 65536  # bytes of one JSON entry; Postfix's own lines are far shorter
 _JOURNAL_NUMBER = re.compile(r"[0-9]{1,20}")
 
@@ -378,7 +379,7 @@ class Journal:
 
 
 def read_journal(since: float, now: float, trusted_uids: frozenset[str],
-                 journalctl: Sequence[str] = JOURNALCTL) -> Journal:
+                 journalctl: Sequence[str] = JOURNALCTL, timeout: float = JOURNAL_TIMEOUT) -> Journal:
     """journald's mail-facility entries in the window as RFC 3339 syslog lines, which read_log parses as it
     parses a file. An entry naming a delivery agent (postfix/smtp...) counts only when journald saw it come
     from a process of a trusted user (root, Postfix's mail_owner): anyone may log as "postfix/smtp", nobody
@@ -386,7 +387,7 @@ def read_journal(since: float, now: float, trusted_uids: frozenset[str],
     argv = [*journalctl, "--quiet", "--no-pager", "--output=json", f"--since=@{int(since)}",
             f"--until=@{int(now) + 1}", "SYSLOG_FACILITY=2"]
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=120)
+        done = subprocess.run(argv, capture_output=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as error:
         return Journal(None, problem=f"journalctl: {error}"[:300])
     if done.returncode != 0:

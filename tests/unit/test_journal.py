@@ -175,3 +175,17 @@ def test_the_real_journalctl_takes_every_option_the_collector_gives_it(tmp_path:
     assert mailstats.read_journal(NOW - 3600, NOW, TRUSTED, [real, f"--directory={empty}"]) == mailstats.Journal([])
     wrong = mailstats.read_journal(NOW - 3600, NOW, TRUSTED, [real, f"--directory={empty}", "--no-such-option"])
     assert wrong == mailstats.Journal(None, problem=f"journalctl: {real}: unrecognized option '--no-such-option'")
+
+
+def test_a_journalctl_that_hangs_is_a_problem_in_the_report_within_the_timeout(tmp_path: Path) -> None:
+    import sys
+    import time
+
+    hang = tmp_path / "hang.py"
+    hang.write_text("import time\ntime.sleep(30)\n")
+    started = time.monotonic()
+    found = mailstats.read_journal(NOW - 3600, NOW, TRUSTED, [sys.executable, str(hang)], timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert found.lines is None and found.problem is not None
+    assert found.problem.startswith("journalctl: Command ") and found.problem.endswith("timed out after 0.5 seconds")
+    assert mailstats.JOURNAL_TIMEOUT == 120

@@ -134,6 +134,10 @@ def test_the_credential_command_gives_the_first_line_and_its_failures_never_show
         with pytest.raises(CredentialError) as refused:
             secret_from(command, "--token-command")
         assert str(refused.value) == words
+    # A command that never ends (a password manager waiting for a PIN nobody types) is stopped at the timeout.
+    with pytest.raises(CredentialError) as hung:
+        secret_from(shlex.join([sys.executable, "-c", "import time; time.sleep(30)"]), "--token-command", timeout=1)
+    assert str(hung.value) == "--token-command: the command did not finish within 1 s"
 
 
 def test_status_shows_unknown_senders_and_the_ramp_when_a_report_database_exists(tmp_path: Path) -> None:
