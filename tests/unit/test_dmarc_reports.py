@@ -480,3 +480,18 @@ def test_a_report_nested_past_pythons_recursion_limit_is_refused_not_raised(
     monkeypatch.setattr(parse, "parse", too_deep)
     outcome = taken(db, xml())
     assert (outcome.read, outcome.new, outcome.refused) == (1, 0, [("it", "nested too deeply to be a report")])
+
+
+def test_the_window_keeps_reports_that_touch_either_end_and_drops_those_outside() -> None:
+    """A report counts when its interval meets the window, its ends included: one that begins the second the
+    window ends, or ends the second it begins, is in; a second further out is not."""
+    since, until = NOW - 14 * DAY, NOW
+
+    def row(org: str, begin: float, end: float) -> store.Counted:
+        return store.Counted("198.51.100.7", 1, True, True, True, "none", org, int(begin), int(end))
+
+    rows = [row("starts-at-end", until, until + DAY), row("ends-at-start", since - DAY, since),
+            row("starts-after", until + 1, until + DAY), row("ends-before", since - DAY, since - 1)]
+    summary = judge.summarize(rows, since, until, "none", lambda ip: "ours")
+    assert sorted(summary.reporters) == ["ends-at-start", "starts-at-end"]
+    assert summary.sources["198.51.100.7"].messages == 2
