@@ -143,6 +143,20 @@ def test_unreadable_queue_entries_and_log_lines_are_warnings_that_say_so() -> No
     assert status.assess(report()) == []
 
 
+def test_each_host_is_asked_for_the_window_with_the_key_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--hours and --key reach every host's question as given (the window the collector counts over)."""
+    asked: list[tuple[str, str | None, float]] = []
+
+    def ask(target: hosts.Target, key: str | None, hours: float) -> dict[str, Any]:
+        asked.append((target.name, key, hours))
+        return report()
+
+    monkeypatch.setattr(hosts, "ask", ask)
+    found = hosts.targets({"hosts": {name: OUT for name in ("a", "b")}}, None, "x")
+    assert hosts.run_status(found, "/keys/admin", 2.5, True, lambda _: None) == status.OK
+    assert sorted(asked) == [("a", "/keys/admin", 2.5), ("b", "/keys/admin", 2.5)]
+
+
 def test_what_is_printed_per_host_and_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     answers = {"a": report(), "b": {"error": "b@198.51.100.11:22: Connection refused"},
                "c": report(services={"postfix": False, "opendkim": True})}
