@@ -495,3 +495,12 @@ def test_the_window_keeps_reports_that_touch_either_end_and_drops_those_outside(
     summary = judge.summarize(rows, since, until, "none", lambda ip: "ours")
     assert sorted(summary.reporters) == ["ends-at-start", "starts-at-end"]
     assert summary.sources["198.51.100.7"].messages == 2
+
+
+def test_a_report_is_judged_against_the_time_the_ingest_is_given_not_the_clock(db: sqlite3.Connection) -> None:
+    """`mailhost reports` hands one time to every report of a run: ten years on, a report of the day before is
+    no report from the future (the clock of the machine running the test says otherwise)."""
+    later = NOW + 3650 * DAY
+    outcome = ingest.Outcome()
+    ingest.take(db, "it", xml(begin=later - DAY, end=later - 1), DOMAIN, later, outcome)
+    assert outcome.refused == [] and store.report_count(db) == 1
