@@ -8,6 +8,7 @@ packages=(postfix opendkim opendkim-tools openssh-server openssh-client knot kno
           iproute2 iputils-ping procps libsasl2-modules sasl2-bin ca-certificates python3 python3-venv sudo
           shellcheck
           unbound      # the validating resolver DANE needs: the lab jira host runs it as a pushed host would
+          postfix-mta-sts-resolver python3-dnspython  # outboundTls: dane+mta-sts, run by the lab jira host
           systemd      # only for systemd-analyze: tests/real/test_metrics_unit.py verifies the collector's unit offline
           prometheus   # only for promtool: tests/real/test_alert_rules.py checks and unit-tests the alert rules
           cloud-init   # only for `cloud-init schema`: tests/real/test_cloud_init_real.py checks the EC2 user data
@@ -24,6 +25,10 @@ if ((${#missing[@]})); then
   # Dovecot likewise: the lab runs its own instance in a namespace; the machine must not listen on 143/993.
   if [[ " ${missing[*]} " == *" dovecot-imapd "* && -d /run/systemd/system ]]; then
     systemctl mask --quiet dovecot.service dovecot.socket
+  fi
+  # And postfix-mta-sts-resolver: only the lab's jira host runs it (in its own network namespace).
+  if [[ " ${missing[*]} " == *" postfix-mta-sts-resolver "* && -d /run/systemd/system ]]; then
+    systemctl mask --quiet postfix-mta-sts-resolver.service
   fi
   # Without systemd, a package's maintainer script starts its daemon through invoke-rc.d unless a
   # policy-rc.d says no: one that refuses every start is in place for this install only.

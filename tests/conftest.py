@@ -35,7 +35,7 @@ atexit.register(shutil.rmtree, _CACHE, True)
 NAMESPACE_FILES: dict[str, tuple[str, ...]] = {
     "jm": tuple(f"tests/real/{name}.py" for name in (
         "test_canary_lab", "test_capped_receiver", "test_lab", "test_lab_drills", "test_lab_mx", "test_lab_rename",
-        "test_lab_dnssec", "test_outbound_tls",
+        "test_lab_dnssec", "test_lab_mta_sts", "test_outbound_tls",
         "test_relay_pacing",
         "test_relay_tls", "test_reports_lab", "test_secret_scan", "test_status_lab", "test_tls_reuse_bench")),
     "jmp": tuple(f"tests/real/{name}.py" for name in ("test_open_relay", "test_push_drills", "test_push_scripts")),

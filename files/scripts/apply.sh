@@ -21,6 +21,10 @@
 #              RESOLVER=unbound, DNSSEC_BOGUS_NAME   direct with DANE: Postfix alone resolves through
 #                       unbound on loopback (the bundle's /etc/jira-mailhost/resolv.conf bound over
 #                       /etc/resolv.conf for Postfix only), checked to validate before the switch
+#              TLS_POLICY_MAPS="t1, t2"         smtp_tls_policy_maps exactly
+#              MTA_STS=1, DANE_FIRST, DANE_FIRST_PORT  dane+mta-sts: postfix-mta-sts-resolver started and
+#                       checked to answer; the DANE-first map (DANE_FIRST, run from the stage) must hold
+#                       mail for DNSSEC_BOGUS_NAME (TEMP) before the switch
 #            Unknown keys are ignored.
 # Exit codes (the message on stderr says what failed and what is live now)
 #   0  applied, or unchanged
@@ -120,7 +124,7 @@ fi
 
 S_PACKAGES="" S_SERVICES="postfix opendkim" S_FQDN="" S_STACK="" S_PRODUCTION=0
 S_PARAMETERS="" S_REROUTE_TO="" S_REROUTE_MAP="" S_RELAY_KEY="" S_TLS_POLICY_MAP="" S_TLS_POLICY=""
-S_RESOLVER="" S_DNSSEC_BOGUS=""
+S_RESOLVER="" S_DNSSEC_BOGUS="" S_TLS_POLICY_MAPS="" S_MTA_STS="" S_DANE_FIRST="" S_DANE_FIRST_PORT=""
 # The resolv.conf Postfix alone sees with RESOLVER=unbound (mailhost/publish/render.py RESOLV_CONF).
 PF_RESOLV=/etc/jira-mailhost/resolv.conf
 host_label() { printf '%s' "${S_FQDN:-$(hostname -f 2>/dev/null || hostname)}"; }
@@ -145,6 +149,10 @@ read_settings() { # file: KEY=VALUE lines, parsed, never sourced
       TLS_POLICY) S_TLS_POLICY=$value ;;
       RESOLVER) S_RESOLVER=$value ;;
       DNSSEC_BOGUS_NAME) S_DNSSEC_BOGUS=$value ;;
+      TLS_POLICY_MAPS) S_TLS_POLICY_MAPS=$value ;;
+      MTA_STS) S_MTA_STS=$value ;;
+      DANE_FIRST) S_DANE_FIRST=$value ;;
+      DANE_FIRST_PORT) S_DANE_FIRST_PORT=$value ;;
     esac
   done <"$1"
 }
@@ -315,6 +323,76 @@ resolver_ready() { # start unbound when needed; it must vouch for the root and r
   got=$(dns_probe "$S_DNSSEC_BOGUS" 1)
   case $got in SERVFAIL*) ;; *)
     RESOLVER_PROBLEM="unbound answered $S_DNSSEC_BOGUS, whose DNSSEC is broken on purpose, with ${got:-nothing} instead of SERVFAIL: it does not validate"
+    return 1 ;;
+  esac
+}
+
+# ---------- MTA-STS (MTA_STS=1): Debian's postfix-mta-sts-resolver as its package configures it ----------
+MTA_STS_PID=/run/jira-mailhost-mta-sts.pid  # hosts without systemd: the daemon this script started
+mta_sts_running() {
+  if have_systemd; then systemctl is-active --quiet postfix-mta-sts-resolver; return; fi
+  [ -r "$MTA_STS_PID" ] && pid_alive "$(tr -dc 0-9 <"$MTA_STS_PID")" mta-sts-daemon
+}
+mta_sts_start() {
+  if have_systemd; then systemctl enable --quiet postfix-mta-sts-resolver 2>/dev/null; systemctl start postfix-mta-sts-resolver; return; fi
+  # Not through daemon(): a shell function in the background is a subshell that waits for the daemon, holding
+  # this session's stdin; this way the background job is the daemon itself (setsid does not fork here: job
+  # control is off, so it does not lead a process group), and $! is its pid.
+  # Its own environment, as systemd gives the package's unit (root's HOME would make aiohttp fail on ~/.netrc).
+  local reset=()
+  env --default-signal=HUP true 2>/dev/null && reset=("--default-signal=HUP,PIPE,TERM,INT")
+  env ${reset[@]+"${reset[@]}"} -i PATH="$PATH" HOME=/var/lib/mta-sts LANG=C.UTF-8 \
+    setsid setpriv --reuid=_mta-sts --regid=_mta-sts --init-groups \
+    mta-sts-daemon -c /etc/mta-sts-daemon.yml </dev/null >/dev/null 2>&1 9>&- &
+  echo $! >"$MTA_STS_PID"
+}
+mta_sts_stop() {
+  if have_systemd; then systemctl stop postfix-mta-sts-resolver; return; fi
+  mta_sts_running && kill "$(tr -dc 0-9 <"$MTA_STS_PID")"
+  rm -f "$MTA_STS_PID"
+}
+# One socketmap request (a netstring) to a map on 127.0.0.1:PORT, or to a map program's stdin with PORT "-":
+# prints the reply's payload.
+SOCKETMAP_PROBE='
+import socket, subprocess, sys
+port, request = sys.argv[1], sys.argv[2].encode()
+frame = b"%d:%s," % (len(request), request)
+if port == "-":
+    data = subprocess.run(sys.argv[3:], input=frame, capture_output=True, timeout=30).stdout
+else:
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as s:
+        s.sendall(frame)
+        data = b""
+        while not data.endswith(b",") and len(data) < 2000:
+            chunk = s.recv(2000)
+            if not chunk:
+                break
+            data += chunk
+size, _, rest = data.partition(b":")
+print(rest[:-1].decode("ascii", "replace") if size.isdigit() and len(rest) == int(size) + 1 else "BAD REPLY")
+'
+socketmap_probe() { timeout -k 1 40 python3 -I -c "$SOCKETMAP_PROBE" "$@" 2>/dev/null; }
+
+policy_ready() { # MTA_STS=1: the MTA-STS daemon answers, and the staged DANE-first map holds mail it cannot vouch for
+  local got i
+  POLICY_PROBLEM=""
+  command -v mta-sts-daemon >/dev/null || { POLICY_PROBLEM="postfix-mta-sts-resolver is not installed"; return 1; }
+  if [ ! -f "$STATE/original/MTA_STS" ]; then
+    mkdir -p "$STATE/original"
+    if mta_sts_running; then echo running; else echo stopped; fi >"$STATE/original/MTA_STS"
+  fi
+  if ! mta_sts_running; then
+    mta_sts_start >"$WORK/out" 2>&1 || { POLICY_PROBLEM="postfix-mta-sts-resolver did not start: $(head -c 300 "$WORK/out")"; return 1; }
+  fi
+  for i in $(seq 1 40); do
+    got=$(socketmap_probe 8461 "postfix .invalid") && [ -n "$got" ] && break
+    sleep 0.25
+  done
+  [ "$got" = "NOTFOUND " ] ||
+    { POLICY_PROBLEM="postfix-mta-sts-resolver on 127.0.0.1:8461 does not answer (got: ${got:-nothing}; want NOTFOUND)"; return 1; }
+  got=$(socketmap_probe - "dane $S_DNSSEC_BOGUS" /usr/bin/python3 -I "$(staged "$S_DANE_FIRST")")
+  case $got in "TEMP "*) ;; *)
+    POLICY_PROBLEM="the DANE-first map answered $S_DNSSEC_BOGUS, whose DNSSEC is broken on purpose, with '${got:-nothing}' instead of TEMP: it would not hold mail it cannot vouch for"
     return 1 ;;
   esac
 }
@@ -673,10 +751,10 @@ if [ -n "$S_RELAY_KEY" ]; then
     reject "sasl_passwd must hold exactly one entry, for $S_RELAY_KEY (it holds $(wc -l <"$WORK/sasl.keys"))"
 fi
 
+[ "$(staged_conf smtp_tls_policy_maps)" = "$S_TLS_POLICY_MAPS" ] ||
+  reject "smtp_tls_policy_maps is not ${S_TLS_POLICY_MAPS:-empty}, the policy tables of these settings"
 if [ -n "$S_TLS_POLICY" ]; then
   # A domain that must not get mail in clear: Postfix itself must look up exactly the level the stack set.
-  [ "$(staged_conf smtp_tls_policy_maps)" = "texthash:$S_TLS_POLICY_MAP" ] ||
-    reject "smtp_tls_policy_maps is not the TLS policy table $S_TLS_POLICY_MAP"
   for pair in $S_TLS_POLICY; do
     domain=${pair%%=*} level=${pair#*=}
     got=$(postmap -c "$STAGE/postfix" -q "$domain" "texthash:$(staged "$S_TLS_POLICY_MAP")" 2>"$WORK/out")
@@ -696,6 +774,17 @@ case $S_RESOLVER in
     [[ $S_DNSSEC_BOGUS =~ ^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$ ]] ||
       reject "settings.env DNSSEC_BOGUS_NAME: '$S_DNSSEC_BOGUS' is not a domain name" ;;
   *) reject "settings.env RESOLVER: '$S_RESOLVER' is not one this script runs (unbound)" ;;
+esac
+case $S_MTA_STS in
+  "") [ -z "$S_DANE_FIRST" ] || reject "settings.env names DANE_FIRST but not MTA_STS" ;;
+  1)
+    [ "$S_RESOLVER" = unbound ] || reject "MTA_STS=1 needs RESOLVER=unbound: DANE goes first"
+    has_path "$S_DANE_FIRST" || reject "settings.env says DANE_FIRST=$S_DANE_FIRST but the bundle has no such file"
+    [[ $S_DANE_FIRST_PORT =~ ^[0-9]{1,5}$ ]] || reject "settings.env DANE_FIRST_PORT: '$S_DANE_FIRST_PORT' is not a port"
+    [ "$(postconf -c "$STAGE/postfix" -Fh "127.0.0.1:$S_DANE_FIRST_PORT/inet/command" 2>/dev/null)" = \
+      "spawn user=nobody argv=/usr/bin/python3 -I $S_DANE_FIRST" ] ||
+      reject "master.cf does not run $S_DANE_FIRST as nobody on 127.0.0.1:$S_DANE_FIRST_PORT" ;;
+  *) reject "settings.env MTA_STS: '$S_MTA_STS' is not 1" ;;
 esac
 
 postfix -c "$STAGE/postfix" check >"$WORK/out" 2>&1
@@ -720,6 +809,9 @@ fi
 
 if [ "$S_RESOLVER" = unbound ] && ! resolver_ready; then
   reject "the validating resolver DANE needs is not usable: $RESOLVER_PROBLEM (Postfix does not use it yet)"
+fi
+if [ "$S_MTA_STS" = 1 ] && ! policy_ready; then
+  reject "the TLS policy tables of dane+mta-sts are not usable: $POLICY_PROBLEM (Postfix does not use them yet)"
 fi
 
 stop_point

@@ -220,6 +220,13 @@ if [ "$(cat "$STATE/original/UNBOUND" 2>/dev/null)" = stopped ]; then
   elif [ -r /run/unbound.pid ]; then kill -TERM "$(tr -dc 0-9 </run/unbound.pid)" 2>/dev/null; fi
   summary+=("unbound stopped")
 fi
+# Likewise postfix-mta-sts-resolver (outboundTls: dane+mta-sts); its policy cache stays, as the package keeps it.
+if [ "$(cat "$STATE/original/MTA_STS" 2>/dev/null)" = stopped ]; then
+  if have_systemd; then systemctl disable --quiet --now postfix-mta-sts-resolver >/dev/null 2>&1
+  elif [ -r /run/jira-mailhost-mta-sts.pid ]; then kill -TERM "$(tr -dc 0-9 </run/jira-mailhost-mta-sts.pid)" 2>/dev/null; fi
+  rm -f /run/jira-mailhost-mta-sts.pid
+  summary+=("postfix-mta-sts-resolver stopped")
+fi
 
 opendkim_stop "$ours_pidfile" >/dev/null 2>&1
 if [ "$(was opendkim)" = running ]; then

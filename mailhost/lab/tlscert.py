@@ -42,8 +42,8 @@ def _key_pem(key: Key) -> bytes:
 
 
 def _server_cert(hostname: str, key: Key, issuer: x509.Name, signer: Key, days: int = 2,
-                 addresses: Sequence[str] = ()) -> x509.Certificate:
-    names: list[x509.GeneralName] = [x509.DNSName(hostname)]
+                 addresses: Sequence[str] = (), also: Sequence[str] = ()) -> x509.Certificate:
+    names: list[x509.GeneralName] = [x509.DNSName(name) for name in (hostname, *also)]
     names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     return (
         x509.CertificateBuilder()
@@ -131,10 +131,11 @@ class LabCA:
     def save(self, cert_path: Path, key_path: Path) -> None:
         Issued(self.cert_pem, _key_pem(self.key)).write(cert_path, key_path)
 
-    def issue(self, hostname: str, addresses: Sequence[str] = ()) -> Issued:
-        """A server certificate for hostname (and these IP addresses: a client that connects by address)."""
+    def issue(self, hostname: str, addresses: Sequence[str] = (), also: Sequence[str] = ()) -> Issued:
+        """A server certificate for hostname (and these IP addresses: a client that connects by address; and
+        the other DNS names in `also`)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _server_cert(hostname, key, self.cert.subject, self.key, addresses=addresses)
+        cert = _server_cert(hostname, key, self.cert.subject, self.key, addresses=addresses, also=also)
         return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 

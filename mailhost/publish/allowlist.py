@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from mailhost.settings.config import Relay, Settings
+from mailhost.settings.config import DANE_MODES, Relay, Settings
 
 COMMON = frozenset({
     "compatibility_level", "biff", "append_dot_mydomain", "readme_directory",
@@ -52,7 +52,12 @@ def relay_of(settings: Settings) -> Relay | None:
 
 def dane(settings: Settings) -> bool:
     """Direct delivery with DANE: Postfix resolves through the host's validating resolver (relay mode refuses it)."""
-    return settings.delivery.mode == "direct" and settings.delivery.outbound_tls == "dane"
+    return settings.delivery.mode == "direct" and settings.delivery.outbound_tls in DANE_MODES
+
+
+def mta_sts(settings: Settings) -> bool:
+    """Direct delivery with DANE first, then MTA-STS: two socketmaps behind delivery.tlsPolicy's table."""
+    return settings.delivery.mode == "direct" and settings.delivery.outbound_tls == "dane+mta-sts"
 
 
 def main_cf_parameters(settings: Settings) -> frozenset[str]:
@@ -65,7 +70,7 @@ def main_cf_parameters(settings: Settings) -> frozenset[str]:
             names |= RELAY_PACED
     if settings.reroute_to:
         names |= REROUTE
-    if settings.delivery.tls_policy:
+    if settings.delivery.tls_policy or mta_sts(settings):
         names |= TLS_POLICY
     if dane(settings):
         names |= DANE

@@ -111,12 +111,15 @@ CAUSES: tuple[Cause, ...] = (
     # 4.7.5 is no longer one of `tls`'s codes, so that its own words decide.
     Cause("cert_unverified", (), r"^Server certificate not verified",
           "the receiver presents a certificate we can vouch for: with delivery.outboundTls: dane, one whose key "
-          "its DNSSEC-signed TLSA records name; in relay mode, the smarthost's (a trusted CA or "
+          "its DNSSEC-signed TLSA records name; with dane+mta-sts and an MTA-STS policy in enforce mode, one "
+          "from a trusted CA for an MX name the policy lists; in relay mode, the smarthost's (a trusted CA or "
           "relay.tlsFingerprint)",
           "the mail waits in the queue, nothing is lost or sent unchecked. Direct mode (DANE): the receiver's TLSA "
           "records name no key its certificate has. Usually the receiver renewed its certificate without its "
           "TLSA records (their side: tell their postmaster; `posttls-finger -c -l dane DOMAIN` on this host "
-          "shows both), else something on the path presents its own certificate. To deliver meanwhile with "
+          "shows both), else something on the path presents its own certificate. MTA-STS: the receiver's policy "
+          "lists MX names its certificate does not carry (their side; `mta-sts-query DOMAIN` on this host shows "
+          "the policy). To deliver meanwhile with "
           "TLS but no check: delivery.tlsPolicy: {DOMAIN: encrypt} and `pulumi up`. Relay mode: the "
           "smarthost's certificate changed: update relay.tlsFingerprint, or check its CA"),
     Cause("tls", ("5.7.10", "5.7.5", "5.7.11"),

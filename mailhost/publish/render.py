@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import jinja2
 
-from mailhost.publish import allowlist, mailstats
+from mailhost.publish import allowlist, danefirst, mailstats
 from mailhost.publish.bundle import RenderedFile
 from mailhost.publish.plan import inet_protocols
 from mailhost.records import grammar
@@ -62,6 +62,15 @@ PACKAGES = ("postfix", "opendkim", "opendkim-tools", "libsasl2-modules", "ca-cer
 RESOLVER_PACKAGES = ("unbound",)
 RESOLV_CONF = "/etc/jira-mailhost/resolv.conf"
 POSTFIX_RESOLVER_DROPIN = "/etc/systemd/system/postfix@-.service.d/jira-mailhost-resolver.conf"
+# delivery.outboundTls: dane+mta-sts.  Postfix asks its TLS policy tables in order: delivery.tlsPolicy's table,
+# our DANE-first socketmap (mailhost/publish/danefirst.py, a spawn service in master.cf, run as nobody), then
+# postfix-mta-sts-resolver's daemon as Debian's package configures it (127.0.0.1:8461, zone "postfix", an
+# SQLite policy cache that survives restarts, so a cached policy outlives its host being down).
+MTA_STS_PACKAGES = ("postfix-mta-sts-resolver", "python3-dnspython")
+DANE_FIRST = "/usr/local/lib/jira-mailhost/dane-first.py"
+DANE_FIRST_PORT = 8462
+DANE_FIRST_MAP = f"socketmap:inet:127.0.0.1:{DANE_FIRST_PORT}:dane"
+MTA_STS_MAP = "socketmap:inet:127.0.0.1:8461:postfix"
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -103,6 +112,8 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
     tls_policy = settings.delivery.tls_policy
     tls_policy_map = TLS_POLICY_MAP if tls_policy else ""
     dane = allowlist.dane(settings)
+    mta_sts = allowlist.mta_sts(settings)
+    policy_maps = policy_map_list(settings)
     common: dict[str, str] = {"stack": stack, "domain": settings.domain, "fqdn": settings.fqdn(host)}
     files = [
         RenderedFile(
@@ -117,11 +128,14 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 reroute_to=settings.reroute_to,
                 maillog_file=settings.maillog_file,
                 tls_policy_map=tls_policy_map,
+                policy_maps=policy_maps,
+                mta_sts=mta_sts,
                 dane=dane,
             ),
         ),
         RenderedFile(MASTER_CF, _template("master.cf.j2", **common,
-                                          max_connections=settings.delivery.max_connections)),
+                                          max_connections=settings.delivery.max_connections,
+                                          dane_first=DANE_FIRST if mta_sts else "", dane_first_port=DANE_FIRST_PORT)),
         RenderedFile(
             OPENDKIM_CONF,
             _template(
@@ -147,7 +161,7 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 **common,
                 push=push_id(stack, host),
                 production=settings.production,
-                packages=PACKAGES + (RESOLVER_PACKAGES if dane else ()),
+                packages=PACKAGES + (RESOLVER_PACKAGES if dane else ()) + (MTA_STS_PACKAGES if mta_sts else ()),
                 drain_seconds=settings.drain_seconds,
                 main_cf_parameters=sorted(allowlist.main_cf_parameters(settings)),
                 reroute_to=settings.reroute_to or "",
@@ -155,6 +169,9 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
                 relay_key=f"[{relay.host}]:{relay.port}" if relay else "",
                 tls_policy_map=tls_policy_map,
                 tls_policy=[f"{domain}={level}" for domain, level in tls_policy.items()],
+                policy_maps=policy_maps,
+                dane_first=DANE_FIRST if mta_sts else "",
+                dane_first_port=DANE_FIRST_PORT,
                 relay_max_per_day=relay.max_per_day if relay else None,
                 dnssec_bogus_name=settings.delivery.dnssec_bogus_name if dane else "",
                 metrics_textfile=METRICS_TEXTFILE,
@@ -171,6 +188,8 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
         files.append(RenderedFile(RESOLV_CONF, _template("resolv.conf.j2", **common)))
         files.append(RenderedFile(POSTFIX_RESOLVER_DROPIN,
                                   _template("postfix-resolver.conf.j2", **common, resolv_conf=RESOLV_CONF)))
+    if mta_sts:
+        files.append(RenderedFile(DANE_FIRST, danefirst.own_source(), mode=0o644, code=True))
     if relay:
         password = secrets.relay_password or ""
         if why := grammar.sasl_password_problem(password):
@@ -187,6 +206,14 @@ def render_host(settings: Settings, host: Host, secrets: HostSecrets, stack: str
         )
     allowlist.check_files(settings, {f.path: f.content for f in files}, SHAPED_PATHS)
     return sorted(files, key=lambda f: f.path)
+
+
+def policy_map_list(settings: Settings) -> list[str]:
+    """smtp_tls_policy_maps in the order Postfix asks them: the first table that knows a domain decides it."""
+    maps = [f"texthash:{TLS_POLICY_MAP}"] if settings.delivery.tls_policy else []
+    if allowlist.mta_sts(settings):
+        maps += [DANE_FIRST_MAP, MTA_STS_MAP]
+    return maps
 
 
 def metrics_files(settings: Settings, host: Host, common: dict[str, str]) -> list[RenderedFile]:

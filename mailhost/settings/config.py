@@ -239,8 +239,11 @@ MAX_CONNECTIONS_LIMIT = 100  # Postfix's own default process limit
 # Postfix alone, and a receiver whose DNSSEC-signed zone publishes TLSA records gets mail only over TLS with a
 # certificate those records name (RFC 7672); every other receiver gets today's TLS-when-offered.  Mail waits,
 # never goes weaker, when a TLSA does not match or the resolver cannot answer.  'opportunistic': TLS when
-# offered, nothing checked (Postfix's 'may').
-OUTBOUND_TLS = ("opportunistic", "dane")
+# offered, nothing checked (Postfix's 'may').  'dane+mta-sts': 'dane', and a receiver without TLSA records that
+# publishes an MTA-STS policy in enforce mode (RFC 8461) gets mail only over TLS with a certificate from a trusted
+# CA for an MX name its policy lists (postfix-mta-sts-resolver, Debian's); a receiver's TLSA wins over its policy.
+OUTBOUND_TLS = ("opportunistic", "dane", "dane+mta-sts")
+DANE_MODES = ("dane", "dane+mta-sts")
 # A name whose DNSSEC is broken on purpose (its parent's DS names no key of it): the push checks the host's
 # resolver answers SERVFAIL for it, i.e. refuses what it cannot validate.  Comcast's long-standing test name.
 DNSSEC_BOGUS_NAME = "dnssec-failed.org"
@@ -258,9 +261,9 @@ class Delivery(Model):
     @classmethod
     def _outbound_tls(cls, value: Any) -> str:
         if value not in OUTBOUND_TLS:
-            raise ValueError(f"{_shown(value)} is not an outbound TLS mode; use 'dane' (receivers that publish "
-                             "TLSA records get mail only over TLS they vouch for) or 'opportunistic' (TLS when "
-                             "offered)")
+            raise ValueError(f"{_shown(value)} is not an outbound TLS mode; use 'dane+mta-sts' (receivers that "
+                             "publish TLSA records or an MTA-STS policy get mail only over TLS they vouch for), "
+                             "'dane' (TLSA records only) or 'opportunistic' (TLS when offered)")
         return str(value)
 
     @field_validator("dnssec_bogus_name")
@@ -304,9 +307,9 @@ class Delivery(Model):
             raise ValueError(f"outboundTls: {self.outbound_tls} applies to direct delivery only: in relay mode every "
                              "message goes to the smarthost over verified TLS; remove delivery.outboundTls or set "
                              "mode: direct")
-        if "dnssec_bogus_name" in self.model_fields_set and self.outbound_tls != "dane":
-            raise ValueError("dnssecBogusName is used only to check the resolver of outboundTls: dane; remove it or "
-                             "set delivery.outboundTls: dane")
+        if "dnssec_bogus_name" in self.model_fields_set and self.outbound_tls not in DANE_MODES:
+            raise ValueError("dnssecBogusName is used only to check the resolver of outboundTls: dane or "
+                             "dane+mta-sts; remove it or set delivery.outboundTls")
         return self
 
 

@@ -436,7 +436,7 @@ BAD_TLS_POLICY = {
                                   "the TLS policy table gives partner.example 'nothing', not encrypt"),
     "another table": ("/etc/postfix/main.cf", lambda c: c.replace("smtp_tls_policy_maps = texthash:",
                                                                  "smtp_tls_policy_maps = texthash:/dev/null,texthash:"),
-                      "smtp_tls_policy_maps is not the TLS policy table"),
+                      f"smtp_tls_policy_maps is not texthash:{TLS_POLICY_MAP}, the policy tables of these settings"),
 }
 
 

@@ -94,6 +94,34 @@ def test_dane_asks_postfix_for_validated_dns_and_binds_its_resolver_in_a_unit_sy
     assert binds == [f"{render.RESOLV_CONF}:/etc/resolv.conf"], "source:destination, as systemd.exec reads it"
 
 
+def test_dane_then_mta_sts_gives_postfix_the_policy_tables_in_order_and_a_spawn_service_it_accepts(
+        tmp_path: Path, dkim_pem: str) -> None:
+    """outboundTls: dane+mta-sts: postconf reads the three tables in order, the DANE-first service as a spawn
+    service of nobody on loopback running the pushed map with Debian's python3, and postfix check is silent."""
+    settings = parse_settings(base(delivery={"outboundTls": "dane+mta-sts", "tlsPolicy": {"partner.example": "may"}}),
+                              SECRETS)
+    files = render.render_host(settings, settings.hosts[0], render.HostSecrets(dkim_pem, "pw"))
+    confdir = materialise(tmp_path, files)
+    conf = postconf_n(confdir)
+    first, *then = conf["smtp_tls_policy_maps"].split(", ")  # materialise moved the table into tmp_path
+    assert first == f"texthash:{tmp_path}{render.TLS_POLICY_MAP}"
+    assert then == ["socketmap:inet:127.0.0.1:8462:dane", "socketmap:inet:127.0.0.1:8461:postfix"]
+    assert (conf["smtp_tls_security_level"], conf["smtp_dns_support_level"]) == ("dane", "dnssec")
+    fields = {name: tool("postconf", "-c", str(confdir), "-Fh", f"127.0.0.1:8462/inet/{name}").stdout.strip()
+              for name in ("private", "unprivileged", "chroot", "command")}
+    assert fields == {"private": "n", "unprivileged": "n", "chroot": "n",
+                      "command": f"spawn user=nobody argv=/usr/bin/python3 -I {render.DANE_FIRST}"}
+    check = postfix_check(confdir)
+    assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
+    program = next(f for f in files if f.path == render.DANE_FIRST)
+    assert (program.mode, program.owner) == (0o644, "root"), "readable by nobody, writable by root alone"
+    # Debian's python3 (the one master.cf names) runs the pushed map: it frames its answers and needs no DNS
+    # for a key that is not a domain.
+    done = tool("/usr/bin/python3", "-I", "-c", program.content.replace("__main__", "__never__")
+                + "\nimport io,sys\nserve(io.BytesIO(b'13:dane .example,'), sys.stdout.buffer, dns_lookup)")
+    assert done.returncode == 0 and done.stdout == "9:NOTFOUND ,", done.stderr
+
+
 @pytest.mark.parametrize(("per_minute", "delay", "at_most"),
                          [(30, "2s", 30), (45, "2s", 30), (60, "1s", 60), (1, "60s", 1)])
 def test_a_paced_relay_gets_a_rate_delay_that_never_passes_its_limit(per_minute: int, delay: str, at_most: int,
