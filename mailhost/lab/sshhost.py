@@ -28,7 +28,8 @@ from pathlib import Path
 from mailhost.lab import freshetc
 from mailhost.lab.netns import Host, LabError, sh
 
-PRIVATE_ROOTS = ("/etc", "/var", "/run")
+# /usr/local too: a push installs programs there (the DANE-first map), never onto the machine itself.
+PRIVATE_ROOTS = ("/etc", "/var", "/run", "/usr/local")
 SSHD = "/usr/sbin/sshd"
 JOURNALD = "/lib/systemd/systemd-journald"
 

@@ -32,12 +32,14 @@ from mailhost.lab import dnsupdate, jirahost, mtasts, ops, receiver, tlscert, zo
 from mailhost.lab.lab import Lab
 from mailhost.publish import render
 from tests.real.conftest import lab_in_tmp, until
+from tests.real.test_outbound_tls import path_to_mx2
 from tests.real.test_status_lab import status
 
 pytestmark = [pytest.mark.real]
 NET = zones.RECIPIENT_DOMAIN
 STS, WRONG, TESTING, BOTH = (f"{label}.{NET}" for label in ("sts", "stswrong", "ststest", "both"))
 MX2, MXW, MXB = (f"{label}.{NET}" for label in ("mx2", "mxw", "mxb"))
+VENDOR = zones.SECOND_MX_DOMAINS[1]  # mx2's too: no policy, no TLSA
 POLICIES = {STS: ("enforce", MX2, MX2), WRONG: ("enforce", MXW, MXW), TESTING: ("testing", MXW, MXW),
             BOTH: ("enforce", MXB, MXB)}  # domain -> (mode, the policy's mx, the domain's MX record)
 SETTINGS = {"delivery": {"outboundTls": "dane+mta-sts", "dnssecBogusName": zones.BOGUS_ZONE}}
@@ -83,8 +85,10 @@ def build(lab: Lab) -> None:
     ca = lab.lab_ca()
     cert, key = lab.cert_paths("mx2")
     ca.issue(MX2, also=[MXB]).write(cert, key)
-    lab.start_second_mx(info, extra=["--cert", str(cert), "--key", str(key),
-                                     *(arg for d in POLICIES for arg in ("--domain", d))])
+    path_to_mx2(lab, strip=False)  # first: start_second_mx waits for port 25, which the path holds
+    lab.start_second_mx(lab.info(), extra=["--port", "2525", "--cert", str(cert), "--key", str(key),
+                                           *(arg for d in POLICIES for arg in ("--domain", d))])
+    info = lab.info()
     policy_dir = lab.state_dir / "mta-sts"
     policy_dir.mkdir()
     for domain, (mode, policy_mx, _) in POLICIES.items():
@@ -218,6 +222,30 @@ def _answers(address: str, port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_stripped_starttls_holds_the_dane_and_mta_sts_domains_and_only_the_others_go_in_clear(lab: Lab) -> None:
+    """Something on the path removes mx2's STARTTLS offer: the domains whose receivers asked for TLS (an enforce
+    policy; a TLSA, fixed by now) wait, the domain that asked for nothing gets its mail in clear, counted so."""
+    path_to_mx2(lab, strip=True)
+    try:
+        vendor = send(lab, VENDOR)
+        held = [send(lab, STS), send(lab, BOTH)]
+        until(lambda: len(at_mx2(lab, vendor.name)) >= COUNT, 90, "the vendor burst at mx2, in clear")
+        assert not any(r["tls"] for r in at_mx2(lab, vendor.name))
+        for domain in (STS, BOTH):
+            until(lambda d=domain: len(waiting(lab, d, "TLS is required, but was not offered")) >= COUNT, 90,  # type: ignore[misc]
+                  f"the {domain} burst held for TLS")
+        assert at_mx2(lab, *(b.name for b in held)) == [], "not one message in clear to a receiver that asked for TLS"
+        trust = status(lab)[1]["hosts"]["jira"]["report"]["tls"]["sent_by_trust"]
+        assert trust["none"] >= COUNT, trust
+    finally:
+        path_to_mx2(lab, strip=False)
+    assert jirahost.run(lab.info(), ["postqueue", "-f"]).returncode == 0
+    until(lambda: len(at_mx2(lab, *(b.name for b in held))) >= 2 * COUNT, 90, "the held bursts at mx2")
+    time.sleep(1)
+    got = at_mx2(lab, *(b.name for b in held))
+    assert len({r["message_id"] for r in got}) == len(got) == 2 * COUNT and all(r["tls"] for r in got)
 
 
 def test_the_teardown_stops_the_policy_daemon_it_started(lab: Lab) -> None:

@@ -117,3 +117,22 @@ def test_the_lab_receivers_spf_uses_resolve_so_no_warning_can_become_a_500(monke
         assert spf.check2(i="198.51.100.10", s="jira@example.com", h="jira.example.com")[0] == "pass"
         assert spf.check2(i="198.51.100.11", s="jira@example.com", h="jira.example.com")[0] == "fail"
     assert ("example.com", "TXT") in asked
+
+
+@pytest.mark.parametrize("delivery", [{}, {"outboundTls": "dane"}, {"outboundTls": "dane+mta-sts",
+                                                                   "tlsPolicy": {"partner.example": "encrypt"}},
+                                      {"mode": "relay", "relay": {"host": "smtp.example.net", "port": 587,
+                                                                  "username": "jira@example.com"}}])
+def test_every_file_a_push_writes_lands_in_the_lab_hosts_private_roots(delivery: dict[str, object]) -> None:
+    """A lab host shares the machine's /usr and /lib: a pushed file outside its overlays would be written onto
+    the machine itself (and found there by the next run's push as the host's 'original')."""
+    from mailhost.lab.sshhost import PRIVATE_ROOTS
+    from mailhost.publish import render
+    from mailhost.publish.stack import parse_settings
+    from tests.unit.test_config import SECRETS, base
+
+    settings = parse_settings(base(delivery=delivery), SECRETS)
+    paths = [f.path for f in render.render_host(settings, settings.hosts[0], render.PLACEHOLDERS)]
+    outside = [p for p in paths if not any(p.startswith(root + "/") for root in PRIVATE_ROOTS)]
+    assert outside == []
+    assert (render.DANE_FIRST in paths) == (delivery.get("outboundTls") == "dane+mta-sts")
