@@ -808,10 +808,10 @@ if [ -f "$(staged /etc/opendkim.conf)" ]; then
 fi
 
 if [ "$S_RESOLVER" = unbound ] && ! resolver_ready; then
-  reject "the validating resolver DANE needs is not usable: $RESOLVER_PROBLEM (Postfix does not use it yet)"
+  reject "the validating resolver DANE needs is not usable: $RESOLVER_PROBLEM (Postfix does not use it yet). Let this host reach the root name servers (UDP and TCP port 53 out), or set delivery.outboundTls: opportunistic and pulumi up"
 fi
 if [ "$S_MTA_STS" = 1 ] && ! policy_ready; then
-  reject "the TLS policy tables of dane+mta-sts are not usable: $POLICY_PROBLEM (Postfix does not use them yet)"
+  reject "the TLS policy tables of dane+mta-sts are not usable: $POLICY_PROBLEM (Postfix does not use them yet). Fix that, or set delivery.outboundTls: dane (no MTA-STS) or opportunistic and pulumi up"
 fi
 
 stop_point

@@ -221,7 +221,8 @@ class Relay(Model):
 
 
 # Per-domain outbound TLS levels (delivery.tlsPolicy), as Postfix's smtp_tls_policy_maps spells them:
-# 'encrypt' refuses to send without TLS (mail waits), 'may' is the opportunistic default made explicit.
+# 'encrypt' refuses to send without TLS (mail waits), 'may' sends with TLS when offered and checks nothing (the
+# table is asked before DANE and MTA-STS: an override for a receiver whose records are broken).
 TLS_LEVELS = ("encrypt", "may")
 MAX_TLS_POLICY_DOMAINS = 500
 
@@ -244,6 +245,11 @@ MAX_CONNECTIONS_LIMIT = 100  # Postfix's own default process limit
 # CA for an MX name its policy lists (postfix-mta-sts-resolver, Debian's); a receiver's TLSA wins over its policy.
 OUTBOUND_TLS = ("opportunistic", "dane", "dane+mta-sts")
 DANE_MODES = ("dane", "dane+mta-sts")
+
+
+def default_outbound_tls(mode: str) -> str:
+    """Direct mode protects what it can without a setting; relay mode already verifies its smarthost."""
+    return "dane+mta-sts" if mode == "direct" else "opportunistic"
 # A name whose DNSSEC is broken on purpose (its parent's DS names no key of it): the push checks the host's
 # resolver answers SERVFAIL for it, i.e. refuses what it cannot validate.  Comcast's long-standing test name.
 DNSSEC_BOGUS_NAME = "dnssec-failed.org"
@@ -254,7 +260,7 @@ class Delivery(Model):
     relay: Relay | None = None
     max_connections: int = Field(MAX_CONNECTIONS, alias="maxConnections", ge=1, le=MAX_CONNECTIONS_LIMIT)
     tls_policy: dict[str, str] = Field(default_factory=dict, alias="tlsPolicy")
-    outbound_tls: str = Field("opportunistic", alias="outboundTls")
+    outbound_tls: str = Field("", alias="outboundTls")  # "": not given, the mode's default (_defaults)
     dnssec_bogus_name: str = Field(DNSSEC_BOGUS_NAME, alias="dnssecBogusName")
 
     @field_validator("outbound_tls", mode="before")
@@ -292,6 +298,12 @@ class Delivery(Model):
                 raise ValueError(f"{name} is listed twice (names are compared lowercase, without a final dot)")
             policy[name] = level
         return policy
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Delivery:
+        if not self.outbound_tls:
+            object.__setattr__(self, "outbound_tls", default_outbound_tls(self.mode))
+        return self
 
     @model_validator(mode="after")
     def _relay_given(self) -> Delivery:

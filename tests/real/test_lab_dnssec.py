@@ -182,7 +182,7 @@ def test_a_resolver_that_does_not_refuse_the_broken_name_is_refused_and_opportun
         ops.up(lab, "direct", {"delivery": {"outboundTls": "dane", "dnssecBogusName": zones.RECIPIENT_DOMAIN}})
     assert f"unbound answered {zones.RECIPIENT_DOMAIN}, whose DNSSEC is broken on purpose" in str(refused.value)
     assert jirahost.run(lab.info(), ["cat", "/etc/postfix/main.cf"]).stdout == live, "nothing changed"
-    ops.up(lab, "direct", {})
+    ops.up(lab, "direct", {"delivery": {"outboundTls": "opportunistic"}})
     conf = jirahost.run(lab.info(), ["postconf", "-h", "smtp_tls_security_level", "smtp_dns_support_level"])
     assert conf.stdout.split() == ["may"], conf.stdout
     assert jirahost.run(lab.info(), ["test", "-e", render.RESOLV_CONF]).returncode == 1

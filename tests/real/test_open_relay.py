@@ -39,7 +39,9 @@ MAIN_CF = "/etc/postfix/main.cf"
 MAIL_PORTS = (25, 465, 587, 2525)
 RELAY_PASSWORD = "lab-" + secrets.token_urlsafe(18)
 MODES: dict[str, dict[str, Any]] = {
-    "production-direct": {"environment": "production", "delivery": {"mode": "direct"}},
+    # opportunistic: this host has no DNS for DANE's resolver check; the DANE modes add only loopback
+    # listeners (127.0.0.1:8462 in master.cf, tests/real/test_render_real.py), no mail port.
+    "production-direct": {"environment": "production", "delivery": {"mode": "direct", "outboundTls": "opportunistic"}},
     "staging-relay": {"environment": "staging", "rerouteTo": f"qa@{DOMAIN}",
                       "delivery": {"mode": "relay",
                                    "relay": {"host": f"smarthost.{DOMAIN}", "port": 587, "username": "jira"}}},

@@ -49,7 +49,8 @@ def path_to_mx2(lab: Lab, strip: bool) -> None:
 @pytest.fixture(scope="module")
 def lab(jm_lab_lock: None) -> Iterator[Lab]:
     with lab_in_tmp("tlspolicy", mode=None) as the_lab:
-        ops.up(the_lab, "direct", {"delivery": {"tlsPolicy": {PARTNER: "encrypt"}}})
+        # tlsPolicy alone (opportunistic for the rest); test_lab_mta_sts.py strips STARTTLS under the DANE modes
+        ops.up(the_lab, "direct", {"delivery": {"tlsPolicy": {PARTNER: "encrypt"}, "outboundTls": "opportunistic"}})
         path_to_mx2(the_lab, strip=True)  # first: start_second_mx waits for port 25, which the relay holds
         the_lab.start_second_mx(extra=["--port", "2525"])
         labmod.wait_port(the_lab.world.smarthost.v4, 2525, what="mx2")

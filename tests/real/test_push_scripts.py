@@ -49,11 +49,16 @@ RELAY = {"mode": "relay", "relay": {"host": "smarthost.lab.example", "port": 587
 
 def settings_for(host: SshHost, direct: bool = False, **overrides: Any) -> Settings:
     existing = {"ipv4": host.address, "hostKey": host.host_key, **({"ipv4Ptr": "external"} if direct else {})}
+    delivery = overrides.pop("delivery", {"mode": "direct"} if direct else RELAY)
+    if delivery.get("mode", "direct") == "direct":
+        # These hosts have no DNS (no lab root for a validating resolver): the DANE modes are pushed by
+        # tests/real/test_lab_dnssec.py and test_lab_mta_sts.py, in the lab that has it.
+        delivery = {"outboundTls": "opportunistic", **delivery}
     values: dict[str, Any] = {
         "environment": "staging",
         "domain": "lab.example",
         "hosts": [{"name": "jira", "existing": existing}],
-        "delivery": {"mode": "direct"} if direct else RELAY,
+        "delivery": delivery,
         "rerouteTo": "qa@lab.example",
         "drainSeconds": 3,
         "maillogFile": "/var/log/mail.log",

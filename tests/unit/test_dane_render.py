@@ -33,7 +33,12 @@ def test_apply_sh_binds_the_file_the_render_writes() -> None:
 def test_dane_adds_the_resolver_files_packages_and_checks_and_opportunistic_none_of_them() -> None:
     dane, plain = files(outboundTls="dane"), files(outboundTls="opportunistic")
     assert set(dane) - set(plain) == {render.RESOLV_CONF, render.POSTFIX_RESOLVER_DROPIN}
-    assert plain == files(), "opportunistic is the default: the same files, byte for byte"
+    both = files(outboundTls="dane+mta-sts")
+    assert both == files(), "dane+mta-sts is direct mode's default: the same files, byte for byte"
+    assert set(both) - set(dane) == {render.DANE_FIRST} and set(plain) <= set(dane)
+    assert env(both)["PACKAGES"].split() == [*render.PACKAGES, "unbound", *render.MTA_STS_PACKAGES]
+    assert (env(both)["MTA_STS"], env(both)["DANE_FIRST"]) == ("1", render.DANE_FIRST)
+    assert "MTA_STS" not in env(dane) and "TLS_POLICY_MAPS" not in env(dane)
     dane_env, plain_env = env(dane), env(plain)
     assert (dane_env["RESOLVER"], dane_env["DNSSEC_BOGUS_NAME"]) == ("unbound", "dnssec-failed.org")
     assert "RESOLVER" not in plain_env and "DNSSEC_BOGUS_NAME" not in plain_env

@@ -135,4 +135,6 @@ def test_every_file_a_push_writes_lands_in_the_lab_hosts_private_roots(delivery:
     paths = [f.path for f in render.render_host(settings, settings.hosts[0], render.PLACEHOLDERS)]
     outside = [p for p in paths if not any(p.startswith(root + "/") for root in PRIVATE_ROOTS)]
     assert outside == []
-    assert (render.DANE_FIRST in paths) == (delivery.get("outboundTls") == "dane+mta-sts")
+    assert (render.DANE_FIRST in paths) == (settings.delivery.outbound_tls == "dane+mta-sts")
+    assert settings.delivery.outbound_tls == ("opportunistic" if delivery.get("mode") == "relay"
+                                              else delivery.get("outboundTls", "dane+mta-sts"))

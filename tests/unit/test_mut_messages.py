@@ -99,7 +99,7 @@ STACKS: dict[str, dict[str, Any]] = {
     "outbound tls unknown": base(delivery={"outboundTls": "mta-sts"}),
     "outbound tls not text": base(delivery={"outboundTls": ["dane"]}),
     "dane in relay mode": base(delivery={**relay(), "outboundTls": "dane"}, hosts=[existing(ipv4Ptr=None)]),
-    "bogus name without dane": base(delivery={"dnssecBogusName": "dnssec-failed.org"}),
+    "bogus name without dane": base(delivery={"dnssecBogusName": "dnssec-failed.org", "outboundTls": "opportunistic"}),
     "bogus name not a name": base(delivery={"outboundTls": "dane", "dnssecBogusName": "dnssec failed.org"}),
 }
 
