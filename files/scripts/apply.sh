@@ -646,6 +646,9 @@ config_id() { { salt; cat "$WORK/bundle/MANIFEST"; } | sha256sum | cut -c1-12; }
 if [ "$unchanged" = 1 ]; then
   started=""
   if manages opendkim && ! opendkim_running; then opendkim_start >/dev/null 2>&1; started+=" opendkim"; fi
+  # Postfix holds the mail (TEMP) while the resolver or the policy daemon is down: start them too.
+  if [ "$S_RESOLVER" = unbound ] && ! unbound_running; then unbound_start >/dev/null 2>&1; started+=" unbound"; fi
+  if [ "$S_MTA_STS" = 1 ] && ! mta_sts_running; then mta_sts_start >/dev/null 2>&1; started+=" postfix-mta-sts-resolver"; fi
   if manages postfix && ! postfix_running; then postfix_do start >/dev/null 2>&1; started+=" postfix"; fi
   if ! health "${MANAGED[@]}"; then
     warn "ERROR: the configuration is unchanged but $HEALTH_PROBLEM on $(host_label)."
@@ -813,6 +816,8 @@ fi
 if [ "$S_MTA_STS" = 1 ] && ! policy_ready; then
   reject "the TLS policy tables of dane+mta-sts are not usable: $POLICY_PROBLEM (Postfix does not use them yet). Fix that, or set delivery.outboundTls: dane (no MTA-STS) or opportunistic and pulumi up"
 fi
+[ "$S_RESOLVER" = unbound ] && say "checked: unbound on 127.0.0.1 vouches for the root (AD) and refuses $S_DNSSEC_BOGUS (SERVFAIL)"
+[ "$S_MTA_STS" = 1 ] && say "checked: postfix-mta-sts-resolver answers on 127.0.0.1:8461; the DANE-first map holds mail for $S_DNSSEC_BOGUS"
 
 stop_point
 # ---------- save the host's originals once, back up what is live, switch file by file ----------

@@ -53,7 +53,9 @@ def check_dnssec(domain: str, zone: str | None, dnskey: Answer | None, ds: Answe
                 f"zone {zone} is not signed (no DNSKEY) but its parent publishes a DS (key tag "
                 f"{', '.join(map(str, sorted(parent)))}): validating resolvers answer SERVFAIL for every name in it",
                 f"remove the DS of {zone} at the parent (the registrar), or sign the zone with that key")
-        return CheckResult("dnssec", "info", f"zone {zone} is not signed (no DNSKEY at its apex)", f"optional: {SIGN}")
+        return CheckResult("dnssec", "info", f"zone {zone} is not signed (no DNSKEY at its apex): receivers see its "
+                           "answers unvouched, and its MX could not use DANE (TLSA records need a signed zone)",
+                           f"optional: {SIGN}")
     signed = f"zone {zone} is signed ({len(dnskey.values)} DNSKEY, key tag {', '.join(map(str, sorted(keys)))})"
     if parent is None:
         error = ds.error if ds is not None else "not asked"
@@ -68,4 +70,6 @@ def check_dnssec(domain: str, zone: str | None, dnskey: Answer | None, ds: Answe
             "validating resolvers answer SERVFAIL for every name in it",
             f"replace the DS of {zone} at the parent by the one of its current key-signing key")
     return CheckResult("dnssec", "info", f"{signed}, and its parent's DS (key tag "
-                       f"{', '.join(map(str, sorted(parent & keys)))}) vouches for it: validating receivers check it")
+                       f"{', '.join(map(str, sorted(parent & keys)))}) vouches for it: validating receivers check it, "
+                       "and its MX hosts could publish TLSA records (DANE) so that DANE senders reach them only over "
+                       "TLS they verify")

@@ -32,6 +32,7 @@ from mailhost.lab import dnsupdate, jirahost, mtasts, ops, receiver, tlscert, zo
 from mailhost.lab.lab import Lab
 from mailhost.publish import render
 from tests.real.conftest import lab_in_tmp, until
+from tests.real.test_lab_drills import rerun_push
 from tests.real.test_outbound_tls import path_to_mx2
 from tests.real.test_status_lab import status
 
@@ -246,6 +247,21 @@ def test_stripped_starttls_holds_the_dane_and_mta_sts_domains_and_only_the_other
     time.sleep(1)
     got = at_mx2(lab, *(b.name for b in held))
     assert len({r["message_id"] for r in got}) == len(got) == 2 * COUNT and all(r["tls"] for r in got)
+
+
+def test_the_push_run_again_starts_the_resolver_and_the_policy_daemon_when_they_are_down(lab: Lab) -> None:
+    """A host without systemd after a reboot: the config is unchanged, but mail waits (TEMP) until unbound and
+    the policy daemon run again; the push, run again, starts them."""
+    stop = "kill $(cat /run/unbound.pid) $(cat /run/jira-mailhost-mta-sts.pid)"
+    assert jirahost.run(lab.info(), ["sh", "-c", stop]).returncode == 0
+    # the policy daemon lets its clients (Postfix's cached socketmap connections) finish first: up to 20 s
+    gone = ["sh", "-c", "! kill -0 $(cat /run/unbound.pid) 2>/dev/null && "
+                        "! kill -0 $(cat /run/jira-mailhost-mta-sts.pid) 2>/dev/null"]
+    until(lambda: jirahost.run(lab.info(), gone).returncode == 0, 40, "unbound and the policy daemon stopped")
+    pushed = rerun_push(lab)
+    assert pushed.ok and "(started unbound postfix-mta-sts-resolver)" in pushed.stdout, pushed.stdout + pushed.stderr
+    assert ask(lab, "8461", f"postfix {STS}") == f"OK secure match={MX2} servername=hostname"
+    assert ask(lab, str(render.DANE_FIRST_PORT), f"dane {NET}") == "OK dane"
 
 
 def test_the_teardown_stops_the_policy_daemon_it_started(lab: Lab) -> None:

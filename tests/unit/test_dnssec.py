@@ -40,7 +40,9 @@ def test_every_state_is_info_and_says_what_it_means() -> None:
     }
     assert {r.id for r in states.values()} == {"dnssec"}
     assert {r.status for r in states.values()} == {"info"} and not any(r.lookup_error for r in states.values())
-    assert states["unsigned"].detail == "zone example.com is not signed (no DNSKEY at its apex)"
+    assert states["unsigned"].detail == ("zone example.com is not signed (no DNSKEY at its apex): receivers see its "
+                                         "answers unvouched, and its MX could not use DANE (TLSA records need a "
+                                         "signed zone)")
     assert states["unsigned"].fix.startswith("optional: sign it")
     assert states["unsigned, DS not asked"].detail == states["unsigned"].detail
     assert states["bogus: DS without keys"].detail.endswith(
@@ -48,7 +50,9 @@ def test_every_state_is_info_and_says_what_it_means() -> None:
     assert states["island"].detail.endswith("but its parent has no DS for it: validators treat it as unsigned")
     assert states["secure"].detail.startswith("zone example.com is signed (2 DNSKEY, key tag ")
     assert states["secure"].detail.endswith("and its parent's DS (key tag 35406) vouches for it: validating "
-                                            "receivers check it") and states["secure"].fix == ""
+                                            "receivers check it, and its MX hosts could publish TLSA records (DANE) "
+                                            "so that DANE senders reach them only over TLS they verify")
+    assert states["secure"].fix == ""
     assert (states["stale DS"].detail, states["stale DS"].fix) == (
         "zone example.com is signed (1 DNSKEY, key tag 35406) but no DS at its parent matches its keys (DS key tag "
         "1): validating resolvers answer SERVFAIL for every name in it",

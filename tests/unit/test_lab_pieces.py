@@ -137,4 +137,4 @@ def test_every_file_a_push_writes_lands_in_the_lab_hosts_private_roots(delivery:
     assert outside == []
     assert (render.DANE_FIRST in paths) == (settings.delivery.outbound_tls == "dane+mta-sts")
     assert settings.delivery.outbound_tls == ("opportunistic" if delivery.get("mode") == "relay"
-                                              else delivery.get("outboundTls", "dane+mta-sts"))
+                                              else delivery.get("outboundTls", "opportunistic"))
