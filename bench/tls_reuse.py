@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/tls_reuse.py [--count 17000] [--modes direct,relay] [--keep]
     .venv/bin/python bench/tls_reuse.py --modes direct --rtt-ms 0,50 --cap 5 --count 2000 --judge no
+    .venv/bin/python bench/tls_reuse.py --modes direct --configs ours --outbound-tls dane+mta-sts --count 2000
 
 Builds a lab (its own state directory), deploys the program, and for each mode sends the same
 Jira-like burst through three Postfix configs on the jira host:
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="relay mode: the smarthost answers 250 once stored and relays afterwards, as real "
                              "relays do (default: it relays before it answers)")
     parser.add_argument("--wait", type=float, help="give up on a run after this many seconds (default: 600 or more)")
+    parser.add_argument("--outbound-tls", choices=("opportunistic", "dane", "dane+mta-sts"),
+                        help="direct mode: push with this delivery.outboundTls (default: the stack's default)")
     args = parser.parse_args(argv)
     rtts = [None if r == "none" else float(r) for r in args.rtt_ms.split(",")]
     state = Path(tempfile.mkdtemp(prefix="mailhost-tlsbench-")) / "state"
@@ -225,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         for mode in args.modes.split(","):
-            ops.up(lab, mode)
+            direct_tls = {"delivery": {"outboundTls": args.outbound_tls}} if args.outbound_tls else {}
+            ops.up(lab, mode, direct_tls if mode == "direct" else {})
             info = lab.info()
             if "mx2" not in info.pids:
                 lab.start_second_mx(info)

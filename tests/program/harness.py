@@ -8,6 +8,7 @@ an `apply` over those never runs.  Every registration is recorded with its optio
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import runpy
 import threading
@@ -170,12 +171,26 @@ def configure(values: dict[str, Any], secrets: dict[str, str], preview: bool, st
     An update (preview False) is `pulumi up`'s, after its preview, unless skip_preview."""
     mocks = EngineMocks(preview)
     monitor = RecordingMonitor(mocks)
+    usable_event_loop()
     pulumi.runtime.set_mocks(mocks, project="jira-mailhost", stack=stack, preview=preview, monitor=monitor)
     config, secret_keys = stack_config("jira-mailhost", values, secrets)
     pulumi.runtime.set_all_config(config, secret_keys)
     if not preview and not skip_preview:
         note_up_preview(stack, config)
     return Run(monitor, mocks, {})
+
+
+def usable_event_loop() -> None:
+    """Pulumi's runtime makes its futures on the current event loop.  An earlier asyncio.run() in the same
+    process (verify's lookups, a lab test) ends by setting none, and Python 3.11 then refuses to make one:
+    "There is no current event loop".  The Pulumi CLI starts each program in a fresh process; here, a fresh
+    loop stands in for that."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def note_up_preview(stack: str, config: dict[str, str]) -> None:

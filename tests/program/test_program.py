@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 
 import pulumi
@@ -402,3 +403,19 @@ def test_a_rendered_file_outside_its_allowlist_stops_the_program_before_any_reso
     monkeypatch.setattr(render, "_template", tampered)
     message = refused(stacks.existing_relay_staging(), SECRETS)
     assert "jira-mailhost:hosts[0]: the rendered config was refused" in message and "no file was pushed" in message
+
+
+def test_the_program_runs_after_an_asyncio_run_in_the_same_process() -> None:
+    """asyncio.run() (verify's lookups do it) leaves no current event loop; the mocks must still run the program.
+    The mutation gate's clean run failed on this twice (a program test after a verify test).  In a fresh
+    process, as the gate's forked runs are: in this one, earlier tests leave a loop behind."""
+    script = ("import asyncio\n"
+              "from tests.program import stacks\n"
+              "from tests.program.harness import run_program\n"
+              "from tests.program.test_program import SECRETS, ST_A, records_by_name\n"
+              "asyncio.run(asyncio.sleep(0))\n"
+              "run = run_program(stacks.existing_relay_staging(), SECRETS)\n"
+              "print(records_by_name(run)[ST_A]['records'])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['198.51.100.20']"
