@@ -8,7 +8,6 @@ an `apply` over those never runs.  Every registration is recorded with its optio
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import runpy
 import threading
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pulumi.runtime import mocks as pulumi_mocks
 
 from mailhost.lab.engine import simulate
-from mailhost.lab.engine.program import alias_urns, stack_config
+from mailhost.lab.engine.program import alias_urns, stack_config, usable_event_loop
 from mailhost.lab.engine.providers import UNKNOWN
 from mailhost.lab.runner import SECRET_SIG, unwrap
 from mailhost.publish import previewed
@@ -178,19 +177,6 @@ def configure(values: dict[str, Any], secrets: dict[str, str], preview: bool, st
     if not preview and not skip_preview:
         note_up_preview(stack, config)
     return Run(monitor, mocks, {})
-
-
-def usable_event_loop() -> None:
-    """Pulumi's runtime makes its futures on the current event loop.  An earlier asyncio.run() in the same
-    process (verify's lookups, a lab test) ends by setting none, and Python 3.11 then refuses to make one:
-    "There is no current event loop".  The Pulumi CLI starts each program in a fresh process; here, a fresh
-    loop stands in for that."""
-    try:
-        loop = asyncio.get_event_loop_policy().get_event_loop()
-    except RuntimeError:
-        loop = None
-    if loop is None or loop.is_closed():
-        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def note_up_preview(stack: str, config: dict[str, str]) -> None:

@@ -20,7 +20,7 @@ import pulumi
 import pytest
 
 from components.host import DEBIAN_AMI_NAME, DEBIAN_OWNER
-from mailhost.lab.engine.program import stack_config
+from mailhost.lab.engine.program import stack_config, usable_event_loop
 from mailhost.publish import bundle
 from tests.program import stacks
 from tests.program.harness import (
@@ -63,6 +63,7 @@ def run_recorded(values: dict[str, Any], secrets: dict[str, str] | None = None, 
     """harness.run_program, with the invokes (getZone, getAmi, …) recorded as well."""
     mocks = InvokeRecordingMocks(preview)
     monitor = RecordingMonitor(mocks)
+    usable_event_loop()
     pulumi.runtime.set_mocks(mocks, project="jira-mailhost", stack=stack, preview=preview, monitor=monitor)
     secrets = SECRETS if secrets is None else secrets
     config, secret_keys = stack_config("jira-mailhost", values, secrets)

@@ -405,17 +405,30 @@ def test_a_rendered_file_outside_its_allowlist_stops_the_program_before_any_reso
     assert "jira-mailhost:hosts[0]: the rendered config was refused" in message and "no file was pushed" in message
 
 
-def test_the_program_runs_after_an_asyncio_run_in_the_same_process() -> None:
-    """asyncio.run() (verify's lookups do it) leaves no current event loop; the mocks must still run the program.
-    The mutation gate's clean run failed on this twice (a program test after a verify test).  In a fresh
-    process, as the gate's forked runs are: in this one, earlier tests leave a loop behind."""
+AFTER_ASYNCIO_RUN = {
+    "harness": ("from tests.program.harness import run_program\n"
+                "print(records_by_name(run_program(stacks.existing_relay_staging(), SECRETS))[ST_A]['records'])\n"),
+    "recorder": ("from tests.program.test_mut_promises import run_recorded\n"
+                 "recorded = run_recorded(stacks.existing_relay_staging(), SECRETS)[0]\n"
+                 "print(records_by_name(recorded)[ST_A]['records'])\n"),
+    "simulator": ("from mailhost.lab.engine import matrix\n"
+                  "from mailhost.lab.engine.simulate import Simulator\n"
+                  "values, secrets, stack = matrix.shape('staging')\n"
+                  "regs = Simulator(stack=stack).run(values, secrets, stack, preview=True)[1]\n"
+                  "print(sum(r.name == 'jira-push' for r in regs.values()))\n"),
+}
+
+
+@pytest.mark.parametrize("path", list(AFTER_ASYNCIO_RUN))
+def test_the_program_runs_after_an_asyncio_run_in_the_same_process(path: str) -> None:
+    """asyncio.run() (verify's lookups do it) leaves no current event loop; every path that installs Pulumi's
+    mocks (this harness, test_mut_promises' recorder, the lab engine's simulator) must still run the program.
+    The mutation gate's clean run failed on this three times.  Each in a fresh process, as the gate's forked
+    runs are: in this one, earlier tests leave a loop behind."""
     script = ("import asyncio\n"
               "from tests.program import stacks\n"
-              "from tests.program.harness import run_program\n"
               "from tests.program.test_program import SECRETS, ST_A, records_by_name\n"
-              "asyncio.run(asyncio.sleep(0))\n"
-              "run = run_program(stacks.existing_relay_staging(), SECRETS)\n"
-              "print(records_by_name(run)[ST_A]['records'])\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+              "asyncio.run(asyncio.sleep(0))\n" + AFTER_ASYNCIO_RUN[path])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "['198.51.100.20']"
+    assert done.stdout == ("1\n" if path == "simulator" else "['198.51.100.20']\n")

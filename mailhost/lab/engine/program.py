@@ -11,6 +11,7 @@ One program run per `run` call; the SDK's global state is reset by `set_mocks` e
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import runpy
 import sys
@@ -137,6 +138,7 @@ def run(program: Path, project: str, stack: str, config: dict[str, str], secret_
             return resource_pb2.RegisterResourceResponse(urn=urn, id=rid, object=obj)
 
     mocks = Mocks()
+    usable_event_loop()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=Monitor(mocks))
     pulumi.runtime.set_all_config(config, secret_keys)
     if str(program.parent) not in sys.path:
@@ -160,3 +162,16 @@ def run(program: Path, project: str, stack: str, config: dict[str, str], secret_
     with contextlib.chdir(program.parent):  # as Pulumi's language host runs it: in the project directory
         _sync_await(run_pulumi_func(program_run))
     return exported
+
+
+def usable_event_loop() -> None:
+    """Pulumi's runtime makes its futures on the current event loop.  An earlier asyncio.run() in the same
+    process (verify's lookups, a lab tool) ends by setting none, and Python 3.11 then refuses to make one:
+    "There is no current event loop".  The Pulumi CLI starts each program in a fresh process; here, a fresh
+    loop stands in for that.  Call it before pulumi.runtime.set_mocks."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
