@@ -346,11 +346,6 @@ mta_sts_start() {
     mta-sts-daemon -c /etc/mta-sts-daemon.yml </dev/null >/dev/null 2>&1 9>&- &
   echo $! >"$MTA_STS_PID"
 }
-mta_sts_stop() {
-  if have_systemd; then systemctl stop postfix-mta-sts-resolver; return; fi
-  mta_sts_running && kill "$(tr -dc 0-9 <"$MTA_STS_PID")"
-  rm -f "$MTA_STS_PID"
-}
 # One socketmap request (a netstring) to a map on 127.0.0.1:PORT, or to a map program's stdin with PORT "-":
 # prints the reply's payload.
 SOCKETMAP_PROBE='
