@@ -9,6 +9,9 @@
 #                                        with 90 % confidence: 0.9^22 < 0.1)
 #   bash bench/mutation.sh --sample N    N mutants drawn at random from all of them (fails below 90 %)
 #   bash bench/mutation.sh --full        every mutant (the recorded run; see tests/mutation/BASELINE)
+#   bash bench/mutation.sh --full --work DIR
+#                                        the same in DIR, kept; run again with the same DIR, it goes on
+#                                        where it stopped (a full run takes hours: it can span sessions)
 # Options: --since REF (instead of BASELINE), --max N (default 120), --seed S, --jobs N (default 1),
 #          --keep (leave the work copy and print where it is).
 # It works in a copy of the checkout (mutmut writes mutants/ beside the sources), runs niced, and
@@ -20,7 +23,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 MUTMUT=$(dirname "$PY")/mutmut
-MODE=changed SAMPLE=40 MAX=120 JOBS=1 KEEP=0 SINCE="" SEED="" STRICT=""
+MODE=changed SAMPLE=40 MAX=120 JOBS=1 KEEP=0 SINCE="" SEED="" STRICT="" WORKDIR=""
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -31,23 +34,37 @@ while [ $# -gt 0 ]; do
     --seed) SEED=$2; shift 2 ;;
     --jobs) JOBS=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    --work) WORKDIR=$2; shift 2 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "mutation.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ -x "$MUTMUT" ] || { echo "mutation.sh: $MUTMUT missing: pip install -r requirements-dev.txt" >&2; exit 2; }
 
 start=$SECONDS
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/jira-mailhost-mutation.XXXXXX")
-if [ "$KEEP" = 1 ]; then echo "work copy: $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
+RESUME=0
+if [ -n "$WORKDIR" ]; then
+  [ "$MODE" = full ] || { echo "mutation.sh: --work is for --full runs" >&2; exit 2; }
+  mkdir -p "$WORKDIR"
+  WORK=$(cd "$WORKDIR" && pwd)
+  [ -s "$WORK/all.txt" ] && RESUME=1
+  echo "work copy: $WORK ($([ $RESUME = 1 ] && echo "going on with $(cat "$WORK/commit.txt")" || echo new))"
+else
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/jira-mailhost-mutation.XXXXXX")
+  if [ "$KEEP" = 1 ]; then echo "work copy: $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
+fi
 
-# The checkout as it is (tracked and new files, nothing ignored), without .git, .venv or caches.
-git -C "$ROOT" ls-files -z --cached --others --exclude-standard |
-  tar -C "$ROOT" --null --ignore-failed-read -cf - -T - 2>/dev/null | tar -C "$WORK" -xf -
+if [ $RESUME = 0 ]; then
+  # The checkout as it is (tracked and new files, nothing ignored), without .git, .venv or caches.
+  git -C "$ROOT" ls-files -z --cached --others --exclude-standard |
+    tar -C "$ROOT" --null --ignore-failed-read -cf - -T - 2>/dev/null | tar -C "$WORK" -xf -
+  { git -C "$ROOT" rev-parse HEAD; git -C "$ROOT" status --porcelain | sed 's/^/uncommitted: /'; } \
+    >"$WORK/commit.txt" 2>/dev/null || true
+fi
 cd "$WORK"
 export FUZZ_EXAMPLES=${FUZZ_EXAMPLES:-40}  # the settings property test: fewer examples per mutant
 mut() { "$PY" -m tests.mutation.mutants "$@"; }
-mut generate >all.txt
+[ $RESUME = 1 ] || mut generate >all.txt
 # SURVIVORS.md must describe today's mutants: an entry whose diff no mutant has any more is stale.
 if ! mut check "$ROOT/tests/mutation/SURVIVORS.md"; then
   echo "mutation.sh: stale entries in tests/mutation/SURVIVORS.md (above): re-examine them" >&2
@@ -77,7 +94,11 @@ fi
 echo "running $(wc -l <names.txt) of $(wc -l <all.txt) mutants (mode $MODE, $JOBS worker(s), nice 19)"
 export JM_MUTATION_CLEAN_LOG=$WORK/clean-failures.log  # tests/mutation/whole_module.py writes it
 run_mutmut() { # shellcheck disable=SC2046  # one argument per mutant name
-  nice -n 19 "$MUTMUT" run --max-children "$JOBS" $(cat names.txt) >run.log 2>&1
+  if [ -n "$WORKDIR" ]; then  # no names: mutmut runs every mutant that has no result yet
+    nice -n 19 "$MUTMUT" run --max-children "$JOBS" >>run.log 2>&1
+  else
+    nice -n 19 "$MUTMUT" run --max-children "$JOBS" $(cat names.txt) >run.log 2>&1
+  fi
 }
 shown_log() { tr '\r' '\n' <run.log | grep -v '^⠋\|^⠙\|^⠹\|^⠸\|^⠼\|^⠴\|^⠦\|^⠧\|^⠇\|^⠏' | tail -n 30; }
 if ! run_mutmut; then
