@@ -9,6 +9,8 @@
 #                                        with 90 % confidence: 0.9^22 < 0.1)
 #   bash bench/mutation.sh --sample N    N mutants drawn at random from all of them (fails below 90 %)
 #   bash bench/mutation.sh --full        every mutant (the recorded run; see tests/mutation/BASELINE)
+#   bash bench/mutation.sh --names FILE  exactly the mutants FILE lists, one name a line (e.g. the survivors of a
+#                                        full run, after tests were added for them)
 #   bash bench/mutation.sh --full --work DIR
 #                                        the same in DIR, kept; run again with the same DIR, it goes on
 #                                        where it stopped (a full run takes hours: it can span sessions)
@@ -23,19 +25,20 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 MUTMUT=$(dirname "$PY")/mutmut
-MODE=changed SAMPLE=40 MAX=120 JOBS=1 KEEP=0 SINCE="" SEED="" STRICT="" WORKDIR=""
+MODE=changed NAMES="" SAMPLE=40 MAX=120 JOBS=1 KEEP=0 SINCE="" SEED="" STRICT="" WORKDIR=""
 
 while [ $# -gt 0 ]; do
   case $1 in
     --sample) MODE=sample SAMPLE=$2; shift 2 ;;
     --full) MODE=full; shift ;;
+    --names) MODE=names NAMES=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
     --since) SINCE=$2; shift 2 ;;
     --max) MAX=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --jobs) JOBS=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --work) WORKDIR=$2; shift 2 ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "mutation.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -73,6 +76,11 @@ fi
 
 case $MODE in
   full) cp all.txt names.txt ;;
+  names) grep -Fxf all.txt "$NAMES" >names.txt || true
+    if [ "$(grep -c . "$NAMES")" != "$(grep -c . names.txt)" ]; then
+      echo "mutation.sh: $(grep -Fxvf all.txt "$NAMES" | head -3 | tr '\n' ' ')... in $NAMES are no mutants of this tree" >&2
+      exit 2
+    fi ;;
   sample) mut sample "$SAMPLE" "${SEED:-$RANDOM}" >names.txt ;;
   changed)
     base=${SINCE:-$(grep -v '^#' "$ROOT/tests/mutation/BASELINE" | awk 'NF { print $1; exit }')}

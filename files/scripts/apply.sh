@@ -645,12 +645,19 @@ if [ "$unchanged" = 1 ]; then
   if [ "$S_RESOLVER" = unbound ] && ! unbound_running; then unbound_start >/dev/null 2>&1; started+=" unbound"; fi
   if [ "$S_MTA_STS" = 1 ] && ! mta_sts_running; then mta_sts_start >/dev/null 2>&1; started+=" postfix-mta-sts-resolver"; fi
   if manages postfix && ! postfix_running; then postfix_do start >/dev/null 2>&1; started+=" postfix"; fi
+  # Started by hand (`postfix start`), the master sees the host's resolv.conf instead of the validating
+  # resolver: its DANE lookups would find nothing signed and deliver as if opportunistic. Restart it in its view.
+  repaired=""
+  if manages postfix && postfix_running && ! postfix_resolv_ok; then
+    postfix_do restart >/dev/null 2>&1
+    repaired="; restarted postfix, which did not see $([ -f "$PF_RESOLV" ] && echo "the validating resolver" || echo "the host's resolv.conf")"
+  fi
   if ! health "${MANAGED[@]}"; then
     warn "ERROR: the configuration is unchanged but $HEALTH_PROBLEM on $(host_label)."
     warn "the host needs an admin: see /var/log/mail.log (journalctl -u postfix -u opendkim on systemd hosts)"
     exit 3
   fi
-  say "unchanged: config $(config_id) already live on $(host_label)${started:+ (started$started)}"
+  say "unchanged: config $(config_id) already live on $(host_label)${started:+ (started$started)}$repaired"
   exit 0
 fi
 

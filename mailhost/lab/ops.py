@@ -95,14 +95,20 @@ def write_stack(lab: Lab, mode: str = "direct", overrides: dict[str, Any] | None
     values = merge(values, overrides or {})
     if values.get("delivery", {}).get("mode") != "relay":
         secrets.pop("relayPassword", None)
-    delivery = values.get("delivery", {})
-    mode = delivery.get("mode", "direct")
-    if delivery.get("outboundTls", default_outbound_tls(mode)) in DANE_MODES and mode == "direct":
-        # The push checks the host's resolver refuses a name whose DNSSEC is broken: in the lab, the lab's own
-        # (the real dnssec-failed.org is not under the lab root).
-        values["delivery"] = {**delivery, "dnssecBogusName": delivery.get("dnssecBogusName", zones.BOGUS_ZONE)}
+    values = with_lab_bogus_name(values)
     runner.write_stack(lab.state_dir, values, secrets)
     return values
+
+
+def with_lab_bogus_name(values: dict[str, Any]) -> dict[str, Any]:
+    """The values with the lab's broken-DNSSEC zone as delivery.dnssecBogusName whenever they push a DANE mode
+    (direct mode's default included): the push checks the host's resolver refuses that name, and the real
+    dnssec-failed.org is not under the lab root.  Every stack a lab test writes goes through here."""
+    delivery = values.get("delivery", {})
+    mode = delivery.get("mode", "direct")
+    if delivery.get("outboundTls", default_outbound_tls(mode)) not in DANE_MODES or mode != "direct":
+        return values
+    return {**values, "delivery": {**delivery, "dnssecBogusName": delivery.get("dnssecBogusName", zones.BOGUS_ZONE)}}
 
 
 def current_values(lab: Lab) -> dict[str, Any]:

@@ -8,6 +8,8 @@
     python -m tests.mutation.mutants score NAMES_FILE [SURVIVORS_MD] [--strict]  killed/total of those names
     python -m tests.mutation.mutants check [SURVIVORS_MD]             exit 1 on an entry no mutant matches
     python -m tests.mutation.mutants rekey [SURVIVORS_MD]             write each entry's diff hash (migration)
+    python -m tests.mutation.mutants survivors [PATTERN...]  each survivor SURVIVORS.md does not explain, with
+                                                         its diff hash and changed lines (after a run)
 
 A SURVIVORS.md entry excuses the mutant whose whole diff (the changed lines with their context in the
 function, file names left out) hashes to the entry's `diff:` key, whatever that mutant is numbered now;
@@ -291,6 +293,20 @@ def score(names: list[str], survivors_md: Path, strict: bool = False) -> int:
     return 0 if pct >= 90.0 and not tally["not checked"] else 1
 
 
+def survivors(patterns: list[str], survivors_md: Path) -> list[str]:
+    """The unexplained survivors among the names matching `patterns`: name, diff hash, and the lines it changes."""
+    listed, codes = listed_survivors(survivors_md), results()
+    out = []
+    for name in select(patterns):
+        if status(codes.get(name)) != "survived" or explained(name, listed):
+            continue
+        diff = diff_of(name)
+        changed = [line for line in diff.splitlines()
+                   if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))]
+        out.append(f"{name} diff:{diff_hash(diff)}\n" + "\n".join(f"    {line}" for line in changed))
+    return out
+
+
 def main(argv: list[str]) -> int:
     command, args = argv[0], argv[1:]
     if command == "generate":
@@ -307,6 +323,8 @@ def main(argv: list[str]) -> int:
         return rekey(Path(args[0]) if args else Path("tests/mutation/SURVIVORS.md"))
     elif command == "gate":
         print("\n".join(gate(Path(args[3]), args[0], args[1], int(args[2]))))
+    elif command == "survivors":
+        print("\n".join(survivors(args or ["*"], Path("tests/mutation/SURVIVORS.md"))))
     elif command == "score":
         strict = "--strict" in args
         args = [a for a in args if a != "--strict"]

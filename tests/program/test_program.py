@@ -206,7 +206,8 @@ def test_ipv6_without_ptr_is_not_used_for_sending(production: Run) -> None:
     assert len(spf) == 1
     assert spf[0].count("ip4:") == 2 and spf[0].count("ip6:") == 1 and spf[0].endswith(" ~all")
     assert all(len(values) == 1 for values in spf_by_name(production).values())
-    assert "smtp_tls_security_level = may" in jira_main and "relayhost =\n" in jira_main
+    # direct mode's default outbound TLS: DANE, then MTA-STS
+    assert "smtp_tls_security_level = dane" in jira_main and "relayhost =\n" in jira_main
 
 
 def test_production_without_reroute_mails_real_users(production: Run) -> None:

@@ -31,7 +31,7 @@ def lab(jm_lab_lock: None) -> Iterator[Lab]:
 def write_renamed(lab: Lab, **host: Any) -> None:
     values, secrets = ops.lab_values(lab, "direct")
     values["hosts"][0].update(host)
-    runner.write_stack(lab.state_dir, values, secrets)
+    runner.write_stack(lab.state_dir, ops.with_lab_bogus_name(values), secrets)
 
 
 def dig(lab: Lab, rtype: str, name: str) -> str:

@@ -49,7 +49,8 @@ def test_postfix_accepts_the_rendered_config(shape: str, tmp_path: Path, dkim_pe
     assert conf["message_size_limit"] == str(settings.message_size_limit)
     assert conf["smtpd_milters"] == "unix:/run/opendkim/opendkim.sock" and conf["non_smtpd_milters"] == "$smtpd_milters"
     relay = settings.delivery.mode == "relay"
-    assert conf["smtp_tls_security_level"] == ("secure" if relay else "may"), "TLS in both modes (Oefenweb trap)"
+    # TLS in both modes (Oefenweb trap); direct mode's default checks DANE, then MTA-STS
+    assert conf["smtp_tls_security_level"] == ("secure" if relay else "dane"), "TLS in both modes (Oefenweb trap)"
     if relay:  # the relay's certificate is checked against its name: no password for a man in the middle
         assert conf["smtp_tls_secure_cert_match"] == "nexthop" and conf["smtp_tls_CApath"] == "/etc/ssl/certs"
     assert conf["relayhost"] == ("[smtp.relay.example.net]:587" if relay else "")

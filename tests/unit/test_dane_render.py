@@ -34,7 +34,7 @@ def test_dane_adds_the_resolver_files_packages_and_checks_and_opportunistic_none
     dane, plain = files(outboundTls="dane"), files(outboundTls="opportunistic")
     assert set(dane) - set(plain) == {render.RESOLV_CONF, render.POSTFIX_RESOLVER_DROPIN}
     both = files(outboundTls="dane+mta-sts")
-    assert plain == files(), "opportunistic is direct mode's default: the same files, byte for byte"
+    assert both == files(), "dane+mta-sts is direct mode's default: the same files, byte for byte"
     assert set(both) - set(dane) == {render.DANE_FIRST} and set(plain) <= set(dane)
     assert env(both)["PACKAGES"].split() == [*render.PACKAGES, "unbound", *render.MTA_STS_PACKAGES]
     assert (env(both)["MTA_STS"], env(both)["DANE_FIRST"]) == ("1", render.DANE_FIRST)

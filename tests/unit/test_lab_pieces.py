@@ -137,4 +137,19 @@ def test_every_file_a_push_writes_lands_in_the_lab_hosts_private_roots(delivery:
     assert outside == []
     assert (render.DANE_FIRST in paths) == (settings.delivery.outbound_tls == "dane+mta-sts")
     assert settings.delivery.outbound_tls == ("opportunistic" if delivery.get("mode") == "relay"
-                                              else delivery.get("outboundTls", "opportunistic"))
+                                              else delivery.get("outboundTls", "dane+mta-sts"))
+
+
+@pytest.mark.parametrize(("delivery", "bogus"), [
+    ({}, zones.BOGUS_ZONE),  # direct mode's default: dane+mta-sts
+    ({"outboundTls": "dane"}, zones.BOGUS_ZONE),
+    ({"outboundTls": "dane", "dnssecBogusName": "broken.example.org"}, "broken.example.org"),
+    ({"outboundTls": "opportunistic"}, None),
+    ({"mode": "relay"}, None),
+])
+def test_every_lab_stack_that_pushes_dane_names_the_labs_own_broken_zone(delivery: dict[str, str],
+                                                                         bogus: str | None) -> None:
+    values = {"domain": "example.com", "delivery": delivery}
+    got = ops.with_lab_bogus_name(values)
+    assert got.get("delivery", {}).get("dnssecBogusName") == bogus
+    assert values == {"domain": "example.com", "delivery": delivery}, "the caller's values are left alone"

@@ -120,3 +120,22 @@ def test_strict_scoring_fails_on_one_unexplained_survivor(tmp_path: Path, monkey
     excuse = f"- `{names[0]}` `diff:{mutants.diff_hash(names[0])}`: equivalent\n  `x`\n"
     md.write_text(excuse)
     assert mutants.score(names, md, strict=True) == 0
+
+
+def test_survivors_lists_only_the_unexplained_ones_with_their_hash_and_changed_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    md = tmp_path / "SURVIVORS.md"
+    md.write_text(ENTRY)
+    other = DIFF.replace("254", "252")
+    names = {"mailhost.records.grammar.x_fqdn__mutmut_7": DIFF,  # survived, explained
+             "mailhost.records.grammar.x_fqdn__mutmut_8": other,  # survived, not explained
+             "mailhost.records.grammar.x_fqdn__mutmut_9": DIFF.replace("254", "0"),  # killed
+             "mailhost.records.spf.x_fqdn__mutmut_1": other}  # survived, another module
+    codes = {"mailhost.records.grammar.x_fqdn__mutmut_9": 1}
+    monkeypatch.setattr(mutants, "results", lambda: {n: codes.get(n, 0) for n in names})
+    monkeypatch.setattr(mutants, "diff_of", names.__getitem__)
+    assert mutants.survivors(["mailhost.records.grammar.*"], md) == [
+        f"mailhost.records.grammar.x_fqdn__mutmut_8 diff:{mutants.diff_hash(other)}\n"
+        "    -    if len(name) > 253 or not all(LABEL.fullmatch(p) for p in parts):\n"
+        "    +    if len(name) > 252 or not all(LABEL.fullmatch(p) for p in parts):"]
+    assert len(mutants.survivors(["*"], md)) == 2

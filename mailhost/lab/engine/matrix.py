@@ -230,10 +230,10 @@ def _outbound_tls(values: Values, secrets: Secrets, sim: Simulator) -> None:
     delivery["outboundTls"] = "dane"
 
 
-def _outbound_tls_mta_sts(values: Values, secrets: Secrets, sim: Simulator) -> None:
-    """DANE first, then MTA-STS policies (postfix-mta-sts-resolver) for receivers without TLSA (direct mode only)."""
+def _outbound_tls_opportunistic(values: Values, secrets: Secrets, sim: Simulator) -> None:
+    """Back from direct mode's default (DANE, then MTA-STS) to TLS when offered, nothing checked."""
     _outbound_tls(values, secrets, sim)
-    values["delivery"]["outboundTls"] = "dane+mta-sts"
+    values["delivery"]["outboundTls"] = "opportunistic"
 
 
 def _dnssec_bogus_name(values: Values, secrets: Secrets, sim: Simulator) -> None:
@@ -314,7 +314,7 @@ ROWS: tuple[Row, ...] = (
     Row("delivery.tlsPolicy", _tls_policy),
     Row("delivery.maxConnections", _max_connections),
     Row("delivery.outboundTls", _outbound_tls),
-    Row("delivery.outboundTls: dane+mta-sts", _outbound_tls_mta_sts),
+    Row("delivery.outboundTls: opportunistic", _outbound_tls_opportunistic),
     Row("delivery.outboundTls: dane + delivery.dnssecBogusName", _dnssec_bogus_name),
     Row("relayPassword (secret)", secret("relayPassword", "another-Relay-passw0rd")),
     Row("sshPrivateKey (secret)", lambda values, secrets, sim: secrets.update(
