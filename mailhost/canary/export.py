@@ -23,7 +23,8 @@ def _verdict_text(result: Result) -> str:
     parts = []
     for method in ("spf", "dkim", "dmarc", "arc"):
         if method in v.results:
-            extra = f" ({v.dkim_domain}, s={v.dkim_selector})" if method == "dkim" and v.dkim_domain else ""
+            selector = f", s={v.dkim_selector}" if v.dkim_selector else ""  # Microsoft names no selector
+            extra = f" ({v.dkim_domain}{selector})" if method == "dkim" and v.dkim_domain else ""
             parts.append(f"{method}={v.results[method]}{extra}")
     tls = {True: "TLS", False: "no TLS", None: "TLS unknown"}[v.tls]
     return "; " + " ".join(parts) + f"; {tls}" if parts else f"; no Authentication-Results; {tls}"

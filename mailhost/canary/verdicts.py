@@ -48,8 +48,9 @@ def _first_results(values: Iterable[str]) -> tuple[str | None, list[object]]:
 
     for value in values:
         text = " ".join(value[:MAX_FIELD].split())
-        # Microsoft 365 and Outlook.com write no authserv-id (RFC 8601 requires one): read theirs under "unnamed"
-        for candidate in (text, f"{UNNAMED}; {text}") if NO_AUTHSERV.match(text) else (text,):
+        # Microsoft 365 and Outlook.com write no authserv-id (RFC 8601 requires one): read theirs under "unnamed",
+        # first (authres would take a leading `spf=fail` for the authserv-id and drop that failing verdict)
+        for candidate in (f"{UNNAMED}; {text}", text) if NO_AUTHSERV.match(text) else (text,):
             try:
                 parsed = authres.AuthenticationResultsHeader.parse_value(candidate)
             except Exception:  # authres raises its own SyntaxError and others on odd input: try the next one

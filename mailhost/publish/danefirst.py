@@ -30,7 +30,8 @@ MAX_REQUEST = 1024  # a socketmap request is "name key"; a domain is at most 253
 MAX_MX_HOSTS = 10  # enough for any real receiver; bounds the lookups one request can cause
 LOOKUP_TIMEOUT = 4.0  # per query: Postfix's socketmap client waits 100 s for the whole reply
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-DOMAIN = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.[a-z][a-z0-9-]*[a-z0-9]")
+MAX_NAME = 253  # a domain name's text, without the root's trailing dot
+DOMAIN = re.compile(rf"(?=.{{1,{MAX_NAME}}}$){_LABEL}(\.{_LABEL})*\.[a-z][a-z0-9-]*[a-z0-9]")
 _REQUEST = re.compile(rb"([a-z0-9_-]{1,32}) ([\x21-\x7e]{1,300})")
 
 
@@ -78,7 +79,8 @@ def decide(domain: str, lookup: Lookup) -> str:
     if hosts is None:
         return "NOTFOUND "
     for host in hosts:
-        if not DOMAIN.fullmatch(host):
+        # a TLSA name past DNS's 253 characters cannot exist: DANE cannot apply to that host
+        if not DOMAIN.fullmatch(host) or len(f"_25._tcp.{host}") > MAX_NAME:
             continue
         tlsa = lookup(f"_25._tcp.{host}", "TLSA")
         if _failed(tlsa) or (tlsa.ad and tlsa.rcode == "NOERROR" and tlsa.records):
@@ -130,9 +132,9 @@ def dns_lookup(name: str, rdtype: str, resolver: tuple[str, int] = RESOLVER) -> 
     import dns.rcode
     import dns.rdatatype
 
-    query = dns.message.make_query(name, rdtype, want_dnssec=True)
-    query.flags |= dns.flags.AD
-    try:
+    try:  # a name dnspython refuses (too long) is no answer either, never a crash of the map
+        query = dns.message.make_query(name, rdtype, want_dnssec=True)
+        query.flags |= dns.flags.AD
         response = dns.query.udp(query, resolver[0], port=resolver[1], timeout=LOOKUP_TIMEOUT)
         if response.flags & dns.flags.TC:
             response = dns.query.tcp(query, resolver[0], port=resolver[1], timeout=LOOKUP_TIMEOUT)

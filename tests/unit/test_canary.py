@@ -60,6 +60,17 @@ def test_microsoft_shaped_headers_without_authserv_id_still_read() -> None:
     assert (v.dkim_domain, v.authserv) == ("example.com", verdicts.UNNAMED)
 
 
+@pytest.mark.parametrize(("first", "word"), [("spf=fail", "fail"), ("dkim=none", "none")])
+def test_a_first_clause_without_properties_is_a_verdict_not_the_authserv_id(first: str, word: str) -> None:
+    """Without an authserv-id, authres would read a bare leading `spf=fail` as the id and drop that failure."""
+    method = first.split("=")[0]
+    rest = {"spf": "dkim=pass header.d=example.com header.s=jm1; dmarc=pass header.from=example.com",
+            "dkim": "spf=pass smtp.mailfrom=example.com; dmarc=pass header.from=example.com"}[method]
+    v = verdicts.read(f"Authentication-Results: {first}; {rest}\r\n\r\n".encode(), OURS)
+    assert v.results[method] == word and v.authserv == verdicts.UNNAMED, v
+    assert causes.exit_code("inbox", v, False) != 0, "a failing verdict is never an OK run"
+
+
 def test_the_topmost_parseable_header_is_the_receivers_own() -> None:
     forged_below = ("Authentication-Results: mx.example.net; dkim=fail header.d=example.com\r\n"
                     "Authentication-Results: attacker.example; dkim=pass header.d=example.com; dmarc=pass\r\n\r\n")

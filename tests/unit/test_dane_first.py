@@ -174,3 +174,24 @@ def test_a_resolver_that_does_not_answer_is_a_timeout(
 def test_the_pushed_program_is_this_file() -> None:
     assert danefirst.own_source() == Path(danefirst.__file__).read_text(encoding="utf-8")
     assert danefirst.own_source().startswith("#!/usr/bin/python3\n")
+
+
+def test_an_mx_host_whose_tlsa_name_cannot_exist_is_passed_over_not_a_crash() -> None:
+    """A signed zone may name an MX host of up to 253 characters; `_25._tcp.` makes its TLSA name longer than
+    DNS allows, so DANE cannot apply to that host: the next one decides (dnspython would raise on the name)."""
+    long_host = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 45, "example"])  # 245 characters
+    assert len(long_host) == 245 and len(f"_25._tcp.{long_host}") == danefirst.MAX_NAME + 1
+    edge_host = long_host[1:]  # 244: its TLSA name is exactly 253 characters, and is asked
+    mx = Answer("NOERROR", True, (f"10 {long_host}.", "20 mx2.example.net."))
+    lookup, asked = lookups({("example.net", "MX"): mx,
+                             ("_25._tcp.mx2.example.net", "TLSA"): Answer("NOERROR", True, ("3 1 1 ab",))})
+    assert danefirst.decide("example.net", lookup) == "OK dane"
+    assert asked == [("example.net", "MX"), ("_25._tcp.mx2.example.net", "TLSA")]
+    lookup, asked = lookups({("example.net", "MX"): Answer("NOERROR", True, (f"10 {edge_host}.",))})
+    assert danefirst.decide("example.net", lookup) == "NOTFOUND "
+    assert asked == [("example.net", "MX"), (f"_25._tcp.{edge_host}", "TLSA")]
+
+
+def test_a_name_dns_refuses_is_no_answer_not_an_exception() -> None:
+    too_long = "_25._tcp." + ".".join(["a" * 63] * 4)
+    assert danefirst.dns_lookup(too_long, "TLSA", ("127.0.0.1", 9)) == Answer("TIMEOUT", False)
