@@ -95,3 +95,40 @@ def test_a_stopped_preview_forgets_the_note_of_this_stack_and_these_settings_onl
     previewed.note_preview(elsewhere)
     preview_stopped()
     assert not previewed.was_previewed(here) and previewed.was_previewed(elsewhere)
+
+
+def test_the_note_is_of_the_settings_not_of_the_order_they_came_in() -> None:
+    """Pulumi hands the config over as a map: the preview and the update must note the same digest whatever
+    the order of its keys, nested ones included."""
+    one = {"domain": "example.com", "delivery": {"mode": "direct", "maxConnections": 5}, "environment": "production"}
+    other = {"environment": "production", "delivery": {"maxConnections": 5, "mode": "direct"}, "domain": "example.com"}
+    assert previewed.settings_digest("jira-mailhost", "production", one) == \
+        previewed.settings_digest("jira-mailhost", "production", other)
+
+
+def test_a_note_lasts_from_the_instant_it_is_written_to_just_before_the_hour(tmp_path: Path) -> None:
+    import os
+
+    digest = "d" * 64
+    previewed.note_preview(digest, directory=tmp_path)
+    noted = 1_800_000_000.0
+    os.utime(tmp_path / digest, (noted, noted))
+    assert previewed.was_previewed(digest, now=noted, directory=tmp_path), "the preview that just ran"
+    assert previewed.was_previewed(digest, now=noted + previewed.VALID_SECONDS - 1, directory=tmp_path)
+    assert not previewed.was_previewed(digest, now=noted + previewed.VALID_SECONDS, directory=tmp_path)
+    assert not previewed.was_previewed(digest, now=noted - 1, directory=tmp_path), "a note from the future"
+
+
+def test_forgetting_a_note_that_was_never_written_is_no_error(tmp_path: Path) -> None:
+    previewed.forget_preview("e" * 64, directory=tmp_path)  # a preview stopped before its note
+    previewed.note_preview("e" * 64, directory=tmp_path)
+    previewed.forget_preview("e" * 64, directory=tmp_path)
+    assert not previewed.was_previewed("e" * 64, directory=tmp_path)
+
+
+def test_the_refusal_says_what_happened_why_it_matters_and_what_to_run() -> None:
+    assert previewed.not_previewed_message("production") == (
+        "stack 'production' is production, and no preview of these settings ran in the last hour on this machine "
+        "(pulumi up --skip-preview, or the Automation API's up without preview). Without a preview a refused "
+        "change to a protected resource stops only at its own step, after other steps ran. Run `pulumi up` (it "
+        "previews first), or `pulumi preview` and then the update. Nothing was changed.")
