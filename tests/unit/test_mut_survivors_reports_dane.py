@@ -28,6 +28,7 @@ from mailhost.publish import danefirst
 from mailhost.publish.danefirst import Answer
 from mailhost.reports import export
 from mailhost.reports.judge import Ramp, Summary, Tally
+from tests.unit.test_dane_first import lookups  # the fake resolver table its decisions are judged with
 
 # --- export: the node_exporter textfile and `mailhost reports --json` ----------------------------------
 
@@ -131,16 +132,6 @@ def test_the_json_document_has_every_key_it_promises() -> None:
 
 
 # --- danefirst: the decisions Postfix reads --------------------------------------------------------------
-
-def lookups(table: dict[tuple[str, str], Answer]) -> tuple[danefirst.Lookup, list[tuple[str, str]]]:
-    asked: list[tuple[str, str]] = []
-
-    def lookup(name: str, rdtype: str) -> Answer:
-        asked.append((name, rdtype))
-        return table.get((name, rdtype), Answer("NXDOMAIN", True))
-
-    return lookup, asked
-
 
 DANE_TLSA = Answer("NOERROR", True, ("3 1 1 ab",))
 
